@@ -1,0 +1,45 @@
+// connpool - the storage of one pooled connection, and the link a handle keeps to its pool
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// SlotBase<Conn> holds a connection; the pool derives its own slot type from it (adding ages and
+// list links, which depend on the pool's Clock). HandleOwner<Conn> is the interface through
+// which a PooledHandle<Conn> gives its connection back without knowing the pool's Factory or
+// Clock: that is what lets users name PooledHandle<Conn> in their own signatures.
+
+#include <utility>
+
+namespace connpool::detail {
+
+/// One connection, allocated once when the connection is created and reused until it is closed.
+template <class Conn>
+struct SlotBase {
+  template <class... Args>
+  explicit SlotBase(Args&&... args) : conn(std::forward<Args>(args)...) {}
+  SlotBase(const SlotBase&) = delete;
+  SlotBase& operator=(const SlotBase&) = delete;
+  ~SlotBase() = default;
+
+  Conn conn;
+};
+
+/// What a handle calls to end its hold on a connection.
+template <class Conn>
+class HandleOwner {
+ public:
+  /// Return the connection to the pool (`close` false) or close it (`close` true). Never throws.
+  virtual void give_back(SlotBase<Conn>* slot, bool close) noexcept = 0;
+
+  /// The handle has moved the connection out of `slot`: the pool forgets it and frees its place.
+  virtual void forget(SlotBase<Conn>* slot) noexcept = 0;
+
+ protected:
+  HandleOwner() = default;
+  HandleOwner(const HandleOwner&) = default;
+  HandleOwner& operator=(const HandleOwner&) = default;
+  ~HandleOwner() = default;
+};
+
+struct HandleAccess;
+
+}  // namespace connpool::detail

@@ -1,0 +1,41 @@
+// connpool - the exceptions a pool throws
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// PoolError and the three failures of an acquire. Invalid options are reported with
+// std::invalid_argument (options.hpp); a factory's own exception reaches the caller unchanged.
+
+#include <stdexcept>
+#include <string>
+
+namespace connpool {
+
+/// Base of every error the pool itself raises. Catch it to handle any pool failure.
+class PoolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// An acquire waited for its whole timeout without getting a connection.
+///
+/// The message gives the timeout and the pool's counts at that moment, e.g.
+/// "connpool: acquire timed out after 250 ms (in use 3, idle 0, max_size 3, waiting 2)".
+class AcquireTimeout : public PoolError {
+ public:
+  using PoolError::PoolError;
+};
+
+/// An acquire's wait was ended through its std::stop_token.
+class AcquireCancelled : public PoolError {
+ public:
+  using PoolError::PoolError;
+};
+
+/// The pool is closed: thrown by every acquire after close(), and to every waiter woken by it.
+class PoolClosed : public PoolError {
+ public:
+  PoolClosed() : PoolError("connpool: the pool is closed") {}
+  using PoolError::PoolError;
+};
+
+}  // namespace connpool

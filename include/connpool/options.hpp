@@ -1,0 +1,83 @@
+// connpool - PoolOptions, the settings of a pool
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// PoolOptions is a plain aggregate, meant for designated initializers:
+//     connpool::PoolOptions{.min_size = 2, .max_size = 16, .acquire_timeout = 5s}
+// The pool checks it once, in its constructor, through PoolOptions::validate().
+
+#include <chrono>
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+
+namespace connpool {
+
+/// The settings of a ConnectionPool.
+///
+/// Every duration is in milliseconds; for the expiry settings 0 means "never". Defaults follow
+/// HikariCP's (30 s acquire timeout, 10 min idle, 30 min lifetime), which suit a database
+/// behind a firewall that drops idle TCP flows after an hour or so.
+struct PoolOptions {
+  /// Connections kept open: opened by the constructor (warm-up) and refilled by maintenance.
+  /// Default 0. Must be <= max_size.
+  std::size_t min_size = 0;
+
+  /// Hard bound on open connections, counting those being created. Default 10. Must be >= 1.
+  std::size_t max_size = 10;
+
+  /// How long acquire() waits for a connection when no timeout is passed. Default 30 s.
+  /// 0 means "do not wait": fail with AcquireTimeout at once when none is free. Must be >= 0.
+  std::chrono::milliseconds acquire_timeout{30'000};
+
+  /// An idle connection unused for longer than this is closed, as long as more than min_size
+  /// connections are open. Default 10 min. 0 = never close for idleness. Must be >= 0.
+  std::chrono::milliseconds max_idle{600'000};
+
+  /// A connection older than this is closed instead of being handed out or returned to the
+  /// idle set. Default 30 min. 0 = unlimited age. Must be >= 0.
+  std::chrono::milliseconds max_lifetime{1'800'000};
+
+  /// Period of the background maintenance pass (close expired idle connections, refill to
+  /// min_size). Default 30 s. 0 = no background thread; call prune() yourself. Must be >= 0.
+  std::chrono::milliseconds health_check_interval{30'000};
+
+  /// Ping an idle connection before handing it out, unless it was used within
+  /// validation_bypass. Default true. Ignored for types that are not Pingable.
+  bool validate_on_acquire = true;
+
+  /// Skip the validation ping for a connection used this recently. Default 500 ms.
+  /// 0 = ping every time. Must be >= 0.
+  std::chrono::milliseconds validation_bypass{500};
+
+  /// When warm-up fails, throw the factory's exception from the constructor (true, default),
+  /// or start anyway and open the connections later (false).
+  bool fail_fast = true;
+
+  /// Throws std::invalid_argument naming the first field that is out of range.
+  void validate() const {
+    if (max_size == 0) {
+      throw std::invalid_argument("connpool: PoolOptions::max_size must be at least 1 (got 0)");
+    }
+    if (min_size > max_size) {
+      throw std::invalid_argument("connpool: PoolOptions::min_size (" + std::to_string(min_size) +
+                                  ") must not exceed max_size (" + std::to_string(max_size) + ")");
+    }
+    check_not_negative(acquire_timeout, "acquire_timeout");
+    check_not_negative(max_idle, "max_idle");
+    check_not_negative(max_lifetime, "max_lifetime");
+    check_not_negative(health_check_interval, "health_check_interval");
+    check_not_negative(validation_bypass, "validation_bypass");
+  }
+
+ private:
+  static void check_not_negative(std::chrono::milliseconds value, const char* field) {
+    if (value.count() < 0) {
+      throw std::invalid_argument(std::string("connpool: PoolOptions::") + field +
+                                  " must not be negative (got " + std::to_string(value.count()) +
+                                  " ms)");
+    }
+  }
+};
+
+}  // namespace connpool
