@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# connpool - run every check that CI runs, on a fresh Debian 12 machine.
+#
+#   ./scripts/test-all.sh                 format check, then ci-gcc, ci-clang, ci-asan, ci-tsan
+#   ./scripts/test-all.sh ci-gcc ci-tsan  format check, then only the named workflow presets
+#
+# As root, installs the Debian packages it needs (fast when they are all present); otherwise it
+# prints the apt-get command to run. Stops at the first failure. Build trees: build/<preset>.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+./scripts/ensure-packages.sh cmake g++ clang make catch2 libbenchmark-dev clang-format-14
+
+if (($# > 0)); then
+  workflows=("$@")
+else
+  workflows=(ci-gcc ci-clang ci-asan ci-tsan)
+fi
+
+# clang-14's TSan cannot map its shadow memory with more than 28 bits of mmap randomisation.
+if [[ " ${workflows[*]} " == *" ci-tsan "* && -r /proc/sys/vm/mmap_rnd_bits ]] &&
+  (($(cat /proc/sys/vm/mmap_rnd_bits) > 28)); then
+  echo "test-all: warning: vm.mmap_rnd_bits > 28; clang-14 TSan may fail to start" \
+    "(sysctl -w vm.mmap_rnd_bits=28)" >&2
+fi
+
+log_dir=build/test-all
+mkdir -p "$log_dir"
+start=$SECONDS
+passed_tests=0
+done_steps=()
+
+fail() {
+  echo
+  echo "test-all: FAILED at step '$1' (exit $2); log: $3" >&2
+  echo "test-all: steps passed before it: ${done_steps[*]:-none}" >&2
+  exit 1
+}
+
+# run_step <name> <command>...: run, tee to build/test-all/<name>.log, stop on failure.
+run_step() {
+  local name=$1
+  shift
+  local log="$log_dir/$name.log"
+  local t0=$SECONDS
+  echo
+  echo "==> test-all: $name: $*"
+  local rc=0
+  "$@" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+  ((rc == 0)) || fail "$name" "$rc" "$log"
+  # ctest ends with "100% tests passed, 0 tests failed out of N".
+  local total
+  total=$(grep -Eo 'tests failed out of [0-9]+' "$log" | tail -n 1 | grep -Eo '[0-9]+$' || true)
+  passed_tests=$((passed_tests + ${total:-0}))
+  done_steps+=("$name")
+  echo "==> test-all: $name OK ($((SECONDS - t0))s${total:+, $total tests})"
+}
+
+run_step format ./scripts/format.sh
+for preset in "${workflows[@]}"; do
+  run_step "$preset" cmake --workflow --preset "$preset"
+done
+
+echo
+echo "test-all: all steps passed (${done_steps[*]}) in $((SECONDS - start))s"
+echo "test-all: $passed_tests passed, 0 failed"
