@@ -1,0 +1,398 @@
+// connpool - tests: PoolStats, its derived values, to_json(), and the pool's counters
+// SPDX-License-Identifier: MIT
+
+#include <cctype>
+#include <charconv>
+#include <chrono>
+#include <clocale>
+#include <cstdint>
+#include <limits>
+#include <locale>
+#include <map>
+#include <optional>
+#include <string>
+#include <system_error>
+
+#include <connpool/connpool.hpp>
+
+#include "catch.hpp"
+#include "fake_conn.hpp"
+
+using namespace std::chrono_literals;
+using connpool::PoolStats;
+using connpool_test::Approx;
+using connpool_test::FakeFactory;
+using connpool_test::FakeState;
+
+namespace {
+
+/// A strict parser for the one shape to_json() may produce: a flat JSON object whose values
+/// are numbers. Returns key -> number text, or nullopt on any syntax error (trailing comma,
+/// unbalanced braces, a duplicate key, a number JSON does not allow, trailing garbage).
+class FlatJson {
+ public:
+  static std::optional<std::map<std::string, std::string>> parse(const std::string& text) {
+    FlatJson p(text);
+    std::map<std::string, std::string> out;
+    p.skip_ws();
+    if (!p.eat('{')) {
+      return std::nullopt;
+    }
+    p.skip_ws();
+    if (!p.eat('}')) {
+      for (;;) {
+        auto key = p.string();
+        p.skip_ws();
+        if (!key || !p.eat(':')) {
+          return std::nullopt;
+        }
+        p.skip_ws();
+        auto value = p.number();
+        if (!value || !out.emplace(*key, *value).second) {
+          return std::nullopt;
+        }
+        p.skip_ws();
+        if (p.eat('}')) {
+          break;
+        }
+        if (!p.eat(',')) {
+          return std::nullopt;
+        }
+        p.skip_ws();
+      }
+    }
+    p.skip_ws();
+    if (p.pos_ != text.size()) {
+      return std::nullopt;
+    }
+    return out;
+  }
+
+ private:
+  explicit FlatJson(const std::string& text) : text_(text) {}
+
+  [[nodiscard]] bool at_end() const { return pos_ >= text_.size(); }
+  [[nodiscard]] char peek() const { return at_end() ? '\0' : text_[pos_]; }
+  bool eat(char c) {
+    if (peek() == c && !at_end()) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  void skip_ws() {
+    while (!at_end() && (peek() == ' ' || peek() == '\n' || peek() == '\t' || peek() == '\r')) {
+      ++pos_;
+    }
+  }
+  bool digits() {
+    const std::size_t start = pos_;
+    while (!at_end() && std::isdigit(static_cast<unsigned char>(peek())) != 0) {
+      ++pos_;
+    }
+    return pos_ > start;
+  }
+  std::optional<std::string> string() {
+    if (!eat('"')) {
+      return std::nullopt;
+    }
+    std::string s;
+    while (!at_end() && peek() != '"') {
+      if (peek() == '\\' || static_cast<unsigned char>(peek()) < 0x20) {
+        return std::nullopt;  // field names need no escapes
+      }
+      s += text_[pos_++];
+    }
+    if (!eat('"')) {
+      return std::nullopt;
+    }
+    return s;
+  }
+  // JSON: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+  std::optional<std::string> number() {
+    const std::size_t start = pos_;
+    eat('-');
+    if (eat('0')) {
+      // no leading zeros
+    } else if (peek() >= '1' && peek() <= '9') {
+      digits();
+    } else {
+      return std::nullopt;
+    }
+    if (eat('.') && !digits()) {
+      return std::nullopt;
+    }
+    if (eat('e') || eat('E')) {
+      if (!eat('+')) {
+        eat('-');
+      }
+      if (!digits()) {
+        return std::nullopt;
+      }
+    }
+    return text_.substr(start, pos_ - start);
+  }
+
+  const std::string& text_;
+  std::size_t pos_ = 0;
+};
+
+/// The value of a JSON number, read locale-independently; NaN if it does not parse whole.
+double as_double(const std::string& number) {
+  double v = 0;
+  const auto res = std::from_chars(number.data(), number.data() + number.size(), v);
+  if (res.ec != std::errc{} || res.ptr != number.data() + number.size()) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  return v;
+}
+
+PoolStats sample_stats() {
+  PoolStats s;
+  s.created = 1'234'567;
+  s.closed = 2;
+  s.acquired = 8;
+  s.reused = 6;
+  s.released = 5;
+  s.waited = 4;
+  s.timeouts = 3;
+  s.validation_failures = 9;
+  s.create_failures = 10;
+  s.close_failures = 11;
+  s.detached = 12;
+  s.total_wait_time = 1500us;
+  s.max_wait_time = 1250us;
+  s.idle = 13;
+  s.in_use = 14;
+  s.pending = 15;
+  s.max_size = 16;
+  return s;
+}
+
+/// A numpunct that writes 1234.5 as "1.234,5", as a German locale would.
+struct CommaDecimal : std::numpunct<char> {
+  char do_decimal_point() const override { return ','; }
+  char do_thousands_sep() const override { return '.'; }
+  std::string do_grouping() const override { return "\3"; }
+};
+
+/// Installs a comma-decimal global C++ locale (and, where one is installed, a comma-decimal C
+/// locale) for the scope, then restores the previous ones.
+class CommaLocale {
+ public:
+  CommaLocale()
+      : previous_(std::locale::global(std::locale(std::locale::classic(), new CommaDecimal))) {
+    const char* current = std::setlocale(LC_ALL, nullptr);
+    previous_c_ = current != nullptr ? current : "C";
+    for (const char* name : {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8"}) {
+      if (std::setlocale(LC_ALL, name) != nullptr) {
+        c_locale_switched_ = true;
+        break;
+      }
+    }
+  }
+  CommaLocale(const CommaLocale&) = delete;
+  CommaLocale& operator=(const CommaLocale&) = delete;
+  ~CommaLocale() {
+    std::setlocale(LC_ALL, previous_c_.c_str());
+    std::locale::global(previous_);
+  }
+  [[nodiscard]] bool c_locale_switched() const { return c_locale_switched_; }
+
+ private:
+  std::locale previous_;
+  std::string previous_c_;
+  bool c_locale_switched_ = false;
+};
+
+}  // namespace
+
+TEST_CASE("PoolStats: a default snapshot is all zeros", "[stats]") {
+  const PoolStats s;
+  CHECK(s.created == 0);
+  CHECK(s.acquired == 0);
+  CHECK(s.total_wait_time == 0ns);
+  CHECK(s.max_wait_time == 0ns);
+  CHECK(s.total_connections() == 0);
+  CHECK(s.reuse_ratio() == 0.0);
+  CHECK(s.avg_wait_time_ms() == 0.0);
+}
+
+TEST_CASE("PoolStats: reuse_ratio() is reused / acquired, and 0 when nothing was acquired",
+          "[stats]") {
+  PoolStats s;
+  s.reused = 5;
+  CHECK(s.reuse_ratio() == 0.0);  // acquired == 0: no division by zero
+  s.acquired = 8;
+  s.reused = 6;
+  CHECK(s.reuse_ratio() == Approx(0.75));
+  s.reused = 8;
+  CHECK(s.reuse_ratio() == Approx(1.0));
+}
+
+TEST_CASE("PoolStats: avg_wait_time_ms() is the mean wait over successful acquires", "[stats]") {
+  PoolStats s;
+  s.total_wait_time = 10ms;
+  CHECK(s.avg_wait_time_ms() == 0.0);  // nothing acquired
+  s.acquired = 4;
+  CHECK(s.avg_wait_time_ms() == Approx(2.5));
+  s.total_wait_time = 3us;
+  s.acquired = 1;
+  CHECK(s.avg_wait_time_ms() == Approx(0.003));
+}
+
+TEST_CASE("PoolStats: total_connections() is idle + in_use", "[stats]") {
+  PoolStats s;
+  s.idle = 3;
+  s.in_use = 4;
+  s.pending = 100;  // waiters hold no connection
+  CHECK(s.total_connections() == 7);
+}
+
+TEST_CASE("PoolStats: to_json() is one flat JSON object with every field and derived value",
+          "[stats]") {
+  const PoolStats s = sample_stats();
+  const std::string json = s.to_json();
+  INFO("json: " << json);
+  const auto parsed = FlatJson::parse(json);
+  REQUIRE(parsed.has_value());
+  const auto& m = *parsed;
+
+  // DESIGN: "to_json() (one JSON object whose keys are the field names above, plus the derived
+  // values)".
+  for (const char* key : {"created",         "closed",
+                          "acquired",        "reused",
+                          "released",        "waited",
+                          "timeouts",        "validation_failures",
+                          "create_failures", "close_failures",
+                          "detached",        "total_wait_time",
+                          "max_wait_time",   "idle",
+                          "in_use",          "pending",
+                          "max_size",        "total_connections",
+                          "reuse_ratio",     "avg_wait_time_ms"}) {
+    INFO("key: " << key);
+    CHECK(m.count(key) == 1);
+  }
+  REQUIRE(m.size() == 20);
+
+  CHECK(m.at("created") == "1234567");
+  CHECK(m.at("closed") == "2");
+  CHECK(m.at("acquired") == "8");
+  CHECK(m.at("reused") == "6");
+  CHECK(m.at("released") == "5");
+  CHECK(m.at("waited") == "4");
+  CHECK(m.at("timeouts") == "3");
+  CHECK(m.at("validation_failures") == "9");
+  CHECK(m.at("create_failures") == "10");
+  CHECK(m.at("close_failures") == "11");
+  CHECK(m.at("detached") == "12");
+  CHECK(m.at("idle") == "13");
+  CHECK(m.at("in_use") == "14");
+  CHECK(m.at("pending") == "15");
+  CHECK(m.at("max_size") == "16");
+  CHECK(m.at("total_connections") == "27");
+  // Durations are written in milliseconds (stats.hpp).
+  CHECK(as_double(m.at("total_wait_time")) == Approx(1.5));
+  CHECK(as_double(m.at("max_wait_time")) == Approx(1.25));
+  CHECK(as_double(m.at("reuse_ratio")) == Approx(0.75));
+  CHECK(as_double(m.at("avg_wait_time_ms")) == Approx(1.5 / 8));
+}
+
+TEST_CASE("PoolStats: to_json() of an empty snapshot is valid JSON too", "[stats]") {
+  const std::string json = PoolStats{}.to_json();
+  INFO("json: " << json);
+  const auto parsed = FlatJson::parse(json);
+  REQUIRE(parsed.has_value());
+  CHECK(parsed->size() == 20);
+  CHECK(as_double(parsed->at("reuse_ratio")) == 0.0);
+}
+
+TEST_CASE("PoolStats: to_json() writes the same numbers whatever the global locale", "[stats]") {
+  const PoolStats s = sample_stats();
+  const std::string classic = s.to_json();
+  std::string localised;
+  {
+    const CommaLocale comma;
+    INFO("C locale switched as well: " << comma.c_locale_switched());
+    localised = s.to_json();
+  }
+  INFO("classic:   " << classic);
+  INFO("localised: " << localised);
+  CHECK(localised == classic);
+  const auto parsed = FlatJson::parse(localised);
+  REQUIRE(parsed.has_value());
+  CHECK(parsed->at("created") == "1234567");  // no thousands separator
+  CHECK(as_double(parsed->at("total_wait_time")) == Approx(1.5));
+}
+
+TEST_CASE("ConnectionPool: a quiet pool's counters add up", "[stats][pool]") {
+  // acquired == released + detached + in_use, and created == closed + detached + idle + in_use.
+  FakeState state;
+  connpool::ConnectionPool pool{FakeFactory{state},
+                                connpool::PoolOptions{.max_size = 4, .health_check_interval = 0ms}};
+  const auto invariants_hold = [&pool] {
+    const PoolStats s = pool.stats();
+    return s.acquired == s.released + s.detached + s.in_use &&
+           s.created == s.closed + s.detached + s.idle + s.in_use;
+  };
+  CHECK(invariants_hold());
+
+  auto a = pool.acquire();
+  auto b = pool.acquire();
+  auto c = pool.acquire();
+  auto d = pool.try_acquire();
+  REQUIRE(d.has_value());
+  PoolStats s = pool.stats();
+  CHECK(s.created == 4);
+  CHECK(s.acquired == 4);
+  CHECK(s.reused == 0);
+  CHECK(s.in_use == 4);
+  CHECK(s.idle == 0);
+  CHECK(s.max_size == 4);
+  CHECK(invariants_hold());
+
+  a.release();
+  b.invalidate();
+  connpool_test::FakeConn taken = c.detach();
+  d.reset();  // destroys the handle: gives the connection back
+  s = pool.stats();
+  CHECK(s.released == 3);  // release, invalidate and the destructor; not detach
+  CHECK(s.detached == 1);
+  CHECK(s.closed == 1);
+  CHECK(s.idle == 2);
+  CHECK(s.in_use == 0);
+  CHECK(s.total_connections() == 2);
+  CHECK(invariants_hold());
+
+  auto e = pool.acquire();
+  auto f = pool.try_acquire();
+  REQUIRE(f.has_value());
+  s = pool.stats();
+  CHECK(s.acquired == 6);
+  CHECK(s.reused == 2);  // both served from idle
+  CHECK(s.created == 4);
+  CHECK(s.reuse_ratio() == Approx(2.0 / 6.0));
+  CHECK(s.waited == 0);
+  CHECK(s.timeouts == 0);
+  CHECK(s.pending == 0);
+  CHECK(invariants_hold());
+  CHECK(taken.id() != 0);
+}
+
+TEST_CASE("ConnectionPool: stats().to_json() of a live pool parses", "[stats][pool]") {
+  FakeState state;
+  connpool::ConnectionPool pool{FakeFactory{state}, connpool::PoolOptions{
+                                                        .min_size = 2,
+                                                        .max_size = 3,
+                                                        .health_check_interval = 0ms,
+                                                    }};
+  auto h = pool.acquire();
+  const std::string json = pool.stats().to_json();
+  INFO("json: " << json);
+  const auto parsed = FlatJson::parse(json);
+  REQUIRE(parsed.has_value());
+  CHECK(parsed->at("created") == "2");
+  CHECK(parsed->at("in_use") == "1");
+  CHECK(parsed->at("idle") == "1");
+  CHECK(parsed->at("max_size") == "3");
+}

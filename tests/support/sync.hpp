@@ -1,0 +1,61 @@
+// connpool - tests: waiting for a condition without sleep-and-hope
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// Tests that involve threads wait for an observable condition (a gauge in PoolStats, a flag
+// set by a worker) with a generous deadline, never for a fixed time. A deadline that expires
+// means a hang or a lost wake-up: the test then fails instead of stalling the suite. The
+// deadlines are long because TSan on two cores slows everything down 5-15x.
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace connpool_test {
+
+/// How long a test waits for something that should happen "at once".
+inline constexpr std::chrono::seconds generous_deadline{20};
+
+/// Polls `pred` until it returns true or `within` has passed; returns its last answer.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds within = generous_deadline) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return pred();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+/// A one-shot event: closed until open() is called, then open for ever. Thread-safe.
+class Gate {
+ public:
+  void open() {
+    {
+      std::lock_guard lock(mutex_);  // guards open_
+      open_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  /// Waits until the gate is open or `within` has passed; true if it is open.
+  bool wait(std::chrono::milliseconds within = generous_deadline) const {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, within, [this] { return open_; });
+  }
+
+  [[nodiscard]] bool is_open() const {
+    std::lock_guard lock(mutex_);
+    return open_;
+  }
+
+ private:
+  mutable std::mutex mutex_;  // guards open_
+  mutable std::condition_variable cv_;
+  bool open_ = false;
+};
+
+}  // namespace connpool_test
