@@ -115,6 +115,15 @@ class PoolCore final : public HandleOwner<Conn> {
   ~PoolCore() {
     // Reached when no handle is out and the owner is gone, or when construction failed.
     close();
+    if (thread_.joinable()) {
+      // close() was called from the maintenance thread itself (by a factory, say), which
+      // therefore could not join itself; it is finishing its last pass.
+      if (thread_.get_id() == std::this_thread::get_id()) {
+        thread_.detach();
+      } else {
+        thread_.join();
+      }
+    }
   }
 
   const PoolOptions& options() const noexcept { return options_; }
