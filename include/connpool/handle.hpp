@@ -57,20 +57,20 @@ class PooledHandle {
   explicit operator bool() const noexcept { return slot_ != nullptr; }
 
   /// The connection, or nullptr when the handle is empty.
-  [[nodiscard]] Conn* get() const noexcept { return slot_ != nullptr ? &slot_->conn : nullptr; }
+  [[nodiscard]] Conn* get() const noexcept { return slot_ != nullptr ? &*slot_->conn : nullptr; }
 
   /// The connection. Precondition: the handle is not empty.
-  [[nodiscard]] Conn& operator*() const noexcept { return slot_->conn; }
+  [[nodiscard]] Conn& operator*() const noexcept { return *slot_->conn; }
 
   /// Member access: `Conn*` for a value type; for a pointer-like Conn, the Conn itself, so
   /// `h->f()` reaches the pointee. Precondition: the handle is not empty.
   [[nodiscard]] decltype(auto) operator->() const noexcept {
     if constexpr (std::is_pointer_v<Conn>) {
-      return Conn(slot_->conn);
+      return Conn(*slot_->conn);
     } else if constexpr (detail::PointerLike<Conn>) {
-      return static_cast<Conn&>(slot_->conn);
+      return static_cast<Conn&>(*slot_->conn);
     } else {
-      return static_cast<Conn*>(&slot_->conn);
+      return static_cast<Conn*>(&*slot_->conn);
     }
   }
 
@@ -99,7 +99,7 @@ class PooledHandle {
     if (slot_ == nullptr) {
       throw std::logic_error("connpool: PooledHandle::detach() called on an empty handle");
     }
-    Conn out(std::move(slot_->conn));
+    Conn out(std::move(*slot_->conn));
     std::exchange(owner_, nullptr)->forget(std::exchange(slot_, nullptr));
     return out;
   }

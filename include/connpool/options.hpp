@@ -13,6 +13,19 @@
 
 namespace connpool {
 
+/// How waiting callers are served when connections are scarce.
+enum class WaitPolicy {
+  /// Strict FIFO (the default): while anyone waits, a released connection goes to the oldest
+  /// waiter and newcomers queue behind (DESIGN 4). Fair, with bounded waits, at the price of a
+  /// context switch per hand-off when threads outnumber cores.
+  fifo,
+  /// A running caller may take a just-released connection ahead of sleeping waiters (as a
+  /// plain mutex-and-condition-variable pool does), which saves the hand-off's context switch.
+  /// Once the oldest waiter has waited longer than starvation_bound, releases hand off to it
+  /// directly until the queue has caught up, so no waiter starves.
+  bounded_barging,
+};
+
 /// The settings of a ConnectionPool.
 ///
 /// Every duration is in milliseconds; for the expiry settings 0 means "never". Defaults follow
@@ -54,6 +67,13 @@ struct PoolOptions {
   /// or start anyway and open the connections later (false).
   bool fail_fast = true;
 
+  /// How waiters are served; see WaitPolicy. Default WaitPolicy::fifo.
+  WaitPolicy wait_policy = WaitPolicy::fifo;
+
+  /// With WaitPolicy::bounded_barging: how long the oldest waiter may wait before releases go
+  /// to it directly again. Default 1 ms. Must be >= 0 (0 behaves as fifo).
+  std::chrono::microseconds starvation_bound{1'000};
+
   /// Throws std::invalid_argument naming the first field that is out of range.
   void validate() const {
     if (max_size == 0) {
@@ -68,6 +88,11 @@ struct PoolOptions {
     check_not_negative(max_lifetime, "max_lifetime");
     check_not_negative(health_check_interval, "health_check_interval");
     check_not_negative(validation_bypass, "validation_bypass");
+    if (starvation_bound.count() < 0) {
+      throw std::invalid_argument(
+          "connpool: PoolOptions::starvation_bound must not be negative (got " +
+          std::to_string(starvation_bound.count()) + " us)");
+    }
   }
 
  private:

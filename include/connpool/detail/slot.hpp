@@ -2,25 +2,26 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// SlotBase<Conn> holds a connection; the pool derives its own slot type from it (adding ages and
-// list links, which depend on the pool's Clock). HandleOwner<Conn> is the interface through
-// which a PooledHandle<Conn> gives its connection back without knowing the pool's Factory or
-// Clock: that is what lets users name PooledHandle<Conn> in their own signatures.
+// SlotBase<Conn> holds a connection; the pool derives its own slot type from it (adding its
+// state, ages and list links, which depend on the pool's Clock). HandleOwner<Conn> is the interface
+// through which a PooledHandle<Conn> gives its connection back without knowing the pool's Factory
+// or Clock: that is what lets users name PooledHandle<Conn> in their own signatures.
 
-#include <utility>
+#include <optional>
 
 namespace connpool::detail {
 
-/// One connection, allocated once when the connection is created and reused until it is closed.
+/// The place of one connection. The pool allocates a slot the first time it needs one and
+/// reuses it for later connections (it frees slots only when it is destroyed), so a pointer to
+/// a slot stays valid for the pool's whole life.
 template <class Conn>
 struct SlotBase {
-  template <class... Args>
-  explicit SlotBase(Args&&... args) : conn(std::forward<Args>(args)...) {}
+  SlotBase() = default;
   SlotBase(const SlotBase&) = delete;
   SlotBase& operator=(const SlotBase&) = delete;
   ~SlotBase() = default;
 
-  Conn conn;
+  std::optional<Conn> conn;  // engaged while the slot holds a connection
 };
 
 /// What a handle calls to end its hold on a connection.

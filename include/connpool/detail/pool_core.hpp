@@ -1,0 +1,1102 @@
+// connpool - the shared state and algorithms of a pool
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// detail::PoolCore<Conn, Factory, Clock>: slots, the per-thread hint, the idle stack, the waiter
+// queue, capacity accounting, maintenance and close. ConnectionPool (pool.hpp) is a thin owner
+// of one PoolCore; handles reach it through detail::HandleOwner (slot.hpp).
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#if defined(__linux__)
+#include <time.h>
+#endif
+
+#include <connpool/concepts.hpp>
+#include <connpool/detail/intrusive_list.hpp>
+#include <connpool/detail/slot.hpp>
+#include <connpool/detail/thread_annotations.hpp>
+#include <connpool/errors.hpp>
+#include <connpool/handle.hpp>
+#include <connpool/options.hpp>
+#include <connpool/stats.hpp>
+
+namespace connpool::detail {
+
+/// What a pool needs of its Clock: a static now() returning its time_point. ManualClock and
+/// every std::chrono clock qualify.
+template <class C>
+concept PoolClock = requires {
+  typename C::time_point;
+  typename C::duration;
+  { C::now() } -> std::same_as<typename C::time_point>;
+};
+
+/// The pool's reading of `Clock`.
+///
+/// Why a coarse reading for std::chrono::steady_clock: ages, idle times and the validation
+/// bypass are compared with settings of hundreds of milliseconds or more, and the pool reads the
+/// clock on every acquire and every release. On Linux CLOCK_MONOTONIC_COARSE is the same clock
+/// as steady_clock (CLOCK_MONOTONIC) at tick resolution (1-4 ms), and costs a fifth as much.
+/// Every other Clock (ManualClock, a user's) is read through its now().
+template <class Clock>
+typename Clock::time_point clock_now() noexcept {
+#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
+  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return typename Clock::time_point(std::chrono::duration_cast<typename Clock::duration>(
+        std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
+  }
+#endif
+  return Clock::now();
+}
+
+/// States of a slot. Only a claim (kIdle -> kInUse, by compare-exchange) takes a connection;
+/// whoever holds a slot in kInUse owns it exclusively until it publishes kIdle or empties it.
+enum SlotState : std::uint32_t { kEmpty = 0, kIdle = 1, kInUse = 2 };
+
+/// A counter written only by the current owner of a slot and read by stats(): a relaxed load
+/// and store instead of a read-modify-write, because ownership already orders the writers.
+class OwnerCounter {
+ public:
+  void bump() noexcept {
+    v_.store(v_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t get() const noexcept { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> v_{0};
+};
+
+/// A pooled connection's place, with its state, ages and the counters of its owners.
+template <class Conn, class Clock>
+struct Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
+  std::atomic<std::uint32_t> state{kEmpty};
+  // The owner's fields: written and read only while the slot is in kInUse.
+  typename Clock::time_point created_at{};  // when the factory returned the connection
+  typename Clock::time_point last_used{};   // when it was last given back (or created)
+  OwnerCounter acquired;                    // check-outs of this slot
+  OwnerCounter reused;                      // ... of a connection that existed before
+  OwnerCounter released;                    // give-backs (return or close) of this slot
+  Slot* next_free = nullptr;                // in the free-slot list; guarded by the pool's mutex
+  Slot* next_closing = nullptr;             // in a SlotChain of its owner
+};
+
+/// A list of owned slots (to be closed), linked through Slot::next_closing; allocates nothing.
+template <class SlotT>
+struct SlotChain {
+  SlotT* head = nullptr;
+  std::size_t size = 0;
+  void push(SlotT* s) noexcept {
+    s->next_closing = head;
+    head = s;
+    ++size;
+  }
+};
+
+/// The per-thread hint: the slot this thread released last, per pool (HikariCP's
+/// ConcurrentBag threadList). Four entries, indexed by pool id, so a thread that alternates
+/// between a few pools keeps a hint in each. The pointer is only followed when `pool` equals
+/// the id of the live pool that reads it, and a pool frees its slots only when it dies, so a
+/// hint left by a dead pool is never dereferenced.
+struct ThreadHint {
+  std::uint64_t pool = 0;
+  void* slot = nullptr;
+};
+inline thread_local ThreadHint thread_hints[4];
+inline std::atomic<std::uint64_t> next_pool_id{1};
+
+/// A caller blocked in acquire(), on its own stack. Every field is guarded by the pool's mutex.
+///
+/// Why one condition variable per waiter: a release wakes exactly the waiter it serves, so no
+/// herd of threads wakes to find nothing (Boost.MySQL's pool; Go's database/sql connRequests).
+template <class Conn, class Clock>
+struct Waiter : ListHook<Waiter<Conn, Clock>> {
+  std::condition_variable cv;
+  std::chrono::steady_clock::time_point since{};  // when it started waiting
+  Slot<Conn, Clock>* slot = nullptr;              // a connection handed over
+  bool fresh = false;                             // `slot` was just created, not reused
+  bool may_create = false;                        // a unit of capacity handed over
+  bool closed = false;                            // the pool closed while waiting
+  bool cancelled = false;                         // the caller's stop_token was triggered
+  bool woken = false;  // bounded_barging: notified to compete for an idle connection
+
+  [[nodiscard]] bool granted() const noexcept { return slot != nullptr || may_create; }
+};
+
+/// The counters of the slow paths; guarded by the pool's mutex. The fast-path counters
+/// (acquired, reused, released) live in the slots.
+struct Counters {
+  std::uint64_t created = 0;
+  std::uint64_t closed = 0;
+  std::uint64_t waited = 0;
+  std::uint64_t timeouts = 0;
+  std::uint64_t validation_failures = 0;
+  std::uint64_t create_failures = 0;
+  std::uint64_t close_failures = 0;
+  std::uint64_t detached = 0;
+  std::chrono::nanoseconds total_wait_time{0};
+  std::chrono::nanoseconds max_wait_time{0};
+};
+
+/// Why an acquire did not get a connection (the exception is built after the lock is released).
+enum class Failure { none, timeout, closed, cancelled };
+
+/// The shared state of a ConnectionPool.
+///
+/// Where an idle connection can be found, fastest first:
+///   1. the releasing thread's hint (ThreadHint): a compare-exchange on the slot's state, no
+///      lock, no shared write but that one cache line;
+///   2. the idle stack idle_ (LIFO, under mutex_): slots a thread released while its hint was
+///      taken, in release order. Entries may be stale (claimed through a hint or a scan since);
+///      a pop skips those;
+///   3. a scan of all slots, for an idle slot sitting in another thread's hint.
+/// Then creation below max_size, then the FIFO waiter queue. Every slot with a connection is in
+/// exactly one of kIdle or kInUse, and a caller about to sleep scans again after queueing, so
+/// an idle connection is never stranded while someone waits: a releaser publishes kIdle and
+/// then reads waiters_count_, a waiter raises waiters_count_ and then scans, both sequentially
+/// consistent (Dekker), so at least one of them sees the other.
+///
+/// Lifetime: heap-allocated; deleted by whichever comes last of the owner's destructor and the
+/// give-back of the last connection that was out. That is what lets handles outlive the pool.
+///
+/// Invariants (with mutex_ held):
+///   open_ = slots holding a connection + creations in flight; open_ <= max_size.
+///   Slots allocated <= open_ + free slots, and never more than max_size.
+///   Under WaitPolicy::fifo, waiters_ is non-empty only while nothing is idle and
+///   open_ == max_size; a connection or a unit of capacity that becomes free goes to the oldest
+///   waiter before anyone else.
+template <class Conn, class Factory, class Clock>
+class PoolCore final : public HandleOwner<Conn> {
+ public:
+  using SlotT = Slot<Conn, Clock>;
+  using WaiterT = Waiter<Conn, Clock>;
+  using Handle = PooledHandle<Conn>;
+  using WaitClock = std::chrono::steady_clock;
+  using TimePoint = typename Clock::time_point;
+  using traits = connection_traits<Conn>;
+
+  PoolCore(Factory factory, const PoolOptions& options)
+      : factory_(std::move(factory)),
+        options_(options),
+        fifo_(options.wait_policy == WaitPolicy::fifo || options.starvation_bound.count() == 0),
+        id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
+        slots_(new SlotT*[options.max_size]) {}
+
+  PoolCore(const PoolCore&) = delete;
+  PoolCore& operator=(const PoolCore&) = delete;
+
+  ~PoolCore() {
+    // Reached when no connection is out and the owner is gone, or when construction failed.
+    close();
+    if (thread_.joinable()) {
+      // close() was called from the maintenance thread itself (by a factory, say), which could
+      // not join itself; it is finishing its last pass.
+      if (thread_.get_id() == std::this_thread::get_id()) {
+        thread_.detach();
+      } else {
+        thread_.join();
+      }
+    }
+    const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < n; ++i) {
+      delete slots_[i];
+    }
+  }
+
+  const PoolOptions& options() const noexcept { return options_; }
+
+  /// Opens min_size connections (DESIGN 1). With fail_fast, the first factory exception
+  /// propagates; without, warm-up stops at the first failure and maintenance refills later.
+  void warm_up() {
+    for (std::size_t i = 0; i < options_.min_size; ++i) {
+      if (!add_idle_connection(options_.fail_fast)) {
+        return;
+      }
+    }
+  }
+
+  /// Starts the maintenance thread when health_check_interval > 0 (DESIGN 8).
+  void start_maintenance() {
+    if (options_.health_check_interval.count() > 0) {
+      thread_ = std::thread([this] { maintenance_loop(); });
+    }
+  }
+
+  /// The acquire algorithm behind acquire() and try_acquire().
+  ///
+  /// `timeout` is nullopt for try_acquire (never wait for another holder); only then is the
+  /// result nullopt.
+  std::optional<Handle> acquire(std::optional<WaitClock::duration> timeout,
+                                const std::stop_token* stop) CONNPOOL_EXCLUDES(mutex_) {
+    // The fast path: this thread's own last connection, claimed without the lock.
+    if (may_barge()) {
+      if (SlotT* s = take_hint(); s != nullptr && try_claim(s)) {
+        const Verdict v = judge(*s, clock_now<Clock>(), may_idle_expire());
+        if (v == Verdict::ok) {
+          s->acquired.bump();
+          s->reused.bump();
+          return HandleAccess::make<Conn>(this, s);
+        }
+        if (check_out(s, v, true)) {
+          return HandleAccess::make<Conn>(this, s);
+        }
+        return acquire_slow(timeout, stop, true);
+      }
+    }
+    return acquire_slow(timeout, stop, false);
+  }
+
+  PoolStats stats() const CONNPOOL_EXCLUDES(mutex_) {
+    PoolStats s;
+    {
+      UniqueLock lk(mutex_);
+      s.created = counters_.created;
+      s.closed = counters_.closed;
+      s.waited = counters_.waited;
+      s.timeouts = counters_.timeouts;
+      s.validation_failures = counters_.validation_failures;
+      s.create_failures = counters_.create_failures;
+      s.close_failures = counters_.close_failures;
+      s.detached = counters_.detached;
+      s.total_wait_time = counters_.total_wait_time;
+      s.max_wait_time = counters_.max_wait_time;
+      s.pending = waiters_.size();
+    }
+    const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < n; ++i) {
+      const SlotT& slot = *slots_[i];
+      s.acquired += slot.acquired.get();
+      s.reused += slot.reused.get();
+      s.released += slot.released.get();
+      // Both gauges come from the slot's state, so that idle + in_use never exceeds the slots
+      // even while other threads move connections around.
+      const std::uint32_t st = slot.state.load(std::memory_order_relaxed);
+      s.idle += st == kIdle ? 1 : 0;
+      s.in_use += st == kInUse ? 1 : 0;
+    }
+    s.max_size = options_.max_size;
+    return s;
+  }
+
+  /// One maintenance pass (DESIGN 6): closes expired idle connections, then refills to
+  /// min_size. Returns how many connections it closed.
+  std::size_t prune() CONNPOOL_EXCLUDES(mutex_) {
+    const TimePoint now = clock_now<Clock>();
+    std::vector<SlotT*> claimed;
+    SlotChain<SlotT> expired;
+    {
+      UniqueLock lk(mutex_);
+      if (closed_.load(std::memory_order_relaxed)) {
+        return 0;
+      }
+      // Claim every idle slot (so that its ages can be read), sort out the expired ones, and
+      // publish the rest again. Lifetime expiry always applies; idle expiry only down to
+      // min_size, stalest first.
+      const std::size_t count = slot_count_.load(std::memory_order_relaxed);
+      claimed.reserve(count);
+      for (std::size_t i = 0; i < count; ++i) {
+        if (try_claim(slots_[i])) {
+          claimed.push_back(slots_[i]);
+        }
+      }
+      std::sort(claimed.begin(), claimed.end(),
+                [](const SlotT* a, const SlotT* b) { return a->last_used < b->last_used; });
+      std::size_t open_after = open_;
+      for (SlotT* s : claimed) {
+        if (judge_expiry(*s, now, open_after > options_.min_size)) {
+          unlink_locked(s);
+          expired.push(s);
+          --open_after;
+        } else {
+          s->state.store(kIdle, std::memory_order_seq_cst);
+        }
+      }
+      serve_waiters_locked();
+    }
+    const std::size_t n = expired.size;
+    close_slots(expired);
+    refill();
+    return n;
+  }
+
+  /// DESIGN 7: idempotent. Closes idle connections now, wakes waiters with PoolClosed, and
+  /// joins the maintenance thread; in-use connections are closed when they come back.
+  void close() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    SlotChain<SlotT> idle;
+    {
+      UniqueLock lk(mutex_);
+      if (closed_.load(std::memory_order_relaxed)) {
+        return;
+      }
+      // A releaser that publishes kIdle after the claim below sees closed_ and closes its
+      // connection itself (publish()).
+      closed_.store(true, std::memory_order_seq_cst);
+      while (!waiters_.empty()) {
+        WaiterT* w = waiters_.pop_front();
+        w->closed = true;
+        w->cv.notify_one();  // under the lock: the waiter's node lives on its stack
+      }
+      waiters_count_.store(0, std::memory_order_seq_cst);
+      idle = claim_all_idle_locked();
+      maintenance_cv_.notify_all();
+    }
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
+      thread_.join();
+    }
+    close_slots(idle);
+  }
+
+  /// The owning ConnectionPool is being destroyed, after close(): deletes this object now, or
+  /// leaves that to the give-back of the last connection that is out.
+  void owner_gone() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    bool last = false;
+    {
+      UniqueLock lk(mutex_);
+      owner_gone_ = true;
+      last = open_ == 0;
+    }
+    if (last) {
+      delete this;
+    }
+  }
+
+  void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_) {
+    auto* s = static_cast<SlotT*>(base);
+    s->released.bump();
+    bool keep = !close;
+    if constexpr (Resettable<Conn>) {
+      if (keep) {
+        try {
+          traits::reset(*s->conn);
+        } catch (...) {
+          keep = false;  // a connection that cannot be reset must not reach the next borrower
+        }
+      }
+    }
+    if (keep) {
+      const TimePoint now = clock_now<Clock>();
+      if (options_.max_lifetime.count() > 0 && now - s->created_at >= options_.max_lifetime) {
+        keep = false;  // DESIGN 6: an expired connection is closed, not kept
+      } else {
+        s->last_used = now;
+        if (must_hand_off()) {
+          if (hand_off(s)) {
+            return;
+          }
+        } else {
+          publish(s);
+          return;
+        }
+      }
+    }
+    // Closed instead of returned: invalidated, reset failed, expired, or the pool is closed.
+    close_slot(s);
+  }
+
+  void forget(SlotBase<Conn>* base) noexcept override CONNPOOL_EXCLUDES(mutex_) {
+    auto* s = static_cast<SlotT*>(base);
+    s->conn.reset();  // destroys the moved-from Conn, outside the lock
+    bool last = false;
+    {
+      UniqueLock lk(mutex_);
+      ++counters_.detached;
+      retire_locked(s);
+      free_capacity_locked();
+      last = owner_gone_ && open_ == 0;
+    }
+    if (last) {
+      delete this;
+    }
+  }
+
+ private:
+  enum class Verdict { ok, needs_ping, expired };
+
+  /// The pool's counts when an acquire timed out, for the exception's message.
+  struct Snapshot {
+    std::size_t in_use = 0;
+    std::size_t idle = 0;
+    std::size_t waiting = 0;
+  };
+
+  /// Marks a waiter cancelled and wakes it; run by std::stop_callback in the requesting thread.
+  struct CancelWaiter {
+    PoolCore* core;
+    WaiterT* waiter;
+    void operator()() const noexcept { core->cancel_waiter(*waiter); }
+  };
+
+  // --- Claims, hints, publication -------------------------------------------------------------
+
+  static bool try_claim(SlotT* s) noexcept {
+    std::uint32_t expected = kIdle;
+    return s->state.compare_exchange_strong(expected, kInUse, std::memory_order_seq_cst,
+                                            std::memory_order_relaxed);
+  }
+
+  /// Whether a caller may take an idle connection without queueing: under fifo only while
+  /// nobody waits; under bounded_barging unless the oldest waiter is starving.
+  bool may_barge() const noexcept {
+    return fifo_ ? waiters_count_.load(std::memory_order_seq_cst) == 0
+                 : !starving_.load(std::memory_order_relaxed);
+  }
+
+  /// Whether a releaser must hand its connection to the oldest waiter directly.
+  bool must_hand_off() const noexcept {
+    return fifo_ ? waiters_count_.load(std::memory_order_relaxed) != 0
+                 : starving_.load(std::memory_order_relaxed);
+  }
+
+  bool may_idle_expire() const noexcept {
+    return open_count_.load(std::memory_order_relaxed) > options_.min_size;
+  }
+
+  ThreadHint& hint() const noexcept { return thread_hints[id_ & 3]; }
+
+  SlotT* take_hint() const noexcept {
+    ThreadHint& h = hint();
+    if (h.pool != id_) {
+      return nullptr;
+    }
+    return static_cast<SlotT*>(std::exchange(h.slot, nullptr));
+  }
+
+  /// Makes the owned slot `s` idle: publishes kIdle, then serves waiters, or closes the idle
+  /// connections if the pool closed meanwhile, and records `s` as this thread's hint (the slot
+  /// the hint held before goes on the idle stack, so a thread's earlier releases stay reachable
+  /// in LIFO order).
+  void publish(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    s->state.store(kIdle, std::memory_order_seq_cst);
+    if (waiters_count_.load(std::memory_order_seq_cst) != 0 ||
+        closed_.load(std::memory_order_seq_cst)) {
+      if (!after_publish_slow()) {
+        return;  // closed: this object may be gone now
+      }
+    }
+    ThreadHint& h = hint();
+    SlotT* previous = h.pool == id_ ? static_cast<SlotT*>(h.slot) : nullptr;
+    h.pool = id_;
+    h.slot = s;
+    if (previous != nullptr && previous != s) {
+      UniqueLock lk(mutex_);
+      if (previous->state.load(std::memory_order_relaxed) == kIdle) {
+        unlink_locked(previous);
+        idle_.push_front(previous);
+      }
+    }
+  }
+
+  /// After a publish that raced with waiters or with close(): serves the waiters and returns
+  /// true, or, if the pool is closed, closes every idle connection (close() may have claimed
+  /// before this one was published) and returns false.
+  bool after_publish_slow() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    SlotChain<SlotT> idle;
+    {
+      UniqueLock lk(mutex_);
+      if (!closed_.load(std::memory_order_relaxed)) {
+        serve_waiters_locked();
+        return true;
+      }
+      idle = claim_all_idle_locked();
+    }
+    close_slots(idle);
+    return false;
+  }
+
+  /// Claims every idle slot, for closing.
+  SlotChain<SlotT> claim_all_idle_locked() CONNPOOL_REQUIRES(mutex_) {
+    SlotChain<SlotT> chain;
+    const std::size_t n = slot_count_.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < n; ++i) {
+      SlotT* s = slots_[i];
+      if (try_claim(s)) {
+        unlink_locked(s);
+        chain.push(s);
+      }
+    }
+    return chain;
+  }
+
+  /// Hands the owned slot `s` to the oldest waiter (DESIGN 4). Returns false if the pool is
+  /// closed (the caller then closes it).
+  bool hand_off(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    {
+      UniqueLock lk(mutex_);
+      if (closed_.load(std::memory_order_relaxed)) {
+        return false;
+      }
+      if (!waiters_.empty()) {
+        grant_slot_locked(s, false);
+        return true;
+      }
+    }
+    publish(s);  // the waiters left meanwhile
+    return true;
+  }
+
+  // --- The slow path of acquire ----------------------------------------------------------------
+
+  std::optional<Handle> acquire_slow(std::optional<WaitClock::duration> timeout,
+                                     const std::stop_token* stop,
+                                     bool have_capacity) CONNPOOL_EXCLUDES(mutex_) {
+    // Why the waiter, the deadline and the stop callback live out here: the callback must be
+    // registered without holding mutex_ (it runs inline when stop was already requested, and it
+    // locks mutex_), and destroyed after mutex_ is released (its destructor waits for a
+    // callback running in another thread, which needs mutex_).
+    WaiterT waiter;
+    std::optional<WaitClock::time_point> deadline;
+    std::optional<std::stop_callback<CancelWaiter>> cancel;
+
+    for (;;) {
+      SlotT* slot = nullptr;
+      bool fresh = false;
+      Failure failure = Failure::none;
+      Snapshot snap;
+      {
+        UniqueLock lk(mutex_);
+        const bool barge = fifo_ ? waiters_.empty() : !starving_.load(std::memory_order_relaxed);
+        if (closed_.load(std::memory_order_relaxed)) {
+          if (have_capacity) {
+            release_capacity_locked();
+          }
+          failure = Failure::closed;
+        } else if ((have_capacity || barge) && (slot = claim_idle_locked()) != nullptr) {
+          // Reuse (DESIGN 2). Why LIFO: the working set stays small and warm, and idle
+          // connections beyond it age out (HikariCP, Go's database/sql).
+          if (have_capacity) {
+            have_capacity = false;
+            free_capacity_locked();
+          }
+        } else if (!have_capacity) {
+          if (barge && open_ < options_.max_size) {
+            reserve_capacity_locked();  // the factory runs outside the lock (DESIGN 3)
+            have_capacity = true;
+          } else if (!timeout) {
+            return std::nullopt;  // try_acquire never waits for another holder
+          } else if (stop != nullptr && stop->stop_possible() && !cancel) {
+            // Register the stop callback unlocked, then look again: the state may change.
+            lk.unlock();
+            cancel.emplace(*stop, CancelWaiter{this, &waiter});
+            continue;
+          } else {
+            if (!deadline) {
+              deadline = WaitClock::now() + *timeout;
+            }
+            failure = wait_locked(lk, waiter, *deadline, *timeout);
+            if (failure == Failure::none) {
+              slot = std::exchange(waiter.slot, nullptr);
+              fresh = std::exchange(waiter.fresh, false);
+              have_capacity = std::exchange(waiter.may_create, false);
+            } else if (failure == Failure::timeout) {
+              snap = {in_use_locked(), idle_count(), waiters_.size()};
+            }
+          }
+        }
+      }
+      if (failure != Failure::none) {
+        throw_failure(failure, timeout.value_or(WaitClock::duration::zero()), snap);
+      }
+      if (slot != nullptr) {
+        const Verdict v = judge(*slot, clock_now<Clock>(), !fresh && may_idle_expire());
+        if (check_out(slot, v, !fresh)) {
+          return HandleAccess::make<Conn>(this, slot);
+        }
+        have_capacity = true;  // it was closed; its place is ours to fill
+        continue;
+      }
+      if (have_capacity) {
+        // Below max_size with nothing idle: create, outside the lock (DESIGN 3).
+        return create_for_caller();
+      }
+    }
+  }
+
+  /// An idle slot from the idle stack (most recent first), else from a scan of all slots.
+  SlotT* claim_idle_locked() CONNPOOL_REQUIRES(mutex_) {
+    while (!idle_.empty()) {
+      SlotT* s = idle_.pop_front();
+      if (try_claim(s)) {
+        return s;
+      }
+    }
+    const std::size_t n = slot_count_.load(std::memory_order_relaxed);
+    for (std::size_t i = n; i-- > 0;) {
+      SlotT* s = slots_[i];
+      if (s->state.load(std::memory_order_relaxed) == kIdle && try_claim(s)) {
+        unlink_locked(s);
+        return s;
+      }
+    }
+    return nullptr;
+  }
+
+  /// Gives idle connections to the oldest waiters. Under bounded_barging, while the oldest
+  /// waiter has waited less than starvation_bound, it is only woken to compete for one.
+  void serve_waiters_locked() CONNPOOL_REQUIRES(mutex_) {
+    if (!fifo_) {
+      update_starving_locked();
+      if (!starving_.load(std::memory_order_relaxed)) {
+        if (!waiters_.empty() && !waiters_.front()->woken) {
+          WaiterT* w = waiters_.front();
+          w->woken = true;
+          w->cv.notify_one();  // under the lock: the waiter's node lives on its stack
+        }
+        return;
+      }
+    }
+    while (!waiters_.empty()) {
+      SlotT* s = claim_idle_locked();
+      if (s == nullptr) {
+        return;
+      }
+      grant_slot_locked(s, false);
+    }
+  }
+
+  /// bounded_barging: the oldest waiter starves once it has waited longer than the bound.
+  void update_starving_locked() CONNPOOL_REQUIRES(mutex_) {
+    const bool starving =
+        !waiters_.empty() && WaitClock::now() - waiters_.front()->since > options_.starvation_bound;
+    starving_.store(starving, std::memory_order_relaxed);
+  }
+
+  void grant_slot_locked(SlotT* s, bool fresh) CONNPOOL_REQUIRES(mutex_) {
+    WaiterT* w = waiters_.pop_front();
+    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
+    w->slot = s;
+    w->fresh = fresh;
+    w->cv.notify_one();  // under the lock: the waiter's node lives on its stack
+    if (!fifo_) {
+      update_starving_locked();
+    }
+  }
+
+  /// Blocks until `w` is granted a connection or capacity, or fails. Called with the lock held
+  /// and `w` unlinked; returns with the lock held and `w` unlinked.
+  Failure wait_locked(UniqueLock& lk,
+                      WaiterT& w,
+                      WaitClock::time_point deadline,
+                      WaitClock::duration timeout) CONNPOOL_REQUIRES(mutex_) {
+    if (w.cancelled) {
+      return Failure::cancelled;
+    }
+    w.since = deadline - timeout;
+    waiters_.push_back(&w);
+    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
+    ++counters_.waited;
+    for (;;) {
+      // Before sleeping, and after every wake-up: a connection published while this caller
+      // queued (the Dekker race in the class comment) is served now, not stranded.
+      w.woken = false;
+      if (!w.granted()) {
+        if (fifo_ || starving_.load(std::memory_order_relaxed)) {
+          serve_waiters_locked();
+        } else if (SlotT* s = claim_idle_locked()) {
+          // bounded_barging: compete for an idle connection like a running caller does.
+          remove_waiter_locked(w);
+          w.slot = s;
+        }
+      }
+      if (w.granted()) {
+        // Counted now, whatever the check-out then finds: this is how long the caller waited.
+        const auto waited =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(WaitClock::now() - w.since);
+        counters_.total_wait_time += waited;
+        counters_.max_wait_time = std::max(counters_.max_wait_time, waited);
+        return Failure::none;
+      }
+      if (w.closed) {
+        return Failure::closed;  // close() unlinked it
+      }
+      if (w.cancelled) {
+        remove_waiter_locked(w);
+        return Failure::cancelled;
+      }
+      if (w.cv.wait_until(lk.native(), deadline) == std::cv_status::timeout && !w.granted() &&
+          !w.closed && !w.cancelled) {
+        remove_waiter_locked(w);
+        ++counters_.timeouts;
+        return Failure::timeout;
+      }
+    }
+  }
+
+  void remove_waiter_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_) {
+    waiters_.remove(&w);
+    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
+    if (!fifo_) {
+      update_starving_locked();
+    }
+  }
+
+  void cancel_waiter(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    UniqueLock lk(mutex_);
+    w.cancelled = true;
+    w.cv.notify_one();  // under the lock: the waiter's node lives on its stack
+  }
+
+  // --- Checks ---------------------------------------------------------------------------------
+
+  /// Whether `s` has outlived max_lifetime, or max_idle while the pool may shrink (DESIGN 6).
+  bool judge_expiry(const SlotT& s, TimePoint now, bool may_idle_expire) const noexcept {
+    if (options_.max_lifetime.count() > 0 && now - s.created_at >= options_.max_lifetime) {
+      return true;
+    }
+    return may_idle_expire && options_.max_idle.count() > 0 &&
+           now - s.last_used >= options_.max_idle;
+  }
+
+  /// What an acquirer must do with connection `s` before handing it out (DESIGN 5, 6).
+  Verdict judge(const SlotT& s, TimePoint now, bool may_idle_expire) const noexcept {
+    if (judge_expiry(s, now, may_idle_expire)) {
+      return Verdict::expired;
+    }
+    if constexpr (Pingable<Conn>) {
+      // Why the bypass: a connection used a moment ago is almost surely alive, and a ping is a
+      // network round trip (HikariCP's aliveBypassWindowMs, 500 ms by default there too).
+      if (options_.validate_on_acquire && now - s.last_used >= options_.validation_bypass) {
+        return Verdict::needs_ping;
+      }
+    }
+    return Verdict::ok;
+  }
+
+  /// Finishes the check-out of the owned slot `s`, outside the lock: pings it if `verdict` says
+  /// so. Returns true when it may be handed out; otherwise closes it, keeping its unit of
+  /// capacity for the caller, and returns false. `reused`: an existing connection (not one
+  /// created for this caller by maintenance).
+  bool check_out(SlotT* s, Verdict verdict, bool reused) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    bool failed_validation = false;
+    if constexpr (Pingable<Conn>) {
+      if (verdict == Verdict::needs_ping) {
+        bool alive = false;
+        try {
+          alive = static_cast<bool>(traits::ping(*s->conn));
+        } catch (...) {
+          alive = false;  // DESIGN 5: an exception is a failed ping
+        }
+        verdict = alive ? Verdict::ok : Verdict::expired;
+        failed_validation = !alive;
+      }
+    }
+    if (verdict == Verdict::ok && !closed_.load(std::memory_order_acquire)) {
+      s->acquired.bump();
+      if (reused) {
+        s->reused.bump();
+      }
+      return true;
+    }
+    const bool close_failed = !close_connection(s);
+    UniqueLock lk(mutex_);
+    ++counters_.closed;
+    counters_.close_failures += close_failed ? 1 : 0;
+    counters_.validation_failures += failed_validation ? 1 : 0;
+    retire_locked(s);
+    return false;
+  }
+
+  // --- Creation, closing, capacity -------------------------------------------------------------
+
+  void reserve_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
+    ++open_;
+    open_count_.store(open_, std::memory_order_relaxed);
+  }
+
+  void release_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
+    --open_;
+    open_count_.store(open_, std::memory_order_relaxed);
+  }
+
+  /// A unit of capacity is free: it goes to the oldest waiter, which then creates a
+  /// connection; with nobody waiting, open_ shrinks.
+  void free_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
+    if (!waiters_.empty()) {
+      WaiterT* w = waiters_.pop_front();
+      waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
+      w->may_create = true;
+      w->cv.notify_one();  // under the lock: the waiter's node lives on its stack
+      if (!fifo_) {
+        update_starving_locked();
+      }
+    } else {
+      release_capacity_locked();
+    }
+  }
+
+  /// Calls the factory into a slot of its own (a free one, or a new one), outside the lock; the
+  /// caller holds a unit of capacity. Returns the slot in kInUse, owned by the caller, and
+  /// published in slots_.
+  SlotT* create_slot() CONNPOOL_EXCLUDES(mutex_) {
+    SlotT* s = nullptr;
+    {
+      UniqueLock lk(mutex_);
+      s = std::exchange(free_slots_, free_slots_ != nullptr ? free_slots_->next_free : nullptr);
+    }
+    const bool is_new = s == nullptr;
+    if (is_new) {
+      s = new SlotT();
+    }
+    try {
+      s->conn.emplace(std::invoke(factory_));
+    } catch (...) {
+      if (is_new) {
+        delete s;
+      } else {
+        UniqueLock lk(mutex_);
+        s->next_free = free_slots_;
+        free_slots_ = s;
+      }
+      throw;
+    }
+    s->created_at = clock_now<Clock>();
+    s->last_used = s->created_at;
+    s->state.store(kInUse, std::memory_order_relaxed);
+    if (is_new) {
+      UniqueLock lk(mutex_);
+      const std::size_t n = slot_count_.load(std::memory_order_relaxed);
+      slots_[n] = s;
+      slot_count_.store(n + 1, std::memory_order_release);
+    }
+    return s;
+  }
+
+  /// Creates a connection for an acquirer that holds a unit of capacity.
+  Handle create_for_caller() CONNPOOL_EXCLUDES(mutex_) {
+    SlotT* s = nullptr;
+    try {
+      s = create_slot();
+    } catch (...) {
+      // DESIGN 3: the exception reaches the caller unchanged, and the place is freed.
+      UniqueLock lk(mutex_);
+      ++counters_.create_failures;
+      free_capacity_locked();
+      throw;
+    }
+    {
+      UniqueLock lk(mutex_);
+      ++counters_.created;
+    }
+    if (!closed_.load(std::memory_order_acquire)) {
+      s->acquired.bump();
+      return HandleAccess::make<Conn>(this, s);
+    }
+    // The pool closed while the factory ran.
+    close_slot(s);
+    throw PoolClosed();
+  }
+
+  /// Opens one connection into the idle set (or to the oldest waiter), for warm-up and refill.
+  /// Returns false when nothing more should be added (closed, enough open, or a failure that is
+  /// not to be thrown).
+  bool add_idle_connection(bool throw_errors) CONNPOOL_EXCLUDES(mutex_) {
+    {
+      UniqueLock lk(mutex_);
+      if (closed_.load(std::memory_order_relaxed) || open_ >= options_.min_size) {
+        return false;
+      }
+      reserve_capacity_locked();
+    }
+    SlotT* s = nullptr;
+    try {
+      s = create_slot();
+    } catch (...) {
+      {
+        UniqueLock lk(mutex_);
+        ++counters_.create_failures;
+        free_capacity_locked();
+      }
+      if (throw_errors) {
+        throw;
+      }
+      return false;
+    }
+    UniqueLock lk(mutex_);
+    ++counters_.created;
+    if (closed_.load(std::memory_order_relaxed)) {
+      lk.unlock();
+      close_slot(s);
+      return false;
+    }
+    if (!waiters_.empty()) {
+      grant_slot_locked(s, true);
+    } else {
+      s->state.store(kIdle, std::memory_order_seq_cst);
+      idle_.push_front(s);
+    }
+    return true;
+  }
+
+  /// Opens connections until min_size are open; a failure is counted and ends the pass.
+  void refill() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    while (add_idle_connection(false)) {
+    }
+  }
+
+  /// Closes the connection of the owned slot `s`, outside the lock. Returns false if close()
+  /// threw (DESIGN 10: swallowed, and counted by the caller).
+  static bool close_connection(SlotT* s) noexcept {
+    bool ok = true;
+    if constexpr (Closeable<Conn>) {
+      try {
+        traits::close(*s->conn);
+      } catch (...) {
+        ok = false;
+      }
+    }
+    s->conn.reset();
+    return ok;
+  }
+
+  /// Closes the connections of the owned slots in `chain` and frees their places; deletes this
+  /// object if that was the last connection of a pool whose owner is gone, so a caller must not
+  /// touch the pool afterwards.
+  void close_slots(SlotChain<SlotT> chain) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    if (chain.size == 0) {
+      return;
+    }
+    std::uint64_t failures = 0;
+    for (SlotT* s = chain.head; s != nullptr; s = s->next_closing) {
+      failures += close_connection(s) ? 0 : 1;
+    }
+    bool last = false;
+    {
+      UniqueLock lk(mutex_);
+      counters_.closed += chain.size;
+      counters_.close_failures += failures;
+      for (SlotT* s = chain.head; s != nullptr;) {
+        SlotT* next = s->next_closing;
+        retire_locked(s);
+        free_capacity_locked();
+        s = next;
+      }
+      last = owner_gone_ && open_ == 0;
+    }
+    if (last) {
+      delete this;
+    }
+  }
+
+  void close_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    SlotChain<SlotT> chain;
+    chain.push(s);
+    close_slots(chain);
+  }
+
+  /// The owned slot `s` has no connection any more: onto the free-slot list.
+  void retire_locked(SlotT* s) CONNPOOL_REQUIRES(mutex_) {
+    unlink_locked(s);
+    s->state.store(kEmpty, std::memory_order_relaxed);
+    s->next_free = free_slots_;
+    free_slots_ = s;
+  }
+
+  void unlink_locked(SlotT* s) CONNPOOL_REQUIRES(mutex_) {
+    if (IntrusiveList<SlotT>::is_linked(s)) {
+      idle_.remove(s);
+    }
+  }
+
+  std::size_t idle_count() const noexcept {
+    std::size_t idle = 0;
+    const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < n; ++i) {
+      idle += slots_[i]->state.load(std::memory_order_relaxed) == kIdle ? 1 : 0;
+    }
+    return idle;
+  }
+
+  std::size_t in_use_locked() const CONNPOOL_REQUIRES(mutex_) {
+    std::size_t in_use = 0;
+    const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < n; ++i) {
+      in_use += slots_[i]->state.load(std::memory_order_relaxed) == kInUse ? 1 : 0;
+    }
+    return in_use;
+  }
+
+  [[noreturn]] void throw_failure(Failure f,
+                                  WaitClock::duration timeout,
+                                  const Snapshot& snap) const {
+    switch (f) {
+      case Failure::closed:
+        throw PoolClosed();
+      case Failure::cancelled:
+        throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
+      case Failure::timeout:
+      case Failure::none:
+        break;
+    }
+    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+    throw AcquireTimeout(
+        "connpool: acquire timed out after " + std::to_string(ms) + " ms (in use " +
+        std::to_string(snap.in_use) + ", idle " + std::to_string(snap.idle) + ", max_size " +
+        std::to_string(options_.max_size) + ", waiting " + std::to_string(snap.waiting) + ")");
+  }
+
+  /// The maintenance thread (DESIGN 8): a pass every health_check_interval until close().
+  void maintenance_loop() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    UniqueLock lk(mutex_);
+    while (!closed_.load(std::memory_order_relaxed)) {
+      const auto next = WaitClock::now() + options_.health_check_interval;
+      while (!closed_.load(std::memory_order_relaxed) &&
+             maintenance_cv_.wait_until(lk.native(), next) == std::cv_status::no_timeout) {
+      }
+      if (closed_.load(std::memory_order_relaxed)) {
+        break;
+      }
+      lk.unlock();
+      try {
+        prune();
+      } catch (...) {
+        // Out of memory for the pass's lists: try again next time.
+      }
+      lk.lock();
+    }
+  }
+
+  Factory factory_;            // called outside the lock, possibly from several threads at once
+  const PoolOptions options_;  // immutable after construction
+  const bool fifo_;            // WaitPolicy::fifo, or bounded_barging with a zero bound
+  const std::uint64_t id_;     // distinguishes this pool's entries in thread_hints
+
+  // Slot directory: slots_[0, slot_count_) are published and live as long as this object;
+  // written under mutex_, read without it (acquire load of slot_count_).
+  std::unique_ptr<SlotT*[]> slots_;
+  std::atomic<std::size_t> slot_count_{0};
+
+  // Mirrors for the lock-free paths; written only with mutex_ held.
+  std::atomic<std::size_t> waiters_count_{0};  // waiters_.size()
+  std::atomic<std::size_t> open_count_{0};     // open_
+  std::atomic<bool> closed_{false};
+  std::atomic<bool> starving_{false};  // bounded_barging: the oldest waiter waited too long
+
+  mutable Mutex mutex_;  // guards idle_, free_slots_, waiters_, open_, owner_gone_, counters_,
+                         // the fields of every queued Waiter, and the writes of the mirrors
+  IntrusiveList<SlotT> idle_ CONNPOOL_GUARDED_BY(mutex_);       // LIFO: front = most recent
+  SlotT* free_slots_ CONNPOOL_GUARDED_BY(mutex_) = nullptr;     // slots without a connection
+  IntrusiveList<WaiterT> waiters_ CONNPOOL_GUARDED_BY(mutex_);  // FIFO: front = oldest
+  std::size_t open_ CONNPOOL_GUARDED_BY(mutex_) = 0;
+  bool owner_gone_ CONNPOOL_GUARDED_BY(mutex_) = false;
+  Counters counters_ CONNPOOL_GUARDED_BY(mutex_);
+  std::condition_variable maintenance_cv_;  // waited on with mutex_; notified by close()
+  std::thread thread_;                      // maintenance; started after warm-up, joined by close()
+};
+
+}  // namespace connpool::detail
