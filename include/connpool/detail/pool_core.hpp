@@ -67,6 +67,17 @@ typename Clock::time_point clock_now() noexcept {
   return Clock::now();
 }
 
+/// How many times a caller about to sleep in acquire() yields its processor first, watching for
+/// a hand-off, before it parks on its condition variable.
+///
+/// Why: when threads outnumber cores, a strict FIFO hand-off to a parked thread costs a futex
+/// wake-up and a context switch per connection, and throughput falls to an eighth of a barging
+/// pool's; a waiter that is still spinning when its turn comes takes the connection at once.
+/// Yielding rather than busy-spinning lets the holder run on the same core (the idea of
+/// adaptive mutexes and of Go's sync.Mutex spinning). Measured on the W3 benchmark (16 threads,
+/// 4 connections, 2 cores): 0.1 M cycles/s without, 0.55 M with 4 to 64 yields.
+inline constexpr int wait_spin_yields = 16;
+
 /// States of a slot. Only a claim (kIdle -> kInUse, by compare-exchange) takes a connection;
 /// whoever holds a slot in kInUse owns it exclusively until it publishes kIdle or empties it.
 enum SlotState : std::uint32_t { kEmpty = 0, kIdle = 1, kInUse = 2 };
@@ -136,6 +147,13 @@ struct Waiter : ListHook<Waiter<Conn, Clock>> {
   bool closed = false;                            // the pool closed while waiting
   bool cancelled = false;                         // the caller's stop_token was triggered
   bool woken = false;  // bounded_barging: notified to compete for an idle connection
+  // Raised with every change above, so the waiter can spin on it without the lock.
+  std::atomic<bool> signalled{false};
+
+  void signal() noexcept {
+    signalled.store(true, std::memory_order_release);
+    cv.notify_one();  // under the pool's lock: the node lives on the waiter's stack
+  }
 
   [[nodiscard]] bool granted() const noexcept { return slot != nullptr || may_create; }
 };
@@ -351,7 +369,7 @@ class PoolCore final : public HandleOwner<Conn> {
       while (!waiters_.empty()) {
         WaiterT* w = waiters_.pop_front();
         w->closed = true;
-        w->cv.notify_one();  // under the lock: the waiter's node lives on its stack
+        w->signal();
       }
       waiters_count_.store(0, std::memory_order_seq_cst);
       idle = claim_all_idle_locked();
@@ -656,7 +674,7 @@ class PoolCore final : public HandleOwner<Conn> {
         if (!waiters_.empty() && !waiters_.front()->woken) {
           WaiterT* w = waiters_.front();
           w->woken = true;
-          w->cv.notify_one();  // under the lock: the waiter's node lives on its stack
+          w->signal();
         }
         return;
       }
@@ -682,7 +700,7 @@ class PoolCore final : public HandleOwner<Conn> {
     waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     w->slot = s;
     w->fresh = fresh;
-    w->cv.notify_one();  // under the lock: the waiter's node lives on its stack
+    w->signal();
     if (!fifo_) {
       update_starving_locked();
     }
@@ -701,10 +719,12 @@ class PoolCore final : public HandleOwner<Conn> {
     waiters_.push_back(&w);
     waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     ++counters_.waited;
+    int spins = wait_spin_yields;
     for (;;) {
       // Before sleeping, and after every wake-up: a connection published while this caller
       // queued (the Dekker race in the class comment) is served now, not stranded.
       w.woken = false;
+      w.signalled.store(false, std::memory_order_relaxed);
       if (!w.granted()) {
         if (fifo_ || starving_.load(std::memory_order_relaxed)) {
           serve_waiters_locked();
@@ -729,6 +749,10 @@ class PoolCore final : public HandleOwner<Conn> {
         remove_waiter_locked(w);
         return Failure::cancelled;
       }
+      if (spins > 0 && WaitClock::now() < deadline) {
+        spin_unlocked(w, std::exchange(spins, 0));
+        continue;
+      }
       if (w.cv.wait_until(lk.native(), deadline) == std::cv_status::timeout && !w.granted() &&
           !w.closed && !w.cancelled) {
         remove_waiter_locked(w);
@@ -736,6 +760,15 @@ class PoolCore final : public HandleOwner<Conn> {
         return Failure::timeout;
       }
     }
+  }
+
+  /// Yields the processor up to `spins` times, without the lock, until `w` is signalled.
+  void spin_unlocked(const WaiterT& w, int spins) CONNPOOL_REQUIRES(mutex_) {
+    mutex_.unlock();  // the caller's UniqueLock still owns it: relocked below
+    while (spins-- > 0 && !w.signalled.load(std::memory_order_acquire)) {
+      std::this_thread::yield();
+    }
+    mutex_.lock();
   }
 
   void remove_waiter_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_) {
@@ -749,7 +782,7 @@ class PoolCore final : public HandleOwner<Conn> {
   void cancel_waiter(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_) {
     UniqueLock lk(mutex_);
     w.cancelled = true;
-    w.cv.notify_one();  // under the lock: the waiter's node lives on its stack
+    w.signal();
   }
 
   // --- Checks ---------------------------------------------------------------------------------
@@ -831,7 +864,7 @@ class PoolCore final : public HandleOwner<Conn> {
       WaiterT* w = waiters_.pop_front();
       waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
       w->may_create = true;
-      w->cv.notify_one();  // under the lock: the waiter's node lives on its stack
+      w->signal();
       if (!fifo_) {
         update_starving_locked();
       }
