@@ -654,10 +654,14 @@ class PoolCore final : public HandleOwner<Conn> {
         return s;
       }
     }
+    // The scan finds slots that sit in other threads' hints. Its loads are sequentially
+    // consistent: a waiter's scan must not miss a slot published before the waiter queued (the
+    // Dekker pair in the class comment). O(slots), on the slow path only (HikariCP scans its
+    // sharedList the same way).
     const std::size_t n = slot_count_.load(std::memory_order_relaxed);
     for (std::size_t i = n; i-- > 0;) {
       SlotT* s = slots_[i];
-      if (s->state.load(std::memory_order_relaxed) == kIdle && try_claim(s)) {
+      if (s->state.load(std::memory_order_seq_cst) == kIdle && try_claim(s)) {
         unlink_locked(s);
         return s;
       }
