@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -133,6 +134,66 @@ struct ThreadHint {
 inline thread_local ThreadHint thread_hints[4];
 inline std::atomic<std::uint64_t> next_pool_id{1};
 
+/// What a pool offers the registry: taking back an idle slot whose hint another pool evicted.
+class HintAdopter {
+ public:
+  virtual void adopt_evicted_hint(void* slot) noexcept = 0;
+
+ protected:
+  HintAdopter() = default;
+  HintAdopter(const HintAdopter&) = default;
+  HintAdopter& operator=(const HintAdopter&) = default;
+  ~HintAdopter() = default;
+};
+
+/// The live pools by id, for one rare event: a thread whose hint entry for pool A is taken
+/// over by pool B (a thread using several pools whose ids share an entry). A's slot then goes
+/// back on A's idle stack, in LIFO order (DESIGN 2), if A is still alive; the registry is how a
+/// thread can tell, without following a pointer into a pool that may be gone.
+class PoolRegistry {
+ public:
+  static PoolRegistry& instance() {
+    // Never destroyed: pools with static storage duration may outlive any static object.
+    static PoolRegistry* const registry = new PoolRegistry();
+    return *registry;
+  }
+
+  void add(std::uint64_t id, HintAdopter* pool) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pools_.emplace_back(id, pool);
+  }
+
+  void remove(std::uint64_t id) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : pools_) {
+      if (entry.first == id) {
+        entry = pools_.back();
+        pools_.pop_back();
+        return;
+      }
+    }
+  }
+
+  /// Hands `slot` back to pool `id` if that pool is alive. The pool's own lock is taken inside
+  /// this one (never the other way round), and remove() waits for it, so the pool cannot die
+  /// meanwhile.
+  void return_evicted(std::uint64_t id, void* slot) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : pools_) {
+      if (entry.first == id) {
+        entry.second->adopt_evicted_hint(slot);
+        return;
+      }
+    }
+  }
+
+ private:
+  PoolRegistry() = default;
+
+  std::mutex mutex_;  // guards pools_
+  std::vector<std::pair<std::uint64_t, HintAdopter*>> pools_;
+};
+
 /// A caller blocked in acquire(), on its own stack. Every field is guarded by the pool's mutex.
 ///
 /// Why one condition variable per waiter: a release wakes exactly the waiter it serves, so no
@@ -201,7 +262,7 @@ enum class Failure { none, timeout, closed, cancelled };
 ///   open_ == max_size; a connection or a unit of capacity that becomes free goes to the oldest
 ///   waiter before anyone else.
 template <class Conn, class Factory, class Clock>
-class PoolCore final : public HandleOwner<Conn> {
+class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
  public:
   using SlotT = Slot<Conn, Clock>;
   using WaiterT = Waiter<Conn, Clock>;
@@ -215,13 +276,16 @@ class PoolCore final : public HandleOwner<Conn> {
         options_(options),
         fifo_(options.wait_policy == WaitPolicy::fifo || options.starvation_bound.count() == 0),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
-        slots_(new SlotT*[options.max_size]) {}
+        slots_(new SlotT*[options.max_size]) {
+    PoolRegistry::instance().add(id_, this);
+  }
 
   PoolCore(const PoolCore&) = delete;
   PoolCore& operator=(const PoolCore&) = delete;
 
   ~PoolCore() {
     // Reached when no connection is out and the owner is gone, or when construction failed.
+    PoolRegistry::instance().remove(id_);
     close();
     if (thread_.joinable()) {
       // close() was called from the maintenance thread itself (by a factory, say), which could
@@ -509,15 +573,27 @@ class PoolCore final : public HandleOwner<Conn> {
       }
     }
     ThreadHint& h = hint();
-    SlotT* previous = h.pool == id_ ? static_cast<SlotT*>(h.slot) : nullptr;
+    const std::uint64_t previous_pool = h.pool;
+    void* const previous = std::exchange(h.slot, s);
     h.pool = id_;
-    h.slot = s;
-    if (previous != nullptr && previous != s) {
-      UniqueLock lk(mutex_);
-      if (previous->state.load(std::memory_order_relaxed) == kIdle) {
-        unlink_locked(previous);
-        idle_.push_front(previous);
-      }
+    if (previous == nullptr || previous == s) {
+      return;
+    }
+    if (previous_pool == id_) {
+      adopt_evicted_hint(previous);
+    } else {
+      PoolRegistry::instance().return_evicted(previous_pool, previous);
+    }
+  }
+
+  /// A slot of this pool that was some thread's hint until it was replaced: back on the idle
+  /// stack, on top, if it is still idle.
+  void adopt_evicted_hint(void* slot) noexcept override CONNPOOL_EXCLUDES(mutex_) {
+    auto* s = static_cast<SlotT*>(slot);
+    UniqueLock lk(mutex_);
+    if (s->state.load(std::memory_order_seq_cst) == kIdle) {
+      unlink_locked(s);
+      idle_.push_front(s);
     }
   }
 
@@ -724,17 +800,19 @@ class PoolCore final : public HandleOwner<Conn> {
     waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     ++counters_.waited;
     int spins = wait_spin_yields;
+    bool timed_out = false;
     for (;;) {
-      // Before sleeping, and after every wake-up: a connection published while this caller
-      // queued (the Dekker race in the class comment) is served now, not stranded.
-      w.woken = false;
+      // Before sleeping, after every wake-up and at the deadline: a connection published while
+      // this caller queued (the Dekker race in the class comment) is served now, not stranded.
+      const bool was_woken = std::exchange(w.woken, false);
       w.signalled.store(false, std::memory_order_relaxed);
-      if (!w.granted()) {
+      if (!w.granted() && !w.closed) {
         if (fifo_ || starving_.load(std::memory_order_relaxed)) {
           serve_waiters_locked();
         } else if (SlotT* s = claim_idle_locked()) {
-          // bounded_barging: compete for an idle connection like a running caller does.
-          remove_waiter_locked(w);
+          // bounded_barging: compete for an idle connection like a running caller does, and
+          // pass the wake-up on: more connections may be idle.
+          remove_waiter_locked(w, true);
           w.slot = s;
         }
       }
@@ -750,19 +828,20 @@ class PoolCore final : public HandleOwner<Conn> {
         return Failure::closed;  // close() unlinked it
       }
       if (w.cancelled) {
-        remove_waiter_locked(w);
+        remove_waiter_locked(w, was_woken);
         return Failure::cancelled;
+      }
+      if (timed_out) {
+        remove_waiter_locked(w, was_woken);
+        ++counters_.timeouts;
+        return Failure::timeout;
       }
       if (spins > 0 && WaitClock::now() < deadline) {
         spin_unlocked(w, std::exchange(spins, 0));
         continue;
       }
-      if (w.cv.wait_until(lk.native(), deadline) == std::cv_status::timeout && !w.granted() &&
-          !w.closed && !w.cancelled) {
-        remove_waiter_locked(w);
-        ++counters_.timeouts;
-        return Failure::timeout;
-      }
+      // On timeout, one more pass of the loop: a last look for a connection, then fail.
+      timed_out = w.cv.wait_until(lk.native(), deadline) == std::cv_status::timeout;
     }
   }
 
@@ -775,11 +854,18 @@ class PoolCore final : public HandleOwner<Conn> {
     mutex_.lock();
   }
 
-  void remove_waiter_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_) {
+  /// Unlinks a waiter that leaves on its own (it claimed a connection, timed out or was
+  /// cancelled). `pass_wake`: under bounded_barging, it had been woken to compete for an idle
+  /// connection, so the next waiter is woken in its place.
+  void remove_waiter_locked(WaiterT& w, bool pass_wake) CONNPOOL_REQUIRES(mutex_) {
     waiters_.remove(&w);
     waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     if (!fifo_) {
       update_starving_locked();
+      if (pass_wake && !waiters_.empty() && !waiters_.front()->woken) {
+        waiters_.front()->woken = true;
+        waiters_.front()->signal();
+      }
     }
   }
 
