@@ -18,9 +18,11 @@ import os
 import sys
 
 POOLS = ["connpool", "textbook", "soci"]  # W1, W2, W4, W4b
-W3_POOLS = ["connpool_fifo", "connpool_barging", "connpool_barging_10ms", "textbook", "soci"]
+W3_POOLS = ["connpool_fifo", "connpool_barging", "connpool_barging_2ms", "connpool_barging_10ms",
+            "textbook", "soci"]
 TITLE = {"connpool": "connpool", "connpool_fifo": "connpool fifo",
          "connpool_barging": "connpool bounded_barging",
+         "connpool_barging_2ms": "connpool bounded_barging 2 ms",
          "connpool_barging_10ms": "connpool bounded_barging 10 ms", "textbook": "textbook",
          "soci": "SOCI"}
 
@@ -158,7 +160,7 @@ def table_contended(runs, pools):
         r_rate = ratio(rate, tb_rate)
         r_p99 = ratio(p99, tb_p99)
         target, ok = "", None
-        if p in ("connpool_barging", "connpool_barging_10ms"):
+        if p in ("connpool_barging", "connpool_barging_2ms", "connpool_barging_10ms"):
             target = "throughput at least 1x textbook; p99 at most 0.5x textbook"
             if r_rate is not None and r_p99 is not None:
                 ok = r_rate >= 1.0 and r_p99 <= 0.5
@@ -232,7 +234,7 @@ def main():
             f.write(f"T={t} " + " ".join("NaN" if v is None else f"{v / 1e6:.4f}" for v in vals)
                     + "\n")
     colour = {"connpool": 1, "connpool_fifo": 1, "connpool_barging": 2,
-              "connpool_barging_10ms": 2, "textbook": 3, "soci": 4}
+              "connpool_barging_2ms": 2, "connpool_barging_10ms": 2, "textbook": 3, "soci": 4}
     with open(os.path.join(args.out_dir, "w3.dat"), "w") as f:
         f.write("# pool cycles_per_s_M wait_p99_us colour\n")
         for p in w3_pools:

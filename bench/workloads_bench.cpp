@@ -385,7 +385,8 @@ void register_contended(const std::string& pool) {
 #endif
   register_contended<ConnpoolAdapter<WaitPolicy::fifo>>("connpool_fifo");
   register_contended<ConnpoolAdapter<WaitPolicy::bounded_barging>>("connpool_barging");
-  // The same with a 10 ms bound: the trade between the p99 wait and the longest wait.
+  // The same with 2 ms and 10 ms bounds: the trade between the p99 wait and the longest wait.
+  register_contended<ConnpoolAdapter<WaitPolicy::bounded_barging, 2'000>>("connpool_barging_2ms");
   register_contended<ConnpoolAdapter<WaitPolicy::bounded_barging, 10'000>>("connpool_barging_10ms");
   register_contended<TextbookAdapter>("textbook");
 #ifdef CONNPOOL_BENCH_HAVE_SOCI
