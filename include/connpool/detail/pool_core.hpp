@@ -275,6 +275,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       : factory_(std::move(factory)),
         options_(options),
         fifo_(options.wait_policy == WaitPolicy::fifo || options.starvation_bound.count() == 0),
+        uses_ages_(options.max_lifetime.count() > 0 || options.max_idle.count() > 0 ||
+                   (Pingable<Conn> && options.validate_on_acquire)),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
         slots_(new SlotT*[options.max_size]) {
     PoolRegistry::instance().add(id_, this);
@@ -330,7 +332,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     // The fast path: this thread's own last connection, claimed without the lock.
     if (may_barge()) {
       if (SlotT* s = take_hint(); s != nullptr && try_claim(s)) {
-        const Verdict v = judge(*s, clock_now<Clock>(), may_idle_expire());
+        const Verdict v = judge_now(*s, may_idle_expire());
         if (v == Verdict::ok) {
           s->acquired.bump();
           s->reused.bump();
@@ -472,20 +474,21 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         }
       }
     }
-    if (keep) {
+    if (keep && uses_ages_) {
       const TimePoint now = clock_now<Clock>();
       if (options_.max_lifetime.count() > 0 && now - s->created_at >= options_.max_lifetime) {
         keep = false;  // DESIGN 6: an expired connection is closed, not kept
       } else {
         s->last_used = now;
-        if (must_hand_off()) {
-          if (hand_off(s)) {
-            return;
-          }
-        } else {
-          publish(s);
-          return;
-        }
+      }
+    }
+    if (keep) {
+      if (!must_hand_off()) {
+        publish(s);
+        return;
+      }
+      if (hand_off(s)) {
+        return;
       }
     }
     // Closed instead of returned: invalidated, reset failed, expired, or the pool is closed.
@@ -708,7 +711,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         throw_failure(failure, timeout.value_or(WaitClock::duration::zero()), snap);
       }
       if (slot != nullptr) {
-        const Verdict v = judge(*slot, clock_now<Clock>(), !fresh && may_idle_expire());
+        const Verdict v = judge_now(*slot, !fresh && may_idle_expire());
         if (check_out(slot, v, !fresh)) {
           return HandleAccess::make<Conn>(this, slot);
         }
@@ -884,6 +887,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     return may_idle_expire && options_.max_idle.count() > 0 &&
            now - s.last_used >= options_.max_idle;
+  }
+
+  /// judge() at the present time; without reading the clock when no decision depends on it.
+  Verdict judge_now(const SlotT& s, bool may_idle_expire) const noexcept {
+    return uses_ages_ ? judge(s, clock_now<Clock>(), may_idle_expire) : Verdict::ok;
   }
 
   /// What an acquirer must do with connection `s` before handing it out (DESIGN 5, 6).
@@ -1197,7 +1205,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   Factory factory_;            // called outside the lock, possibly from several threads at once
   const PoolOptions options_;  // immutable after construction
   const bool fifo_;            // WaitPolicy::fifo, or bounded_barging with a zero bound
-  const std::uint64_t id_;     // distinguishes this pool's entries in thread_hints
+  // Whether any decision depends on a connection's ages: lifetimes, idle expiry, validation.
+  // Without, acquire and release do not read the clock at all.
+  const bool uses_ages_;
+  const std::uint64_t id_;  // distinguishes this pool's entries in thread_hints
 
   // Slot directory: slots_[0, slot_count_) are published and live as long as this object;
   // written under mutex_, read without it (acquire load of slot_count_).
