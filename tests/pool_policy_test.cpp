@@ -731,3 +731,31 @@ TEST_CASE("ConnectionPool: stats add up exactly after a multi-threaded run under
   CHECK(after.acquired == after.released + after.detached);
   CHECK(after.created - after.closed == after.idle + after.detached);
 }
+
+// A woken waiter that is then granted something else (here the place of an invalidated
+// connection) must pass its wake-up on: otherwise the next waiter sleeps past idle connections
+// until its deadline.
+TEST_CASE(
+    "ConnectionPool: under bounded_barging a woken waiter that is granted a place passes the "
+    "wake-up on",
+    "[pool][policy][design-4]") {
+  FakeState state;
+  Pool pool{FakeFactory{state}, PoolOptions{.max_size = 3,
+                                            .health_check_interval = 0ms,
+                                            .wait_policy = WaitPolicy::bounded_barging,
+                                            .starvation_bound = 10s}};
+  auto h1 = pool.acquire();
+  auto h2 = pool.acquire();
+  auto h3 = pool.acquire();
+  Waiter w1{pool, 30s};
+  REQUIRE(eventually([&] { return pool.stats().pending == 1; }));
+  Waiter w2{pool, 30s};
+  REQUIRE(eventually([&] { return pool.stats().pending == 2; }));
+  h1.release();     // wakes w1 to compete for it
+  h2.release();     // w1 is already woken: nobody new is woken
+  h3.invalidate();  // w1 may be handed the freed place instead
+  REQUIRE(w1.wait_for_outcome(Outcome::got));
+  REQUIRE(w2.wait_for_outcome(Outcome::got));
+  // Two connections were idle after the releases: w2 must not have waited for its deadline.
+  CHECK(w2.elapsed() < 10s);
+}

@@ -108,6 +108,9 @@ struct Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   OwnerCounter released;                    // give-backs (return or close) of this slot
   Slot* next_free = nullptr;                // in the free-slot list; guarded by the pool's mutex
   Slot* next_closing = nullptr;             // in a SlotChain of its owner
+  // Releasers between publishing this slot idle and their last access to the pool: the pool
+  // is not freed while any slot's count is non-zero (see PoolCore::destroy_if_last).
+  std::atomic<std::uint32_t> publishers{0};
 };
 
 /// A list of owned slots (to be closed), linked through Slot::next_closing; allocates nothing.
@@ -333,7 +336,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (may_barge()) {
       if (SlotT* s = take_hint(); s != nullptr && try_claim(s)) {
         const Verdict v = judge_now(*s, may_idle_expire());
-        if (v == Verdict::ok) {
+        // A connection claimed through a hint after close() must not be handed out: check_out
+        // then closes it (DESIGN 7).
+        if (v == Verdict::ok && !closed_.load(std::memory_order_seq_cst)) {
           s->acquired.bump();
           s->reused.bump();
           return HandleAccess::make<Conn>(this, s);
@@ -415,7 +420,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       serve_waiters_locked();
     }
     const std::size_t n = expired.size;
-    close_slots(expired);
+    destroy_if_last(close_slots(expired));
     refill();
     return n;
   }
@@ -444,7 +449,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
       thread_.join();
     }
-    close_slots(idle);
+    destroy_if_last(close_slots(idle));
   }
 
   /// The owning ConnectionPool is being destroyed, after close(): deletes this object now, or
@@ -454,11 +459,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     {
       UniqueLock lk(mutex_);
       owner_gone_ = true;
-      last = open_ == 0;
+      last = last_locked();
     }
-    if (last) {
-      delete this;
-    }
+    destroy_if_last(last);
   }
 
   void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_) {
@@ -504,11 +507,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       ++counters_.detached;
       retire_locked(s);
       free_capacity_locked();
-      last = owner_gone_ && open_ == 0;
+      last = last_locked();
     }
-    if (last) {
-      delete this;
-    }
+    destroy_if_last(last);
   }
 
  private:
@@ -568,25 +569,28 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// the hint held before goes on the idle stack, so a thread's earlier releases stay reachable
   /// in LIFO order).
   void publish(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    s->state.store(kIdle, std::memory_order_seq_cst);
-    if (waiters_count_.load(std::memory_order_seq_cst) != 0 ||
-        closed_.load(std::memory_order_seq_cst)) {
-      if (!after_publish_slow()) {
-        return;  // closed: this object may be gone now
-      }
-    }
+    // The hint first, while `s` still holds a connection and so keeps the pool alive.
     ThreadHint& h = hint();
     const std::uint64_t previous_pool = h.pool;
     void* const previous = std::exchange(h.slot, s);
     h.pool = id_;
-    if (previous == nullptr || previous == s) {
+    if (previous != nullptr && previous != s) {
+      if (previous_pool == id_) {
+        adopt_evicted_hint(previous);
+      } else {
+        PoolRegistry::instance().return_evicted(previous_pool, previous);
+      }
+    }
+    // Once `s` is idle another thread may take and close it, and if the pool's owner is gone
+    // that may free the pool: `publishers` holds it until this thread's last access.
+    s->publishers.fetch_add(1, std::memory_order_relaxed);
+    s->state.store(kIdle, std::memory_order_seq_cst);
+    if (waiters_count_.load(std::memory_order_seq_cst) != 0 ||
+        closed_.load(std::memory_order_seq_cst)) {
+      after_publish_slow(s);
       return;
     }
-    if (previous_pool == id_) {
-      adopt_evicted_hint(previous);
-    } else {
-      PoolRegistry::instance().return_evicted(previous_pool, previous);
-    }
+    s->publishers.fetch_sub(1, std::memory_order_release);
   }
 
   /// A slot of this pool that was some thread's hint until it was replaced: back on the idle
@@ -600,21 +604,23 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
   }
 
-  /// After a publish that raced with waiters or with close(): serves the waiters and returns
-  /// true, or, if the pool is closed, closes every idle connection (close() may have claimed
-  /// before this one was published) and returns false.
-  bool after_publish_slow() noexcept CONNPOOL_EXCLUDES(mutex_) {
+  /// After a publish that raced with waiters or with close(): serves the waiters, or, if the
+  /// pool is closed, closes every idle connection (close() may have claimed before `self` was
+  /// published). Ends the publication of `self` (see Slot::publishers); the pool may be gone
+  /// when it returns.
+  void after_publish_slow(SlotT* self) noexcept CONNPOOL_EXCLUDES(mutex_) {
     SlotChain<SlotT> idle;
     {
       UniqueLock lk(mutex_);
       if (!closed_.load(std::memory_order_relaxed)) {
         serve_waiters_locked();
-        return true;
+      } else {
+        idle = claim_all_idle_locked();
       }
-      idle = claim_all_idle_locked();
     }
-    close_slots(idle);
-    return false;
+    const bool last = close_slots(idle);
+    self->publishers.fetch_sub(1, std::memory_order_release);
+    destroy_if_last(last);
   }
 
   /// Claims every idle slot, for closing.
@@ -779,13 +785,28 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   void grant_slot_locked(SlotT* s, bool fresh) CONNPOOL_REQUIRES(mutex_) {
-    WaiterT* w = waiters_.pop_front();
-    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
+    WaiterT* w = pop_waiter_locked();
     w->slot = s;
     w->fresh = fresh;
     w->signal();
+  }
+
+  /// Takes the oldest waiter off the queue, to be granted something. Under bounded_barging, a
+  /// wake-up it had been given to compete for an idle connection passes to the next waiter.
+  WaiterT* pop_waiter_locked() CONNPOOL_REQUIRES(mutex_) {
+    WaiterT* w = waiters_.pop_front();
+    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     if (!fifo_) {
       update_starving_locked();
+      pass_wake_locked(w->woken);
+    }
+    return w;
+  }
+
+  void pass_wake_locked(bool had_wake) CONNPOOL_REQUIRES(mutex_) {
+    if (had_wake && !waiters_.empty() && !waiters_.front()->woken) {
+      waiters_.front()->woken = true;
+      waiters_.front()->signal();
     }
   }
 
@@ -865,10 +886,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     if (!fifo_) {
       update_starving_locked();
-      if (pass_wake && !waiters_.empty() && !waiters_.front()->woken) {
-        waiters_.front()->woken = true;
-        waiters_.front()->signal();
-      }
+      pass_wake_locked(pass_wake);
     }
   }
 
@@ -959,13 +977,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// connection; with nobody waiting, open_ shrinks.
   void free_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
     if (!waiters_.empty()) {
-      WaiterT* w = waiters_.pop_front();
-      waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
+      WaiterT* w = pop_waiter_locked();
       w->may_create = true;
       w->signal();
-      if (!fifo_) {
-        update_starving_locked();
-      }
     } else {
       release_capacity_locked();
     }
@@ -1095,39 +1109,59 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     return ok;
   }
 
-  /// Closes the connections of the owned slots in `chain` and frees their places; deletes this
-  /// object if that was the last connection of a pool whose owner is gone, so a caller must not
-  /// touch the pool afterwards.
-  void close_slots(SlotChain<SlotT> chain) noexcept CONNPOOL_EXCLUDES(mutex_) {
+  /// Closes the connections of the owned slots in `chain` and frees their places. Returns true
+  /// if that was the last connection of a pool whose owner is gone: the caller must then end
+  /// with destroy_if_last(true).
+  [[nodiscard]] bool close_slots(SlotChain<SlotT> chain) noexcept CONNPOOL_EXCLUDES(mutex_) {
     if (chain.size == 0) {
-      return;
+      return false;
     }
     std::uint64_t failures = 0;
     for (SlotT* s = chain.head; s != nullptr; s = s->next_closing) {
       failures += close_connection(s) ? 0 : 1;
     }
-    bool last = false;
-    {
-      UniqueLock lk(mutex_);
-      counters_.closed += chain.size;
-      counters_.close_failures += failures;
-      for (SlotT* s = chain.head; s != nullptr;) {
-        SlotT* next = s->next_closing;
-        retire_locked(s);
-        free_capacity_locked();
-        s = next;
-      }
-      last = owner_gone_ && open_ == 0;
+    UniqueLock lk(mutex_);
+    counters_.closed += chain.size;
+    counters_.close_failures += failures;
+    for (SlotT* s = chain.head; s != nullptr;) {
+      SlotT* next = s->next_closing;
+      retire_locked(s);
+      free_capacity_locked();
+      s = next;
     }
-    if (last) {
-      delete this;
-    }
+    return last_locked();
   }
 
   void close_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
     SlotChain<SlotT> chain;
     chain.push(s);
-    close_slots(chain);
+    destroy_if_last(close_slots(chain));
+  }
+
+  /// Whether the pool is to be freed now: its owner is gone and no connection is left. True
+  /// once only.
+  bool last_locked() CONNPOOL_REQUIRES(mutex_) {
+    if (!owner_gone_ || open_ != 0 || dying_) {
+      return false;
+    }
+    dying_ = true;
+    return true;
+  }
+
+  /// Frees this object if `last`, once no releaser is still between publishing a slot and its
+  /// last access to the pool (a short wait: a few loads, at most a lock). The caller must not
+  /// touch the pool afterwards.
+  void destroy_if_last(bool last) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    if (!last) {
+      return;
+    }
+    const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < n; ++i) {
+      while (slots_[i]->publishers.load(std::memory_order_acquire) != 0) {
+        std::this_thread::yield();
+      }
+    }
+    delete this;
   }
 
   /// The owned slot `s` has no connection any more: onto the free-slot list.
@@ -1228,6 +1262,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   IntrusiveList<WaiterT> waiters_ CONNPOOL_GUARDED_BY(mutex_);  // FIFO: front = oldest
   std::size_t open_ CONNPOOL_GUARDED_BY(mutex_) = 0;
   bool owner_gone_ CONNPOOL_GUARDED_BY(mutex_) = false;
+  bool dying_ CONNPOOL_GUARDED_BY(mutex_) = false;  // the last_locked() that frees it has run
   Counters counters_ CONNPOOL_GUARDED_BY(mutex_);
   std::condition_variable maintenance_cv_;  // waited on with mutex_; notified by close()
   std::thread thread_;                      // maintenance; started after warm-up, joined by close()
