@@ -97,8 +97,11 @@ class OwnerCounter {
 };
 
 /// A pooled connection's place, with its state, ages and the counters of its owners.
+///
+/// Why cache-line aligned: threads that each reuse their own connection write their own slot
+/// on every cycle; two slots sharing a line would make them contend as if on one lock.
 template <class Conn, class Clock>
-struct Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
+struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   std::atomic<std::uint32_t> state{kEmpty};
   // The owner's fields: written and read only while the slot is in kInUse.
   typename Clock::time_point created_at{};  // when the factory returned the connection
