@@ -325,7 +325,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Starts the maintenance thread when health_check_interval > 0 (DESIGN 8).
   void start_maintenance() {
     if (options_.health_check_interval.count() > 0) {
-      thread_ = std::thread([this] { maintenance_loop(); });
+      thread_ = std::jthread([this] { maintenance_loop(); });
     }
   }
 
@@ -1268,7 +1268,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   bool dying_ CONNPOOL_GUARDED_BY(mutex_) = false;  // the last_locked() that frees it has run
   Counters counters_ CONNPOOL_GUARDED_BY(mutex_);
   std::condition_variable maintenance_cv_;  // waited on with mutex_; notified by close()
-  std::thread thread_;                      // maintenance; started after warm-up, joined by close()
+  std::jthread thread_;  // maintenance; started after warm-up, joined by close() (woken by closed_)
 };
 
 }  // namespace connpool::detail
