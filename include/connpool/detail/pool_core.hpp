@@ -259,7 +259,9 @@ enum class Failure { none, timeout, closed, cancelled };
 /// consistent (Dekker), so at least one of them sees the other.
 ///
 /// Lifetime: heap-allocated; deleted by whichever comes last of the owner's destructor and the
-/// give-back of the last connection that was out. That is what lets handles outlive the pool.
+/// closing of the last connection that was out (last_locked() picks exactly one thread), once no
+/// releaser is still between publishing its slot and its last access (Slot::publishers). That
+/// is what lets handles outlive the pool, and be released while it is being destroyed.
 ///
 /// Invariants (with mutex_ held):
 ///   open_ = slots holding a connection + creations in flight; open_ <= max_size.
