@@ -57,6 +57,10 @@ run_step() {
 }
 
 run_step format ./scripts/format.sh
+# The README's usage example must stay identical to examples/readme_usage.cpp, which CI builds.
+run_step readme-example bash -c \
+  'diff <(awk "/^\`\`\`cpp\$/{f=1;next} f&&/^\`\`\`\$/{exit} f" README.md) \
+        <(sed -n "/^#include/,\$p" examples/readme_usage.cpp) && echo "README usage matches examples/readme_usage.cpp"'
 for preset in "${workflows[@]}"; do
   run_step "$preset" cmake --workflow --preset "$preset"
 done
