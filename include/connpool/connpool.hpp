@@ -12,4 +12,5 @@
 #include <connpool/options.hpp>
 #include <connpool/pool.hpp>
 #include <connpool/stats.hpp>
+#include <connpool/task.hpp>
 #include <connpool/version.hpp>
