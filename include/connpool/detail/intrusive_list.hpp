@@ -59,6 +59,25 @@ class IntrusiveList {
     ++size_;
   }
 
+  /// Links `n` right after `pos`, or at the front when `pos` is null.
+  void insert_after(T* pos, T* n) noexcept {
+    if (pos == nullptr) {
+      push_front(n);
+      return;
+    }
+    T* next = hook(pos).next_node;
+    hook(n).prev_node = pos;
+    hook(n).next_node = next;
+    hook(pos).next_node = n;
+    if (next != nullptr) {
+      hook(next).prev_node = n;
+    } else {
+      tail_ = n;
+    }
+    hook(n).linked = true;
+    ++size_;
+  }
+
   /// Removes and returns the first node; the list must not be empty.
   T* pop_front() noexcept {
     T* n = head_;
@@ -87,6 +106,9 @@ class IntrusiveList {
 
   /// Whether `n` is linked into a list (this one, for every use in the pool).
   static bool is_linked(const T* n) noexcept { return static_cast<const ListHook<T>*>(n)->linked; }
+
+  /// The node before `n`, for walking the list back to front.
+  static T* prev(const T* n) noexcept { return static_cast<const ListHook<T>*>(n)->prev_node; }
 
   /// The node after `n`, for walking the list front to back.
   static T* next(const T* n) noexcept { return static_cast<const ListHook<T>*>(n)->next_node; }

@@ -29,7 +29,9 @@
 #endif
 
 #include <connpool/concepts.hpp>
+#include <connpool/detail/awaitable.hpp>
 #include <connpool/detail/intrusive_list.hpp>
+#include <connpool/detail/resume_queue.hpp>
 #include <connpool/detail/slot.hpp>
 #include <connpool/detail/thread_annotations.hpp>
 #include <connpool/errors.hpp>
@@ -109,6 +111,7 @@ struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   OwnerCounter acquired;                    // check-outs of this slot
   OwnerCounter reused;                      // ... of a connection that existed before
   OwnerCounter released;                    // give-backs (return or close) of this slot
+  bool listed = false;                      // published in the pool's slot directory
   Slot* next_free = nullptr;                // in the free-slot list; guarded by the pool's mutex
   Slot* next_closing = nullptr;             // in a SlotChain of its owner
   // Releasers between publishing this slot idle and their last access to the pool: the pool
@@ -138,6 +141,8 @@ struct ThreadHint {
   void* slot = nullptr;
 };
 inline thread_local ThreadHint thread_hints[4];
+/// The pool whose timer thread this is (PoolCore::timer_loop), or null.
+inline thread_local const void* timer_thread_of = nullptr;
 inline std::atomic<std::uint64_t> next_pool_id{1};
 
 /// What a pool offers the registry: taking back an idle slot whose hint another pool evicted.
@@ -200,27 +205,55 @@ class PoolRegistry {
   std::vector<std::pair<std::uint64_t, HintAdopter*>> pools_;
 };
 
-/// A caller blocked in acquire(), on its own stack. Every field is guarded by the pool's mutex.
+/// The pool's counts when an acquire timed out, for the exception's message.
+struct Snapshot {
+  std::size_t in_use = 0;
+  std::size_t idle = 0;
+  std::size_t waiting = 0;
+};
+
+/// An asynchronous waiter's place in the pool's deadline list (ordered by `at`).
+template <class W>
+struct DeadlineNode : ListHook<DeadlineNode<W>> {
+  std::chrono::steady_clock::time_point at{};
+  W* waiter = nullptr;
+};
+
+/// A caller waiting in acquire(): a thread blocked on its own stack, or an asynchronous
+/// operation (a suspended coroutine, an Asio operation) that lives in its own frame. Every field
+/// is guarded by the pool's mutex.
 ///
 /// Why one condition variable per waiter: a release wakes exactly the waiter it serves, so no
 /// herd of threads wakes to find nothing (Boost.MySQL's pool; Go's database/sql connRequests).
+/// An asynchronous waiter has a completion instead (Resumable::complete, set once it is queued),
+/// run by the thread that served it after that thread released the lock (resume_queue.hpp). It is
+/// always unlinked from the queue before it is signalled, and never merely woken to compete.
 template <class Conn, class Clock>
-struct Waiter : ListHook<Waiter<Conn, Clock>> {
-  std::condition_variable cv;
+struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
+  std::condition_variable cv;                     // synchronous waiters only
   std::chrono::steady_clock::time_point since{};  // when it started waiting
   Slot<Conn, Clock>* slot = nullptr;              // a connection handed over
   bool fresh = false;                             // `slot` was just created, not reused
   bool may_create = false;                        // a unit of capacity handed over
   bool closed = false;                            // the pool closed while waiting
   bool cancelled = false;                         // the caller's stop_token was triggered
-  bool woken = false;   // bounded_barging: notified to compete for an idle connection
-  bool handed = false;  // bounded_barging: granted by pop_waiter_locked, not yet taken up
+  bool woken = false;             // bounded_barging: notified to compete for an idle connection
+  bool handed = false;            // bounded_barging: granted by pop_waiter_locked, not yet taken up
+  bool timed_out = false;         // async: the pool's timer ended the wait
+  Snapshot snapshot;              // async: the counts when it timed out
+  DeadlineNode<Waiter> deadline;  // async: linked while a deadline is pending
   // Raised with every change above, so the waiter can spin on it without the lock.
   std::atomic<bool> signalled{false};
 
+  [[nodiscard]] bool is_async() const noexcept { return complete != nullptr; }
+
   void signal() noexcept {
     signalled.store(true, std::memory_order_release);
-    cv.notify_one();  // under the pool's lock: the node lives on the waiter's stack
+    if (complete != nullptr) {
+      resume_queue().push(this);  // completed once this thread has released the lock
+    } else {
+      cv.notify_one();  // under the pool's lock: the node lives on the waiter's stack
+    }
   }
 
   [[nodiscard]] bool granted() const noexcept { return slot != nullptr || may_create; }
@@ -275,6 +308,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
  public:
   using SlotT = Slot<Conn, Clock>;
   using WaiterT = Waiter<Conn, Clock>;
+  using DeadlineT = DeadlineNode<WaiterT>;
   using Handle = PooledHandle<Conn>;
   using WaitClock = std::chrono::steady_clock;
   using TimePoint = typename Clock::time_point;
@@ -298,13 +332,15 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     // Reached when no connection is out and the owner is gone, or when construction failed.
     PoolRegistry::instance().remove(id_);
     close();
-    if (thread_.joinable()) {
-      // close() was called from the maintenance thread itself (by a factory, say), which could
-      // not join itself; it is finishing its last pass.
-      if (thread_.get_id() == std::this_thread::get_id()) {
-        thread_.detach();
-      } else {
-        thread_.join();
+    for (std::jthread* t : {&thread_, &timer_}) {
+      if (t->joinable()) {
+        // close() was called from that thread itself (by a factory, or a coroutine the timer
+        // resumed), which could not join itself; it is finishing its last pass.
+        if (t->get_id() == std::this_thread::get_id()) {
+          t->detach();
+        } else {
+          t->join();
+        }
       }
     }
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
@@ -338,24 +374,131 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// result nullopt.
   std::optional<Handle> acquire(std::optional<WaitClock::duration> timeout,
                                 const std::stop_token* stop) CONNPOOL_EXCLUDES(mutex_) {
-    // The fast path: this thread's own last connection, claimed without the lock.
-    if (may_barge()) {
-      if (SlotT* s = take_hint(); s != nullptr && try_claim(s)) {
-        const Verdict v = judge_now(*s, may_idle_expire());
-        // A connection claimed through a hint after close() must not be handed out: check_out
-        // then closes it (DESIGN 7).
-        if (v == Verdict::ok && !closed_.load(std::memory_order_seq_cst)) {
-          s->acquired.bump();
-          s->reused.bump();
-          return HandleAccess::make<Conn>(this, s);
-        }
-        if (check_out(s, v, true)) {
-          return HandleAccess::make<Conn>(this, s);
-        }
-        return acquire_slow(timeout, stop, true);
+    bool have_capacity = false;
+    if (std::optional<Handle> h = acquire_fast(have_capacity)) {
+      return h;
+    }
+    return acquire_slow(timeout, stop, have_capacity);
+  }
+
+  // --- For AsyncConnectionPool (async_pool.hpp) ----------------------------------------------
+
+  /// Everything acquire() does without waiting and without calling the factory.
+  ///
+  /// Returns: a handle; or nullopt with `capacity` set, when the caller now holds a unit of
+  /// capacity and must create a connection (create_for_caller(), or begin_create() and what
+  /// follows); or nullopt with `capacity` clear, when it must queue (enqueue_async()).
+  /// Throws: PoolClosed.
+  std::optional<Handle> acquire_nowait(bool& capacity) CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;
+    capacity = false;
+    bool have_capacity = false;
+    if (std::optional<Handle> h = acquire_fast(have_capacity)) {
+      return h;
+    }
+    for (;;) {
+      SlotT* slot = nullptr;
+      Step step = Step::wait;
+      {
+        UniqueLock lk(mutex_);
+        step = step_locked(have_capacity, slot);
+      }
+      switch (step) {
+        case Step::closed:
+          throw PoolClosed();
+        case Step::wait:
+          return std::nullopt;
+        case Step::create:
+          capacity = true;
+          return std::nullopt;
+        case Step::slot:
+          if (std::optional<Handle> h = check_out_granted(slot, false)) {
+            return h;
+          }
+          have_capacity = true;
+          break;
       }
     }
-    return acquire_slow(timeout, stop, false);
+  }
+
+  /// Checks out a slot claimed for, or handed to, a caller (DESIGN 5, 6). Returns nullopt when it
+  /// was closed instead; the caller then holds its unit of capacity.
+  std::optional<Handle> check_out_granted(SlotT* slot, bool fresh) CONNPOOL_EXCLUDES(mutex_) {
+    const Verdict v = judge_now(*slot, !fresh && may_idle_expire());
+    if (check_out(slot, v, !fresh)) {
+      return HandleAccess::make<Conn>(this, slot);
+    }
+    return std::nullopt;
+  }
+
+  /// Queues the asynchronous waiter `w`, whose completion is `complete`, with an optional
+  /// deadline, unless it can be served at once.
+  ///
+  /// Returns: true if queued: `complete` runs once (outside the lock, on the thread that decided)
+  /// when it is served, times out, is cancelled (cancel_waiter()) or the pool closes; the fields
+  /// of `w` then say which. False if nothing was queued because it was served at once, with
+  /// the same fields set (a slot, capacity, closed, cancelled or timed out).
+  bool enqueue_async(WaiterT& w,
+                     void (*complete)(Resumable*) noexcept,
+                     std::optional<WaitClock::time_point> deadline) CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;  // the look below may serve other asynchronous waiters
+    UniqueLock lk(mutex_);
+    if (w.cancelled) {
+      return false;
+    }
+    bool have_capacity = false;
+    SlotT* slot = nullptr;
+    switch (step_locked(have_capacity, slot)) {
+      case Step::closed:
+        w.closed = true;
+        return false;
+      case Step::slot:
+        w.slot = slot;
+        return false;
+      case Step::create:
+        w.may_create = true;
+        return false;
+      case Step::wait:
+        break;
+    }
+    const WaitClock::time_point now = WaitClock::now();
+    ++counters_.waited;
+    if (deadline && *deadline <= now) {
+      ++counters_.timeouts;
+      w.timed_out = true;
+      w.snapshot = {in_use_locked(), idle_count(), waiters_.size()};
+      return false;
+    }
+    w.since = now;
+    waiters_.push_back(&w);
+    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
+    // The look a blocking waiter takes after queueing (the Dekker pair in the class comment).
+    // `complete` is not set yet, so a grant to `w` here signals nobody.
+    if (fifo_ || starving_.load(std::memory_order_relaxed)) {
+      serve_waiters_locked();
+    } else if (SlotT* s = claim_idle_locked()) {
+      remove_waiter_locked(w, false);
+      w.slot = s;
+    }
+    if (w.granted()) {
+      take_up_locked(w);
+      return false;
+    }
+    w.complete = complete;
+    if (deadline) {
+      insert_deadline_locked(w, *deadline);
+    }
+    return true;
+  }
+
+  /// Throws the AcquireTimeout of a wait of `timeout` that ended with the counts `snap`.
+  [[noreturn]] void throw_timeout(WaitClock::duration timeout, const Snapshot& snap) const {
+    throw_failure(Failure::timeout, timeout, snap);
+  }
+
+  /// Starts the thread that ends asynchronous waits at their deadlines (AsyncConnectionPool).
+  void start_timer() {
+    timer_ = std::jthread([this] { timer_loop(); });
   }
 
   PoolStats stats() const CONNPOOL_EXCLUDES(mutex_) {
@@ -393,6 +536,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// One maintenance pass (DESIGN 6): closes expired idle connections, then refills to
   /// min_size. Returns how many connections it closed.
   std::size_t prune() CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
     const TimePoint now = clock_now<Clock>();
     std::vector<SlotT*> claimed;
     SlotChain<SlotT> expired;
@@ -434,6 +578,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// DESIGN 7: idempotent. Closes idle connections now, wakes waiters with PoolClosed, and
   /// joins the maintenance thread; in-use connections are closed when they come back.
   void close() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;  // the waiters' PoolClosed completions, once all else is done
     SlotChain<SlotT> idle;
     {
       UniqueLock lk(mutex_);
@@ -445,15 +590,19 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       closed_.store(true, std::memory_order_seq_cst);
       while (!waiters_.empty()) {
         WaiterT* w = waiters_.pop_front();
+        unlink_deadline_locked(*w);
         w->closed = true;
         w->signal();
       }
       waiters_count_.store(0, std::memory_order_seq_cst);
       idle = claim_all_idle_locked();
       maintenance_cv_.notify_all();
+      timer_cv_.notify_all();
     }
-    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
-      thread_.join();
+    for (std::jthread* t : {&thread_, &timer_}) {
+      if (t->joinable() && t->get_id() != std::this_thread::get_id()) {
+        t->join();
+      }
     }
     destroy_if_last(close_slots(idle));
   }
@@ -505,6 +654,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   void forget(SlotBase<Conn>* base) noexcept override CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
     auto* s = static_cast<SlotT*>(base);
     s->conn.reset();  // destroys the moved-from Conn, outside the lock
     bool last = false;
@@ -520,13 +670,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
  private:
   enum class Verdict { ok, needs_ping, expired };
-
-  /// The pool's counts when an acquire timed out, for the exception's message.
-  struct Snapshot {
-    std::size_t in_use = 0;
-    std::size_t idle = 0;
-    std::size_t waiting = 0;
-  };
 
   /// Marks a waiter cancelled and wakes it; run by std::stop_callback in the requesting thread.
   struct CancelWaiter {
@@ -615,6 +758,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// published). Ends the publication of `self` (see Slot::publishers); the pool may be gone
   /// when it returns.
   void after_publish_slow(SlotT* self) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
     SlotChain<SlotT> idle;
     {
       UniqueLock lk(mutex_);
@@ -646,6 +790,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Hands the owned slot `s` to the oldest waiter (DESIGN 4). Returns false if the pool is
   /// closed (the caller then closes it).
   bool hand_off(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
     {
       UniqueLock lk(mutex_);
       if (closed_.load(std::memory_order_relaxed)) {
@@ -663,6 +808,28 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     return true;
   }
 
+  /// The fast path: this thread's own last connection, claimed without the lock. Returns
+  /// nullopt when there is none; `have_capacity` is then set if the one it found was closed.
+  std::optional<Handle> acquire_fast(bool& have_capacity) CONNPOOL_EXCLUDES(mutex_) {
+    if (may_barge()) {
+      if (SlotT* s = take_hint(); s != nullptr && try_claim(s)) {
+        const Verdict v = judge_now(*s, may_idle_expire());
+        // A connection claimed through a hint after close() must not be handed out: check_out
+        // then closes it (DESIGN 7).
+        if (v == Verdict::ok && !closed_.load(std::memory_order_seq_cst)) {
+          s->acquired.bump();
+          s->reused.bump();
+          return HandleAccess::make<Conn>(this, s);
+        }
+        if (check_out(s, v, true)) {
+          return HandleAccess::make<Conn>(this, s);
+        }
+        have_capacity = true;
+      }
+    }
+    return std::nullopt;
+  }
+
   // --- The slow path of acquire ----------------------------------------------------------------
 
   std::optional<Handle> acquire_slow(std::optional<WaitClock::duration> timeout,
@@ -672,6 +839,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     // registered without holding mutex_ (it runs inline when stop was already requested, and it
     // locks mutex_), and destroyed after mutex_ is released (its destructor waits for a
     // callback running in another thread, which needs mutex_).
+    const DrainOnExit drain;  // declared first: runs last, once everything here is done
     WaiterT waiter;
     std::optional<WaitClock::time_point> deadline;
     std::optional<std::stop_callback<CancelWaiter>> cancel;
@@ -683,42 +851,29 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       Snapshot snap;
       {
         UniqueLock lk(mutex_);
-        const bool barge = fifo_ ? waiters_.empty() : !starving_.load(std::memory_order_relaxed);
-        if (closed_.load(std::memory_order_relaxed)) {
-          if (have_capacity) {
-            release_capacity_locked();
-          }
+        const Step step = step_locked(have_capacity, slot);
+        if (step == Step::closed) {
           failure = Failure::closed;
-        } else if ((have_capacity || barge) && (slot = claim_idle_locked()) != nullptr) {
-          // Reuse (DESIGN 2). Why LIFO: the working set stays small and warm, and idle
-          // connections beyond it age out (HikariCP, Go's database/sql).
-          if (have_capacity) {
-            have_capacity = false;
-            free_capacity_locked();
-          }
-        } else if (!have_capacity) {
-          if (barge && open_ < options_.max_size) {
-            reserve_capacity_locked();  // the factory runs outside the lock (DESIGN 3)
-            have_capacity = true;
-          } else if (!timeout) {
+        } else if (step == Step::wait) {
+          if (!timeout) {
             return std::nullopt;  // try_acquire never waits for another holder
-          } else if (stop != nullptr && stop->stop_possible() && !cancel) {
+          }
+          if (stop != nullptr && stop->stop_possible() && !cancel) {
             // Register the stop callback unlocked, then look again: the state may change.
             lk.unlock();
             cancel.emplace(*stop, CancelWaiter{this, &waiter});
             continue;
-          } else {
-            if (!deadline) {
-              deadline = WaitClock::now() + *timeout;
-            }
-            failure = wait_locked(lk, waiter, *deadline, *timeout);
-            if (failure == Failure::none) {
-              slot = std::exchange(waiter.slot, nullptr);
-              fresh = std::exchange(waiter.fresh, false);
-              have_capacity = std::exchange(waiter.may_create, false);
-            } else if (failure == Failure::timeout) {
-              snap = {in_use_locked(), idle_count(), waiters_.size()};
-            }
+          }
+          if (!deadline) {
+            deadline = WaitClock::now() + *timeout;
+          }
+          failure = wait_locked(lk, waiter, *deadline, *timeout);
+          if (failure == Failure::none) {
+            slot = std::exchange(waiter.slot, nullptr);
+            fresh = std::exchange(waiter.fresh, false);
+            have_capacity = std::exchange(waiter.may_create, false);
+          } else if (failure == Failure::timeout) {
+            snap = {in_use_locked(), idle_count(), waiters_.size()};
           }
         }
       }
@@ -738,6 +893,43 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         return create_for_caller();
       }
     }
+  }
+
+  /// What an acquirer can do now, without waiting (step_locked()).
+  enum class Step {
+    slot,    // an idle connection was claimed: check it out
+    create,  // the caller holds a unit of capacity: create a connection
+    wait,    // nothing: wait in the queue
+    closed,  // the pool is closed (a unit of capacity the caller held is given back)
+  };
+
+  /// The decision of every acquire that got past the fast path, under the lock. `have_capacity`:
+  /// the caller holds a unit of capacity (its connection failed validation, say).
+  Step step_locked(bool& have_capacity, SlotT*& slot) CONNPOOL_REQUIRES(mutex_) {
+    const bool barge = fifo_ ? waiters_.empty() : !starving_.load(std::memory_order_relaxed);
+    if (closed_.load(std::memory_order_relaxed)) {
+      if (std::exchange(have_capacity, false)) {
+        release_capacity_locked();
+      }
+      return Step::closed;
+    }
+    if ((have_capacity || barge) && (slot = claim_idle_locked()) != nullptr) {
+      // Reuse (DESIGN 2). Why LIFO: the working set stays small and warm, and idle
+      // connections beyond it age out (HikariCP, Go's database/sql).
+      if (std::exchange(have_capacity, false)) {
+        free_capacity_locked();
+      }
+      return Step::slot;
+    }
+    if (have_capacity) {
+      return Step::create;
+    }
+    if (barge && open_ < options_.max_size) {
+      reserve_capacity_locked();  // the factory runs outside the lock (DESIGN 3)
+      have_capacity = true;
+      return Step::create;
+    }
+    return Step::wait;
   }
 
   /// An idle slot from the idle stack (most recent first), else from a scan of all slots.
@@ -772,11 +964,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       while (starving_.load(std::memory_order_relaxed) && (s = claim_idle_locked()) != nullptr) {
         grant_slot_locked(s, false);  // updates starving_
       }
-      if (!starving_.load(std::memory_order_relaxed) && !waiters_.empty() &&
-          !waiters_.front()->woken) {
-        WaiterT* w = waiters_.front();
-        w->woken = true;
-        w->signal();
+      if (!starving_.load(std::memory_order_relaxed)) {
+        wake_front_locked();
       }
       return;
     }
@@ -819,9 +1008,16 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   WaiterT* pop_waiter_locked() CONNPOOL_REQUIRES(mutex_) {
     WaiterT* w = waiters_.pop_front();
     waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
-    if (!fifo_) {
+    if (w->is_async()) {
+      // It takes the grant up when its completion runs, which the pool cannot watch: the wait
+      // ends now, and it takes no part in bounded_barging's count of hand-offs in flight.
+      unlink_deadline_locked(*w);
+      take_up_locked(*w);
+    } else if (!fifo_) {
       w->handed = true;
       ++handoffs_pending_;
+    }
+    if (!fifo_) {
       update_starving_locked();
       pass_wake_locked(w->woken);
     }
@@ -829,10 +1025,26 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   void pass_wake_locked(bool had_wake) CONNPOOL_REQUIRES(mutex_) {
-    if (had_wake && !waiters_.empty() && !waiters_.front()->woken) {
-      waiters_.front()->woken = true;
-      waiters_.front()->signal();
+    if (had_wake) {
+      wake_front_locked();
     }
+  }
+
+  /// bounded_barging: wakes the oldest waiter to compete for an idle connection. An
+  /// asynchronous one does not run until its completion does, so it is served at once instead.
+  void wake_front_locked() CONNPOOL_REQUIRES(mutex_) {
+    if (waiters_.empty() || waiters_.front()->woken) {
+      return;
+    }
+    WaiterT* w = waiters_.front();
+    if (w->is_async()) {
+      if (SlotT* s = claim_idle_locked()) {
+        grant_slot_locked(s, false);
+      }
+      return;
+    }
+    w->woken = true;
+    w->signal();
   }
 
   /// Blocks until `w` is granted a connection or capacity, or fails. Called with the lock held
@@ -866,15 +1078,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         }
       }
       if (w.granted()) {
-        if (std::exchange(w.handed, false)) {
-          --handoffs_pending_;
-          update_starving_locked();
-        }
-        // Counted now, whatever the check-out then finds: this is how long the caller waited.
-        const auto waited =
-            std::chrono::duration_cast<std::chrono::nanoseconds>(WaitClock::now() - w.since);
-        counters_.total_wait_time += waited;
-        counters_.max_wait_time = std::max(counters_.max_wait_time, waited);
+        take_up_locked(w);
         return Failure::none;
       }
       if (w.closed) {
@@ -889,6 +1093,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         ++counters_.timeouts;
         return Failure::timeout;
       }
+      if (!resume_queue().empty()) {
+        drain_unlocked();  // asynchronous waiters this thread served run before it blocks
+        continue;
+      }
       if (spins > 0 && WaitClock::now() < deadline) {
         spin_unlocked(w, std::exchange(spins, 0));
         continue;
@@ -896,6 +1104,26 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       // On timeout, one more pass of the loop: a last look for a connection, then fail.
       timed_out = w.cv.wait_until(lk.native(), deadline) == std::cv_status::timeout;
     }
+  }
+
+  /// A waiter got what it was granted: ends its hand-off and counts how long it waited. Counted
+  /// now, whatever the check-out then finds: this is how long the caller waited.
+  void take_up_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_) {
+    if (std::exchange(w.handed, false)) {
+      --handoffs_pending_;
+      update_starving_locked();
+    }
+    const auto waited =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(WaitClock::now() - w.since);
+    counters_.total_wait_time += waited;
+    counters_.max_wait_time = std::max(counters_.max_wait_time, waited);
+  }
+
+  /// Runs this thread's queued completions without the lock.
+  void drain_unlocked() CONNPOOL_REQUIRES(mutex_) {
+    mutex_.unlock();  // the caller's UniqueLock still owns it: relocked below
+    resume_queue().drain(true);
+    mutex_.lock();
   }
 
   /// Yields the processor up to `spins` times, without the lock, until `w` is signalled.
@@ -920,9 +1148,89 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   void cancel_waiter(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;
     UniqueLock lk(mutex_);
     w.cancelled = true;
-    w.signal();
+    if (!w.is_async()) {
+      w.signal();  // it leaves the queue itself
+    } else if (IntrusiveList<WaiterT>::is_linked(&w)) {
+      remove_waiter_locked(w, false);
+      unlink_deadline_locked(w);
+      w.signal();
+    }
+    // Otherwise it was served already, or is not queued yet (enqueue_async() sees `cancelled`).
+  }
+
+ public:
+  /// Ends the wait of the asynchronous waiter `w` with AcquireCancelled, unless it was served.
+  void cancel_async(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_) { cancel_waiter(w); }
+
+ private:
+  // --- Deadlines of asynchronous waiters -------------------------------------------------------
+
+  /// Links `w` into deadlines_ in deadline order, from the back: with one timeout for every
+  /// caller (the usual case) deadlines arrive in order, and this is O(1).
+  void insert_deadline_locked(WaiterT& w, WaitClock::time_point at) CONNPOOL_REQUIRES(mutex_) {
+    w.deadline.at = at;
+    w.deadline.waiter = &w;
+    DeadlineT* after = deadlines_.back();
+    while (after != nullptr && after->at > at) {
+      after = IntrusiveList<DeadlineT>::prev(after);
+    }
+    deadlines_.insert_after(after, &w.deadline);
+    if (deadlines_.front() == &w.deadline) {
+      timer_cv_.notify_one();  // an earlier deadline than the timer sleeps towards
+    }
+  }
+
+  void unlink_deadline_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_) {
+    if (IntrusiveList<DeadlineT>::is_linked(&w.deadline)) {
+      deadlines_.remove(&w.deadline);
+    }
+  }
+
+  /// The timer thread: ends the waits whose deadlines passed with a timeout, then sleeps until
+  /// the next deadline (or until one earlier is queued, or close()).
+  ///
+  /// Why one thread per pool rather than a timer per waiter: 10,000 waiting coroutines cost one
+  /// sleeping thread and an O(1) list link each, not 10,000 timers.
+  void timer_loop() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    timer_thread_of = this;
+    UniqueLock lk(mutex_);
+    while (!closed_.load(std::memory_order_relaxed)) {
+      if (deadlines_.empty()) {
+        timer_cv_.wait(lk.native());
+        continue;
+      }
+      const WaitClock::time_point now = WaitClock::now();
+      bool expired = false;
+      while (!deadlines_.empty() && deadlines_.front()->at <= now) {
+        WaiterT& w = *deadlines_.pop_front()->waiter;
+        remove_waiter_locked(w, false);
+        ++counters_.timeouts;
+        w.timed_out = true;
+        w.snapshot = {in_use_locked(), idle_count(), waiters_.size()};
+        w.signal();
+        expired = true;
+      }
+      if (expired) {
+        // The completions run on this thread (with the default inline scheduler, the timed-out
+        // coroutines themselves), and may close or destroy the pool: destroy_if_last() then
+        // leaves the deletion to this loop.
+        lk.unlock();
+        resume_queue().drain(true);
+        if (delete_deferred_.load(std::memory_order_acquire)) {
+          delete this;
+          return;
+        }
+        lk.lock();
+        continue;
+      }
+      // A copy: wait_until reads its argument again after waking, and the waiter that owns
+      // this deadline may be served and gone by then.
+      const WaitClock::time_point next = deadlines_.front()->at;
+      timer_cv_.wait_until(lk.native(), next);
+    }
   }
 
   // --- Checks ---------------------------------------------------------------------------------
@@ -1016,53 +1324,78 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// Calls the factory into a slot of its own (a free one, or a new one), outside the lock; the
   /// caller holds a unit of capacity. Returns the slot in kInUse, owned by the caller, and
-  /// published in slots_.
+  /// published in slots_. On failure the slot is given back and the exception propagates; the
+  /// caller still holds its unit of capacity.
   SlotT* create_slot() CONNPOOL_EXCLUDES(mutex_) {
-    SlotT* s = nullptr;
-    {
-      UniqueLock lk(mutex_);
-      s = std::exchange(free_slots_, free_slots_ != nullptr ? free_slots_->next_free : nullptr);
-    }
-    const bool is_new = s == nullptr;
-    if (is_new) {
-      s = new SlotT();
-    }
+    SlotT* s = take_slot();
     try {
-      s->conn.emplace(std::invoke(factory_));
+      s->conn.emplace(make_connection_sync());
     } catch (...) {
-      if (is_new) {
-        delete s;
-      } else {
-        UniqueLock lk(mutex_);
-        s->next_free = free_slots_;
-        free_slots_ = s;
-      }
+      give_back_slot(s);
       throw;
     }
+    install(s);
+    return s;
+  }
+
+  /// The factory's connection, on this thread. A factory that returns an awaitable (an
+  /// AsyncConnectionPool's, for warm-up and refill) is driven to completion by sync_wait.
+  Conn make_connection_sync() {
+    using Result = std::invoke_result_t<Factory&>;
+    if constexpr (Awaitable<Result> && !std::convertible_to<Result, Conn>) {
+      return Conn(sync_wait(std::invoke(factory_)));
+    } else {
+      return Conn(std::invoke(factory_));
+    }
+  }
+
+  /// A slot without a connection, owned by the caller: a free one, or a new one that is not in
+  /// slots_ yet. Throws std::bad_alloc.
+  SlotT* take_slot() CONNPOOL_EXCLUDES(mutex_) {
+    {
+      UniqueLock lk(mutex_);
+      if (SlotT* s = free_slots_) {
+        free_slots_ = s->next_free;
+        return s;
+      }
+    }
+    return new SlotT();
+  }
+
+  /// Gives back a slot from take_slot() whose connection could not be made.
+  void give_back_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    if (!s->listed) {
+      delete s;
+      return;
+    }
+    UniqueLock lk(mutex_);
+    s->next_free = free_slots_;
+    free_slots_ = s;
+  }
+
+  /// The owned slot `s` has its new connection: stamps its ages and lists it in slots_.
+  void install(SlotT* s) CONNPOOL_EXCLUDES(mutex_) {
     s->created_at = clock_now<Clock>();
     s->last_used = s->created_at;
     s->state.store(kInUse, std::memory_order_relaxed);
-    if (is_new) {
+    if (!s->listed) {
+      s->listed = true;
       UniqueLock lk(mutex_);
       const std::size_t n = slot_count_.load(std::memory_order_relaxed);
       slots_[n] = s;
       slot_count_.store(n + 1, std::memory_order_release);
     }
-    return s;
   }
 
-  /// Creates a connection for an acquirer that holds a unit of capacity.
-  Handle create_for_caller() CONNPOOL_EXCLUDES(mutex_) {
-    SlotT* s = nullptr;
-    try {
-      s = create_slot();
-    } catch (...) {
-      // DESIGN 3: the exception reaches the caller unchanged, and the place is freed.
-      UniqueLock lk(mutex_);
-      ++counters_.create_failures;
-      free_capacity_locked();
-      throw;
-    }
+  /// The creation of a caller's connection failed: counts it and frees the unit of capacity.
+  void creation_failed() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    UniqueLock lk(mutex_);
+    ++counters_.create_failures;
+    free_capacity_locked();
+  }
+
+  /// The owned slot `s` holds a connection just created for a caller: the caller's handle.
+  Handle hand_new(SlotT* s) CONNPOOL_EXCLUDES(mutex_) {
     {
       UniqueLock lk(mutex_);
       ++counters_.created;
@@ -1076,6 +1409,57 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     throw PoolClosed();
   }
 
+ public:
+  /// Creates a connection for an acquirer that holds a unit of capacity, with the factory
+  /// called on this thread.
+  ///
+  /// Throws: the factory's exception, unchanged (DESIGN 3), with the place freed; PoolClosed.
+  Handle create_for_caller() CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;  // a failure gives the capacity to a waiter, maybe asynchronous
+    SlotT* s = nullptr;
+    try {
+      s = create_slot();
+    } catch (...) {
+      creation_failed();
+      throw;
+    }
+    return hand_new(s);
+  }
+
+  /// The creation of a connection by an asynchronous factory, for an acquirer that holds a
+  /// unit of capacity: begin_create(), then the factory's awaitable, then finish_create() with
+  /// its connection, or abort_create() if it threw.
+  ///
+  /// Throws: std::bad_alloc (the caller then calls abort_create(nullptr)).
+  SlotT* begin_create() { return take_slot(); }
+
+  /// Throws: PoolClosed, if the pool closed meanwhile (the connection is closed).
+  Handle finish_create(SlotT* s, Conn&& conn) CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;
+    s->conn.emplace(std::move(conn));
+    try {
+      install(s);
+    } catch (...) {
+      s->conn.reset();
+      give_back_slot(s);
+      creation_failed();
+      throw;
+    }
+    return hand_new(s);
+  }
+
+  /// The asynchronous factory threw (or begin_create() did, with `s` null).
+  void abort_create(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;
+    if (s != nullptr) {
+      give_back_slot(s);
+    }
+    creation_failed();
+  }
+
+  Factory& factory() noexcept { return factory_; }
+
+ private:
   /// Opens one connection into the idle set (or to the oldest waiter), for warm-up and refill.
   /// Returns false when nothing more should be added (closed, enough open, or a failure that is
   /// not to be thrown).
@@ -1162,6 +1546,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   void close_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
     SlotChain<SlotT> chain;
     chain.push(s);
     destroy_if_last(close_slots(chain));
@@ -1182,6 +1567,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// touch the pool afterwards.
   void destroy_if_last(bool last) noexcept CONNPOOL_EXCLUDES(mutex_) {
     if (!last) {
+      return;
+    }
+    if (timer_thread_of == this) {
+      delete_deferred_.store(true, std::memory_order_release);  // timer_loop() deletes it
       return;
     }
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
@@ -1295,6 +1684,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // bounded_barging: waiters granted something that have not taken it up yet.
   std::size_t handoffs_pending_ CONNPOOL_GUARDED_BY(mutex_) = 0;
   Counters counters_ CONNPOOL_GUARDED_BY(mutex_);
+  // Asynchronous waiters with a deadline, earliest first.
+  IntrusiveList<DeadlineT> deadlines_ CONNPOOL_GUARDED_BY(mutex_);
+  std::condition_variable timer_cv_;  // waited on with mutex_ by timer_; earlier deadline, close()
+  std::atomic<bool> delete_deferred_{false};  // the last owner let go on timer_: it deletes
+  std::jthread timer_;  // asynchronous deadlines (start_timer()); joined by close()
   std::condition_variable maintenance_cv_;  // waited on with mutex_; notified by close()
   std::jthread thread_;  // maintenance; started after warm-up, joined by close() (woken by closed_)
 };

@@ -1,0 +1,127 @@
+// connpool - benchmarks of AsyncConnectionPool against the synchronous cycle
+// SPDX-License-Identifier: MIT
+
+// Issue 4's measure: `co_await pool.acquire()` + release on one thread, with a connection idle,
+// against ConnectionPool's acquire() + release (target: at most 2x). Also, for the record, the
+// cost of a hand-off between two coroutines that take turns on one connection, each one
+// suspending and being resumed through a scheduler. The connection does no I/O. For figures:
+//   build/release/bench/async_bench --benchmark_repetitions=10
+//     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+
+#include <coroutine>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+
+#include <benchmark/benchmark.h>
+
+#include <connpool/connpool.hpp>
+
+namespace {
+
+struct NullConnection {
+  int id = 0;
+};
+
+struct NullFactory {
+  NullConnection operator()() const noexcept { return {}; }
+};
+
+connpool::PoolOptions fixed_size(std::size_t size) {
+  return connpool::PoolOptions{.min_size = size,
+                               .max_size = size,
+                               .max_idle = {},
+                               .max_lifetime = {},
+                               .health_check_interval = {}};
+}
+
+/// The synchronous cycle: 8 idle connections, acquire() then release.
+void BM_Sync_Cycle(benchmark::State& state) {
+  connpool::ConnectionPool<NullConnection, NullFactory> pool{NullFactory{}, fixed_size(8)};
+  for (auto _ : state) {
+    auto handle = pool.acquire();
+    benchmark::DoNotOptimize(handle.get());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Sync_Cycle);
+
+using AsyncPool = connpool::AsyncConnectionPool<NullConnection, NullFactory>;
+
+connpool::Task<void> async_cycles(AsyncPool& pool, benchmark::State& state) {
+  for (auto _ : state) {
+    auto handle = co_await pool.acquire();
+    benchmark::DoNotOptimize(handle.get());
+  }
+}
+
+/// The same cycle with `co_await pool.acquire()` inside one coroutine: the connection is idle,
+/// so the co_await completes without suspending.
+void BM_Async_Cycle(benchmark::State& state) {
+  AsyncPool pool{NullFactory{}, fixed_size(8)};
+  connpool::detail::sync_wait(async_cycles(pool, state));
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Async_Cycle);
+
+/// A scheduler that queues resumptions for the benchmark's own loop, on this thread.
+struct Queue {
+  std::deque<std::coroutine_handle<>> ready;
+  struct Ref {
+    Queue* q;
+    void schedule(std::coroutine_handle<> h) const { q->ready.push_back(h); }
+  };
+};
+
+connpool::Task<void> take_turns(AsyncPool& pool, Queue& queue, std::size_t rounds) {
+  for (std::size_t i = 0; i < rounds; ++i) {
+    auto handle = co_await pool.acquire();
+    benchmark::DoNotOptimize(handle.get());
+    // Let the other coroutine queue behind this one, then release (on scope exit).
+    struct Yield {
+      Queue* q;
+      bool await_ready() noexcept { return false; }
+      void await_suspend(std::coroutine_handle<> h) { q->ready.push_back(h); }
+      void await_resume() noexcept {}
+    };
+    co_await Yield{&queue};
+  }
+}
+
+/// A coroutine started at once and destroyed when it ends, to run a Task from plain code.
+struct Detached {
+  struct promise_type {
+    Detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+};
+
+Detached run_detached(connpool::Task<void> task) {
+  co_await std::move(task);
+}
+
+/// Two coroutines take turns on one connection: every acquire suspends, and every release
+/// hands the connection to the other coroutine, resumed through the scheduler. Items are
+/// hand-offs.
+void BM_Async_Handoff(benchmark::State& state) {
+  constexpr std::size_t rounds = 1000;
+  Queue queue;
+  AsyncPool pool{NullFactory{}, fixed_size(1), Queue::Ref{&queue}};
+  for (auto _ : state) {
+    run_detached(take_turns(pool, queue, rounds));  // runs until it first suspends
+    run_detached(take_turns(pool, queue, rounds));
+    while (!queue.ready.empty()) {
+      const std::coroutine_handle<> h = queue.ready.front();
+      queue.ready.pop_front();
+      h.resume();
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * 2 * static_cast<std::int64_t>(rounds));
+}
+BENCHMARK(BM_Async_Handoff);
+
+}  // namespace

@@ -1,0 +1,515 @@
+// connpool - AsyncConnectionPool, the coroutine pool
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// AsyncConnectionPool<Conn, Factory, Clock>: `co_await pool.acquire()` on the same core as the
+// synchronous ConnectionPool (detail/pool_core.hpp), so both kinds of caller share one FIFO, one
+// PoolOptions, one PoolStats and one PooledHandle<Conn>. Also the Scheduler concept and
+// InlineScheduler. Task<T>, for asynchronous factories, is in task.hpp; the Asio adapter in
+// asio.hpp.
+
+#include <chrono>
+#include <concepts>
+#include <coroutine>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <stop_token>
+#include <type_traits>
+#include <utility>
+
+#include <connpool/concepts.hpp>
+#include <connpool/detail/awaitable.hpp>
+#include <connpool/detail/pool_core.hpp>
+#include <connpool/errors.hpp>
+#include <connpool/handle.hpp>
+#include <connpool/options.hpp>
+#include <connpool/pool.hpp>
+#include <connpool/stats.hpp>
+#include <connpool/task.hpp>
+
+namespace connpool {
+
+/// Where an AsyncConnectionPool resumes a coroutine whose wait ended: any type with
+/// `schedule(std::coroutine_handle<>)`, which must eventually resume the handle exactly once
+/// (on any thread) and must not throw.
+template <class S>
+concept Scheduler = std::move_constructible<S> && requires(S& s, std::coroutine_handle<> h) {
+  s.schedule(h);
+};
+
+/// The default Scheduler: resumes the coroutine at once, on the thread that ended its wait.
+///
+/// That thread is the one that released the connection (inside PooledHandle's release or
+/// destructor), that closed the pool, or, on a timeout, the pool's timer thread. The resumed
+/// coroutine runs there until it next suspends, after the pool's lock was released and the
+/// releaser's own work in the pool is done. Use a scheduler of your event loop (or the Asio
+/// adapter) if coroutines must stay on their own threads.
+struct InlineScheduler {
+  void schedule(std::coroutine_handle<> h) const { h.resume(); }
+};
+
+/// A factory for an AsyncConnectionPool: called with no arguments, it returns a `C` (a
+/// synchronous factory, as for ConnectionPool), or an awaitable whose result converts to `C`
+/// (for example a Task<C>).
+template <class F, class C>
+concept AsyncConnectionFactory = std::invocable<F&> &&
+    (std::convertible_to<std::invoke_result_t<F&>, C> ||
+     (Awaitable<std::invoke_result_t<F&>> &&
+      std::convertible_to<detail::await_result_t<std::invoke_result_t<F&>>, C>));
+
+namespace detail {
+
+/// The connection type an asynchronous factory `F` makes.
+template <class F>
+struct async_factory_conn {
+  using type = std::decay_t<std::invoke_result_t<F&>>;
+};
+template <class F>
+requires Awaitable<std::invoke_result_t<F&>>
+struct async_factory_conn<F> {
+  using type = std::decay_t<await_result_t<std::invoke_result_t<F&>>>;
+};
+template <class F>
+using async_factory_conn_t = typename async_factory_conn<F>::type;
+
+/// A Scheduler behind one type. Copies share the scheduler, so that an operation completed
+/// after its pool is gone still finds it.
+class AnyScheduler {
+ public:
+  AnyScheduler() = default;
+
+  // The first test keeps the copy constructor from being checked against Scheduler itself.
+  template <class S>
+  requires(!std::is_same_v<S, AnyScheduler> && Scheduler<S>)
+  explicit AnyScheduler(S scheduler)
+      : self_(std::make_shared<S>(std::move(scheduler))), schedule_(&call<S>) {}
+
+  void schedule(std::coroutine_handle<> h) const noexcept { schedule_(self_.get(), h); }
+
+ private:
+  template <class S>
+  static void call(void* self, std::coroutine_handle<> h) noexcept {
+    static_cast<S*>(self)->schedule(h);  // noexcept: a scheduler that throws terminates
+  }
+
+  std::shared_ptr<void> self_;
+  void (*schedule_)(void*, std::coroutine_handle<>) noexcept = nullptr;
+};
+
+/// The coroutine behind an acquire that has to wait or to create asynchronously: started by
+/// the acquire's await_suspend, it transfers to the awaiting coroutine when it ends.
+class AcquireDriver {
+ public:
+  struct promise_type {
+    std::coroutine_handle<> continuation;
+
+    AcquireDriver get_return_object() noexcept {
+      return AcquireDriver(std::coroutine_handle<promise_type>::from_promise(*this));
+    }
+    std::suspend_always initial_suspend() noexcept { return {}; }
+    auto final_suspend() noexcept {
+      struct Final {
+        bool await_ready() noexcept { return false; }
+        std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) noexcept {
+          return h.promise().continuation;  // symmetric transfer to the awaiting coroutine
+        }
+        void await_resume() noexcept {}
+      };
+      return Final{};
+    }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }  // the body catches everything
+  };
+
+  AcquireDriver() = default;
+  AcquireDriver(AcquireDriver&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+  AcquireDriver& operator=(AcquireDriver&& other) noexcept {
+    if (this != &other) {
+      destroy();
+      h_ = std::exchange(other.h_, nullptr);
+    }
+    return *this;
+  }
+  AcquireDriver(const AcquireDriver&) = delete;
+  AcquireDriver& operator=(const AcquireDriver&) = delete;
+  ~AcquireDriver() { destroy(); }
+
+  /// Sets who continues when the driver ends, and returns the handle to start it.
+  std::coroutine_handle<> start(std::coroutine_handle<> continuation) noexcept {
+    h_.promise().continuation = continuation;
+    return h_;
+  }
+
+ private:
+  explicit AcquireDriver(std::coroutine_handle<promise_type> h) : h_(h) {}
+  void destroy() noexcept {
+    if (h_) {
+      h_.destroy();
+    }
+  }
+
+  std::coroutine_handle<promise_type> h_;
+};
+
+}  // namespace detail
+
+/// A connection pool for coroutines: `co_await pool.acquire()` yields a PooledHandle<Conn>.
+///
+/// The same pool as ConnectionPool (the same core, options, statistics and handle), with
+/// waiting done by suspending instead of blocking: LIFO reuse, creation below max_size, FIFO
+/// waiters with direct hand-off (or bounded_barging), validation, lifetimes, maintenance and
+/// close behave as DESIGN.md describes for ConnectionPool. Coroutines and threads that call a
+/// ConnectionPool-style blocking acquire can wait on one pool; a release serves the oldest
+/// waiter of either kind. Timeouts of suspended coroutines are ended by one timer thread per
+/// pool, within a few milliseconds of their deadline (plus the scheduler's latency): there is no
+/// thread or timer per waiter.
+///
+/// The factory may return a Conn, or an awaitable of one (a Task<Conn>, say). An acquire awaits
+/// it without blocking. Warm-up (min_size) and the maintenance thread's refill cannot suspend,
+/// so they drive an awaitable factory to completion on their own thread (detail::sync_wait):
+/// such a factory must not need that thread to make progress (a Task that awaits a socket of
+/// an event loop run by other threads is fine; one that needs the constructing thread's own
+/// loop deadlocks the constructor).
+///
+/// Thread safety: all member functions may be called concurrently, from coroutines and
+/// threads. A PooledHandle may not be shared between threads without synchronisation.
+/// Lifetime: handles may outlive the pool (releasing one then closes the connection). The pool
+/// must outlive every co_await on it that has not completed; close() or the destructor ends
+/// them with PoolClosed first, and the scheduler must still accept them then.
+///
+/// Example:
+///     connpool::AsyncConnectionPool pool{[]() -> connpool::Task<Db> { co_return co_await
+///                                        Db::connect_async(url); },
+///                                        connpool::PoolOptions{.max_size = 8}};
+///     connpool::Task<int> count_users() {
+///       auto db = co_await pool.acquire(250ms);
+///       co_return co_await db->query_count("users");
+///     }
+template <class Conn, class Factory, class Clock = std::chrono::steady_clock>
+requires Connection<Conn> && AsyncConnectionFactory<Factory, Conn> && detail::PoolClock<Clock>
+class AsyncConnectionPool {
+  using Core = detail::PoolCore<Conn, Factory, Clock>;
+  using WaitClock = std::chrono::steady_clock;
+  static constexpr bool async_factory = !std::convertible_to<std::invoke_result_t<Factory&>, Conn>;
+
+  template <bool Try>
+  class Operation;
+
+ public:
+  using connection_type = Conn;
+  using factory_type = Factory;
+  using clock_type = Clock;
+  using handle_type = PooledHandle<Conn>;
+  /// What `acquire()` returns: co_await it once for a PooledHandle<Conn>.
+  using acquire_operation = Operation<false>;
+  /// What `try_acquire()` returns: co_await it once for a std::optional<PooledHandle<Conn>>.
+  using try_acquire_operation = Operation<true>;
+
+  /// Validates `options`, opens min_size connections (DESIGN 1) and starts the timer thread
+  /// (and the maintenance thread when health_check_interval > 0). Coroutines resume inline
+  /// (InlineScheduler).
+  ///
+  /// Throws: std::invalid_argument naming the bad field; with fail_fast, the factory's first
+  /// exception.
+  explicit AsyncConnectionPool(Factory factory, PoolOptions options = {})
+      : AsyncConnectionPool(std::move(factory), options, InlineScheduler{}) {}
+
+  /// As above; coroutines whose wait ended are resumed through `scheduler` (taken by value; to
+  /// share one, pass a pointer-like wrapper or a cheap handle such as an executor).
+  template <Scheduler S>
+  AsyncConnectionPool(Factory factory, PoolOptions options, S scheduler)
+      : scheduler_(std::move(scheduler)), core_(make_core(std::move(factory), options)) {}
+
+  AsyncConnectionPool(const AsyncConnectionPool&) = delete;
+  AsyncConnectionPool& operator=(const AsyncConnectionPool&) = delete;
+  AsyncConnectionPool(AsyncConnectionPool&&) = delete;
+  AsyncConnectionPool& operator=(AsyncConnectionPool&&) = delete;
+
+  /// close(), then lets go of the shared state (the last outstanding handle frees it).
+  ~AsyncConnectionPool() {
+    core_->close();
+    core_->owner_gone();
+  }
+
+  /// Borrows a connection, waiting up to options().acquire_timeout: `co_await pool.acquire()`.
+  ///
+  /// Lazy: nothing happens until the co_await. When a connection is idle (or can be created by a
+  /// synchronous factory), the co_await completes without suspending. Otherwise the coroutine
+  /// suspends, no thread blocks, and it is resumed through the scheduler when a connection is
+  /// handed to it, when its deadline passes, or when the pool closes.
+  ///
+  /// Throws (at the co_await): AcquireTimeout, PoolClosed, the factory's exception
+  /// (unchanged), std::logic_error if the same operation is awaited twice.
+  /// Resumes on: the awaiting thread when it did not suspend; otherwise wherever the scheduler
+  /// resumes it (InlineScheduler: the thread that released the connection, closed the pool, or
+  /// the pool's timer thread on a timeout; with an asynchronous factory, the thread on which the
+  /// factory's awaitable completed).
+  /// Lifetime: a coroutine suspended here must not be destroyed; cancel it with a stop token.
+  [[nodiscard]] acquire_operation acquire() {
+    return acquire_operation(this, detail::to_wait_duration(core_->options().acquire_timeout), {});
+  }
+
+  /// As acquire(), waiting up to `timeout` (0 = fail at once rather than wait).
+  ///
+  /// Throws: std::invalid_argument (here, not at the co_await) if `timeout` is negative.
+  template <class Rep, class Period>
+  [[nodiscard]] acquire_operation acquire(std::chrono::duration<Rep, Period> timeout) {
+    return acquire_operation(this, detail::to_wait_duration(timeout), {});
+  }
+
+  /// As acquire(timeout), and a stop request on `stop` ends the wait with AcquireCancelled.
+  /// A connection available without waiting is returned even if stop was already requested.
+  template <class Rep, class Period>
+  [[nodiscard]] acquire_operation acquire(std::chrono::duration<Rep, Period> timeout,
+                                          std::stop_token stop) {
+    return acquire_operation(this, detail::to_wait_duration(timeout), std::move(stop));
+  }
+
+  /// Borrows a connection for a caller that is not a coroutine, blocking this thread up to
+  /// options().acquire_timeout; it waits in the same FIFO queue as the suspended coroutines.
+  /// With an asynchronous factory, a creation is driven to completion on this thread.
+  ///
+  /// Throws: AcquireTimeout, PoolClosed, or the factory's exception (unchanged).
+  [[nodiscard]] PooledHandle<Conn> acquire_blocking() {
+    return *core_->acquire(detail::to_wait_duration(core_->options().acquire_timeout), nullptr);
+  }
+
+  /// As acquire_blocking(), waiting up to `timeout`.
+  template <class Rep, class Period>
+  [[nodiscard]] PooledHandle<Conn> acquire_blocking(std::chrono::duration<Rep, Period> timeout) {
+    return *core_->acquire(detail::to_wait_duration(timeout), nullptr);
+  }
+
+  /// As acquire_blocking(timeout); a stop request on `stop` ends the wait with AcquireCancelled.
+  template <class Rep, class Period>
+  [[nodiscard]] PooledHandle<Conn> acquire_blocking(std::chrono::duration<Rep, Period> timeout,
+                                                    std::stop_token stop) {
+    return *core_->acquire(detail::to_wait_duration(timeout), &stop);
+  }
+
+  /// Borrows an idle connection, or creates one below max_size; never waits for another
+  /// holder: `co_await pool.try_acquire()` yields nullopt when the pool is exhausted. Suspends
+  /// only to await an asynchronous factory.
+  ///
+  /// Throws (at the co_await): PoolClosed; the factory's exception (unchanged).
+  [[nodiscard]] try_acquire_operation try_acquire() {
+    return try_acquire_operation(this, std::nullopt, {});
+  }
+
+  /// A snapshot of the counters and gauges; `pending` counts waiting threads and coroutines.
+  [[nodiscard]] PoolStats stats() const { return core_->stats(); }
+
+  /// One maintenance pass now: closes expired idle connections and refills to min_size (an
+  /// asynchronous factory is driven to completion on this thread). Returns how many it closed.
+  std::size_t prune() { return core_->prune(); }
+
+  /// Closes the pool (DESIGN 7): suspended acquires end with PoolClosed, through the
+  /// scheduler. Idempotent; the destructor calls it.
+  void close() noexcept { core_->close(); }
+
+  [[nodiscard]] const PoolOptions& options() const noexcept { return core_->options(); }
+
+ private:
+  using WaiterT = typename Core::WaiterT;
+  using SlotT = typename Core::SlotT;
+
+  /// The awaitable of acquire() (Try = false) and try_acquire() (Try = true).
+  template <bool Try>
+  class [[nodiscard]] Operation {
+   public:
+    Operation(const Operation&) = delete;
+    Operation& operator=(const Operation&) = delete;
+    Operation(Operation&&) = delete;
+    Operation& operator=(Operation&&) = delete;
+    ~Operation() = default;
+
+    /// Everything that needs no waiting: the fast path, an idle connection, or creation by a
+    /// synchronous factory. Allocates nothing when a connection is idle.
+    bool await_ready() {
+      if (std::exchange(awaited_, true)) {
+        throw std::logic_error("connpool: an acquire operation can be awaited once");
+      }
+      try {
+        bool capacity = false;
+        result_ = pool_->core_->acquire_nowait(capacity);
+        if (result_) {
+          return true;
+        }
+        if (capacity) {
+          if constexpr (!async_factory) {
+            result_ = pool_->core_->create_for_caller();
+            return true;
+          } else {
+            capacity_ = true;
+            return false;  // the driver awaits the factory
+          }
+        }
+        return Try;  // try_acquire: nothing idle and no room; acquire: queue
+      } catch (...) {
+        error_ = std::current_exception();
+        return true;
+      }
+    }
+
+    /// Starts the driver coroutine, which queues (or awaits an asynchronous factory) and
+    /// transfers back to `caller` when it has a result.
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> caller) {
+      scheduler_ = pool_->scheduler_;
+      driver_ = drive();
+      return driver_.start(caller);
+    }
+
+    auto await_resume() {
+      if (error_) {
+        std::rethrow_exception(error_);
+      }
+      if constexpr (Try) {
+        return std::move(result_);
+      } else {
+        return std::move(*result_);
+      }
+    }
+
+   private:
+    friend class AsyncConnectionPool;
+
+    Operation(AsyncConnectionPool* pool,
+              std::optional<WaitClock::duration> timeout,
+              std::stop_token stop)
+        : pool_(pool), timeout_(timeout), stop_(std::move(stop)) {}
+
+    /// The pool's waiter, with the way back to its operation.
+    struct Waiter : WaiterT {
+      Operation* op = nullptr;
+    };
+
+    /// Ends a wait: resumes the driver through the scheduler. Runs outside the pool's lock.
+    static void on_complete(detail::Resumable* r) noexcept {
+      Operation* op = static_cast<Waiter*>(static_cast<WaiterT*>(r))->op;
+      // Copied: once resumed, the operation (and its reference) may be gone at any moment.
+      const detail::AnyScheduler scheduler = op->scheduler_;
+      scheduler.schedule(op->driver_handle_);
+    }
+
+    /// Suspends the driver in the pool's queue, unless enqueue_async() serves it at once.
+    struct Wait {
+      Operation* op;
+      bool await_ready() noexcept { return false; }
+      bool await_suspend(std::coroutine_handle<> driver) noexcept {
+        op->driver_handle_ = driver;
+        // Once queued, another thread may resume the driver before this returns: nothing of
+        // the operation is touched after the call.
+        return op->pool_->core_->enqueue_async(op->waiter_, &Operation::on_complete, op->deadline_);
+      }
+      void await_resume() noexcept {}
+    };
+
+    struct Cancel {
+      Core* core;
+      WaiterT* waiter;
+      void operator()() const noexcept { core->cancel_async(*waiter); }
+    };
+
+    CONNPOOL_CORO_NO_SANITIZE_FUNCTION detail::AcquireDriver drive() {
+      Core& core = *pool_->core_;
+      try {
+        if (timeout_) {
+          deadline_ = WaitClock::now() + *timeout_;
+        }
+        std::optional<std::stop_callback<Cancel>> cancel;
+        for (;;) {
+          if (std::exchange(capacity_, false)) {
+            // Below max_size: create, outside the lock (DESIGN 3). A failure frees the place.
+            if constexpr (!async_factory) {
+              result_ = core.create_for_caller();
+            } else {
+              SlotT* slot = nullptr;
+              std::optional<Conn> conn;
+              try {
+                slot = core.begin_create();
+                conn.emplace(co_await std::invoke(core.factory()));
+              } catch (...) {
+                core.abort_create(slot);
+                throw;
+              }
+              result_ = core.finish_create(slot, std::move(*conn));
+            }
+            co_return;
+          }
+          if constexpr (Try) {
+            co_return;  // nothing idle, no room: nullopt
+          } else {
+            if (!cancel && stop_.stop_possible()) {
+              // Before queueing: a stop already requested marks the waiter cancelled at once.
+              cancel.emplace(stop_, Cancel{&core, &waiter_});
+            }
+            waiter_.op = this;
+            co_await Wait{this};
+            if (SlotT* slot = std::exchange(waiter_.slot, nullptr)) {
+              result_ = core.check_out_granted(slot, std::exchange(waiter_.fresh, false));
+              if (result_) {
+                co_return;
+              }
+              capacity_ = true;  // it failed validation; its place is ours
+            } else if (std::exchange(waiter_.may_create, false)) {
+              capacity_ = true;
+            } else {
+              throw_outcome(core);
+            }
+          }
+        }
+      } catch (...) {
+        error_ = std::current_exception();
+      }
+    }
+
+    [[noreturn]] void throw_outcome(const Core& core) const {
+      if (waiter_.closed) {
+        throw PoolClosed();
+      }
+      if (waiter_.cancelled) {
+        throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
+      }
+      core.throw_timeout(timeout_.value_or(WaitClock::duration::zero()), waiter_.snapshot);
+    }
+
+    AsyncConnectionPool* pool_;
+    std::optional<WaitClock::duration> timeout_;  // nullopt: try_acquire
+    std::stop_token stop_;
+    std::optional<WaitClock::time_point> deadline_;
+    bool awaited_ = false;
+    bool capacity_ = false;  // holds a unit of capacity: must create
+    std::optional<PooledHandle<Conn>> result_;
+    std::exception_ptr error_;
+    detail::AnyScheduler scheduler_;  // the pool's, copied when it suspends
+    detail::AcquireDriver driver_;
+    std::coroutine_handle<> driver_handle_;
+    Waiter waiter_;
+  };
+
+  static Core* make_core(Factory factory, const PoolOptions& options) {
+    options.validate();
+    std::unique_ptr<Core> core(new Core(std::move(factory), options));
+    core->warm_up();
+    core->start_maintenance();
+    core->start_timer();
+    return core.release();
+  }
+
+  detail::AnyScheduler scheduler_;
+  Core* core_;  // owned; shared with outstanding handles (see detail::PoolCore)
+};
+
+template <class F>
+AsyncConnectionPool(F) -> AsyncConnectionPool<detail::async_factory_conn_t<F>, F>;
+
+template <class F>
+AsyncConnectionPool(F, PoolOptions) -> AsyncConnectionPool<detail::async_factory_conn_t<F>, F>;
+
+template <class F, class S>
+AsyncConnectionPool(F, PoolOptions, S) -> AsyncConnectionPool<detail::async_factory_conn_t<F>, F>;
+
+}  // namespace connpool
