@@ -328,3 +328,32 @@ TEST_CASE("PooledHandle: moving a handle allocates nothing", "[handle][alloc]") 
   CHECK(pool.stats().idle == 2);  // a's by the assignment, b's when `other` went out of scope
   CHECK(pool.stats().released == 2);
 }
+
+namespace {
+
+using AsyncPool = connpool::AsyncConnectionPool<FakeConn, FakeFactory, Clock>;
+
+/// `rounds` cycles of `co_await pool.acquire()` + release, counted from inside the coroutine:
+/// its own frame, allocated before the count starts, is not part of the cycle.
+connpool::Task<long> counted_async_cycles(AsyncPool& pool) {
+  CountAllocations c;
+  for (int i = 0; i < rounds; ++i) {
+    auto h = co_await pool.acquire();
+    sink = h.get();
+  }
+  co_return c.count();
+}
+
+}  // namespace
+
+TEST_CASE("AsyncConnectionPool: co_await acquire with a connection idle allocates nothing",
+          "[async][alloc]") {
+  Clock::set(0s);
+  FakeState state;
+  AsyncPool pool{FakeFactory{state}, fast_path(500ms)};
+  pool.acquire_blocking().release();  // warm
+  const long n = connpool::detail::sync_wait(counted_async_cycles(pool));
+  CHECK(n == 0);
+  CHECK(pool.stats().acquired == rounds + 1);
+  CHECK(pool.stats().waited == 0);
+}
