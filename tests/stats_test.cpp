@@ -396,3 +396,88 @@ TEST_CASE("ConnectionPool: stats().to_json() of a live pool parses", "[stats][po
   CHECK(parsed->at("idle") == "1");
   CHECK(parsed->at("max_size") == "3");
 }
+
+namespace {
+
+/// The samples of a Prometheus text exposition: "name{labels}" -> value; comment lines are
+/// checked to be HELP or TYPE lines and skipped.
+std::map<std::string, std::string> prometheus_samples(const std::string& text) {
+  std::map<std::string, std::string> samples;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    const std::size_t end = text.find('\n', pos);
+    REQUIRE(end != std::string::npos);  // every line ends with a newline
+    const std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (line.rfind('#', 0) == 0) {
+      CHECK((line.rfind("# HELP ", 0) == 0 || line.rfind("# TYPE ", 0) == 0));
+      continue;
+    }
+    const std::size_t space = line.rfind(' ');
+    REQUIRE(space != std::string::npos);
+    samples[line.substr(0, space)] = line.substr(space + 1);
+  }
+  return samples;
+}
+
+}  // namespace
+
+TEST_CASE("PoolStats: to_prometheus() writes every figure as a metric", "[stats][metrics]") {
+  PoolStats s;
+  s.created = 5;
+  s.closed = 1;
+  s.acquired = 40;
+  s.reused = 36;
+  s.released = 39;
+  s.waited = 3;
+  s.timeouts = 1;
+  s.validation_failures = 2;
+  s.create_failures = 4;
+  s.close_failures = 6;
+  s.detached = 7;
+  s.total_wait_time = 1500ms;
+  s.max_wait_time = 250ms;
+  s.idle = 3;
+  s.in_use = 1;
+  s.pending = 2;
+  s.max_size = 8;
+  const std::string text = s.to_prometheus("app_db");
+  INFO(text);
+  const auto m = prometheus_samples(text);
+  CHECK(m.size() == 17);
+  CHECK(m.at("app_db_connections_created_total") == "5");
+  CHECK(m.at("app_db_connections_closed_total") == "1");
+  CHECK(m.at("app_db_acquires_total") == "40");
+  CHECK(m.at("app_db_reuses_total") == "36");
+  CHECK(m.at("app_db_releases_total") == "39");
+  CHECK(m.at("app_db_waits_total") == "3");
+  CHECK(m.at("app_db_timeouts_total") == "1");
+  CHECK(m.at("app_db_validation_failures_total") == "2");
+  CHECK(m.at("app_db_create_failures_total") == "4");
+  CHECK(m.at("app_db_close_failures_total") == "6");
+  CHECK(m.at("app_db_detached_total") == "7");
+  CHECK(std::stod(m.at("app_db_wait_seconds_total")) == Approx(1.5));
+  CHECK(std::stod(m.at("app_db_wait_seconds_max")) == Approx(0.25));
+  CHECK(m.at("app_db_connections{state=\"idle\"}") == "3");
+  CHECK(m.at("app_db_connections{state=\"in_use\"}") == "1");
+  CHECK(m.at("app_db_pending_acquires") == "2");
+  CHECK(m.at("app_db_max_connections") == "8");
+  CHECK(text.find("# TYPE app_db_acquires_total counter\n") != std::string::npos);
+  CHECK(text.find("# TYPE app_db_connections gauge\n") != std::string::npos);
+}
+
+TEST_CASE("PoolStats: to_prometheus() labels, escaping and bad names", "[stats][metrics]") {
+  PoolStats s;
+  s.idle = 1;
+  const auto m = prometheus_samples(
+      s.to_prometheus("connpool", {{"pool", "a\"b\\c\nd"}, {"region", "eu"}}, false));
+  CHECK(m.at(R"(connpool_connections{pool="a\"b\\c\nd",region="eu",state="idle"})") == "1");
+  CHECK(m.at(R"(connpool_max_connections{pool="a\"b\\c\nd",region="eu"})") == "0");
+  CHECK(s.to_prometheus("connpool", {}, false).find('#') == std::string::npos);
+  CHECK_THROWS_AS(s.to_prometheus("9lives"), std::invalid_argument);
+  CHECK_THROWS_AS(s.to_prometheus(""), std::invalid_argument);
+  CHECK_THROWS_AS(s.to_prometheus("ok", {{"bad-name", "x"}}), std::invalid_argument);
+  CHECK_THROWS_WITH(s.to_prometheus("my app"),
+                    "connpool: to_prometheus: invalid metric prefix \"my app\"");
+  CHECK_NOTHROW(s.to_prometheus("ns:sub_system"));
+}

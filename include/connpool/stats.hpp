@@ -9,7 +9,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 
 namespace connpool {
 
@@ -95,7 +99,137 @@ struct PoolStats {
     return out;
   }
 
+  /// The statistics in the Prometheus text exposition format (version 0.0.4), one metric
+  /// family per figure, each with its HELP and TYPE lines, ready to serve on /metrics:
+  ///
+  ///     <prefix>_connections_created_total       counter   created
+  ///     <prefix>_connections_closed_total        counter   closed
+  ///     <prefix>_acquires_total                  counter   acquired
+  ///     <prefix>_reuses_total                    counter   reused
+  ///     <prefix>_releases_total                  counter   released
+  ///     <prefix>_waits_total                     counter   waited
+  ///     <prefix>_timeouts_total                  counter   timeouts
+  ///     <prefix>_validation_failures_total       counter   validation_failures
+  ///     <prefix>_create_failures_total           counter   create_failures
+  ///     <prefix>_close_failures_total            counter   close_failures
+  ///     <prefix>_detached_total                  counter   detached
+  ///     <prefix>_wait_seconds_total              counter   total_wait_time, in seconds
+  ///     <prefix>_wait_seconds_max                gauge     max_wait_time, in seconds
+  ///     <prefix>_connections{state="idle"}       gauge     idle (and state="in_use": in_use)
+  ///     <prefix>_pending_acquires                gauge     pending
+  ///     <prefix>_max_connections                 gauge     max_size
+  ///
+  /// `labels` are added to every sample (e.g. {{"pool", "orders"}}); their values are escaped
+  /// as the format requires. To expose several pools in one response, give each its own
+  /// labels and keep the HELP/TYPE lines of the first only (`with_help = false` for the others).
+  ///
+  /// Throws: std::invalid_argument if `prefix` or a label name is not a valid Prometheus name
+  /// ([a-zA-Z_:][a-zA-Z0-9_:]* for the prefix, no ':' in label names).
+  /// Example:
+  ///     std::string body = pool.stats().to_prometheus("myapp_db", {{"pool", "orders"}});
+  [[nodiscard]] std::string to_prometheus(
+      std::string_view prefix = "connpool",
+      std::initializer_list<std::pair<std::string_view, std::string_view>> labels = {},
+      bool with_help = true) const {
+    check_name(prefix, true, "metric prefix");
+    std::string label_text;
+    for (const auto& [name, value] : labels) {
+      check_name(name, false, "label name");
+      label_text += label_text.empty() ? "" : ",";
+      label_text += name;
+      label_text += "=\"";
+      for (const char c : value) {
+        switch (c) {
+          case '\\':
+            label_text += "\\\\";
+            break;
+          case '"':
+            label_text += "\\\"";
+            break;
+          case '\n':
+            label_text += "\\n";
+            break;
+          default:
+            label_text += c;
+        }
+      }
+      label_text += '"';
+    }
+    std::string out;
+    auto family = [&](const char* name, const char* type, const char* help) {
+      if (with_help) {
+        out.append("# HELP ").append(prefix).append("_").append(name).append(" ").append(help);
+        out.append("\n# TYPE ").append(prefix).append("_").append(name).append(" ");
+        out.append(type).append("\n");
+      }
+    };
+    auto sample = [&](const char* name, std::string_view extra_label, const std::string& value) {
+      out.append(prefix).append("_").append(name);
+      if (!label_text.empty() || !extra_label.empty()) {
+        out += '{';
+        out += label_text;
+        if (!label_text.empty() && !extra_label.empty()) {
+          out += ',';
+        }
+        out += extra_label;
+        out += '}';
+      }
+      out.append(" ").append(value).append("\n");
+    };
+    auto counter = [&](const char* name, const char* help, std::uint64_t v) {
+      family(name, "counter", help);
+      sample(name, {}, std::to_string(v));
+    };
+    auto gauge = [&](const char* name, const char* help, std::uint64_t v) {
+      family(name, "gauge", help);
+      sample(name, {}, std::to_string(v));
+    };
+    counter("connections_created_total", "Connections the factory returned.", created);
+    counter("connections_closed_total", "Connections closed, for any reason.", closed);
+    counter("acquires_total", "Successful acquires.", acquired);
+    counter("reuses_total", "Acquires served by an existing connection.", reused);
+    counter("releases_total", "Connections given back, including invalidated ones.", released);
+    counter("waits_total", "Acquires that had to wait for another holder.", waited);
+    counter("timeouts_total", "Acquires that timed out.", timeouts);
+    counter("validation_failures_total", "Pings that failed.", validation_failures);
+    counter("create_failures_total", "Factory calls that threw.", create_failures);
+    counter("close_failures_total", "Connection closes that threw.", close_failures);
+    counter("detached_total", "Connections taken out of the pool with detach().", detached);
+    family("wait_seconds_total", "counter", "Time acquires spent waiting, summed.");
+    sample("wait_seconds_total", {}, seconds(total_wait_time));
+    family("wait_seconds_max", "gauge", "The longest single wait of an acquire.");
+    sample("wait_seconds_max", {}, seconds(max_wait_time));
+    family("connections", "gauge", "Open connections, by state.");
+    sample("connections", "state=\"idle\"", std::to_string(idle));
+    sample("connections", "state=\"in_use\"", std::to_string(in_use));
+    gauge("pending_acquires", "Callers waiting in acquire now.", pending);
+    gauge("max_connections", "The pool's max_size.", max_size);
+    return out;
+  }
+
  private:
+  static void check_name(std::string_view name, bool colon_ok, const char* what) {
+    auto letter = [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    };
+    bool ok = !name.empty();
+    for (std::size_t i = 0; ok && i < name.size(); ++i) {
+      const char c = name[i];
+      ok = letter(c) || (colon_ok && c == ':') || (i > 0 && c >= '0' && c <= '9');
+    }
+    if (!ok) {
+      throw std::invalid_argument("connpool: to_prometheus: invalid " + std::string(what) + " \"" +
+                                  std::string(name) + "\"");
+    }
+  }
+
+  static std::string seconds(std::chrono::nanoseconds d) {
+    char buf[64];
+    auto res = std::to_chars(buf, buf + sizeof buf, std::chrono::duration<double>(d).count(),
+                             std::chars_format::general, 17);
+    return std::string(buf, res.ptr);
+  }
+
   static double to_ms(std::chrono::nanoseconds d) noexcept {
     return std::chrono::duration<double, std::milli>(d).count();
   }
