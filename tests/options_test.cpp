@@ -47,6 +47,10 @@ std::vector<BadCase> bad_cases() {
       {"max_lifetime", [](PoolOptions& o) { o.max_lifetime = -1ms; }},
       {"health_check_interval", [](PoolOptions& o) { o.health_check_interval = -1ms; }},
       {"validation_bypass", [](PoolOptions& o) { o.validation_bypass = -1ms; }},
+      {"keepalive_interval", [](PoolOptions& o) { o.keepalive_interval = -1ms; }},
+      {"leak_threshold", [](PoolOptions& o) { o.leak_threshold = -1ms; }},
+      {"lifetime_jitter", [](PoolOptions& o) { o.lifetime_jitter = 0.75; }},
+      {"lifetime_jitter", [](PoolOptions& o) { o.lifetime_jitter = -0.01; }},
   };
 }
 

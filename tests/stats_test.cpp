@@ -260,20 +260,31 @@ TEST_CASE("PoolStats: to_json() is one flat JSON object with every field and der
 
   // DESIGN: "to_json() (one JSON object whose keys are the field names above, plus the derived
   // values)".
-  for (const char* key : {"created",         "closed",
-                          "acquired",        "reused",
-                          "released",        "waited",
-                          "timeouts",        "validation_failures",
-                          "create_failures", "close_failures",
-                          "detached",        "total_wait_time",
-                          "max_wait_time",   "idle",
-                          "in_use",          "pending",
-                          "max_size",        "total_connections",
-                          "reuse_ratio",     "avg_wait_time_ms"}) {
+  for (const char* key : {"created",
+                          "closed",
+                          "acquired",
+                          "reused",
+                          "released",
+                          "waited",
+                          "timeouts",
+                          "validation_failures",
+                          "create_failures",
+                          "close_failures",
+                          "detached",
+                          "leaks",
+                          "total_wait_time",
+                          "max_wait_time",
+                          "idle",
+                          "in_use",
+                          "pending",
+                          "max_size",
+                          "total_connections",
+                          "reuse_ratio",
+                          "avg_wait_time_ms"}) {
     INFO("key: " << key);
     CHECK(m.count(key) == 1);
   }
-  REQUIRE(m.size() == 20);
+  REQUIRE(m.size() == 21);
 
   CHECK(m.at("created") == "1234567");
   CHECK(m.at("closed") == "2");
@@ -286,6 +297,7 @@ TEST_CASE("PoolStats: to_json() is one flat JSON object with every field and der
   CHECK(m.at("create_failures") == "10");
   CHECK(m.at("close_failures") == "11");
   CHECK(m.at("detached") == "12");
+  CHECK(m.at("leaks") == "0");
   CHECK(m.at("idle") == "13");
   CHECK(m.at("in_use") == "14");
   CHECK(m.at("pending") == "15");
@@ -303,7 +315,7 @@ TEST_CASE("PoolStats: to_json() of an empty snapshot is valid JSON too", "[stats
   INFO("json: " << json);
   const auto parsed = FlatJson::parse(json);
   REQUIRE(parsed.has_value());
-  CHECK(parsed->size() == 20);
+  CHECK(parsed->size() == 21);
   CHECK(as_double(parsed->at("reuse_ratio")) == 0.0);
 }
 
@@ -435,6 +447,7 @@ TEST_CASE("PoolStats: to_prometheus() writes every figure as a metric", "[stats]
   s.create_failures = 4;
   s.close_failures = 6;
   s.detached = 7;
+  s.leaks = 9;
   s.total_wait_time = 1500ms;
   s.max_wait_time = 250ms;
   s.idle = 3;
@@ -444,7 +457,7 @@ TEST_CASE("PoolStats: to_prometheus() writes every figure as a metric", "[stats]
   const std::string text = s.to_prometheus("app_db");
   INFO(text);
   const auto m = prometheus_samples(text);
-  CHECK(m.size() == 17);
+  CHECK(m.size() == 18);
   CHECK(m.at("app_db_connections_created_total") == "5");
   CHECK(m.at("app_db_connections_closed_total") == "1");
   CHECK(m.at("app_db_acquires_total") == "40");
@@ -456,6 +469,7 @@ TEST_CASE("PoolStats: to_prometheus() writes every figure as a metric", "[stats]
   CHECK(m.at("app_db_create_failures_total") == "4");
   CHECK(m.at("app_db_close_failures_total") == "6");
   CHECK(m.at("app_db_detached_total") == "7");
+  CHECK(m.at("app_db_leaks_total") == "9");
   CHECK(std::stod(m.at("app_db_wait_seconds_total")) == Approx(1.5));
   CHECK(std::stod(m.at("app_db_wait_seconds_max")) == Approx(0.25));
   CHECK(m.at("app_db_connections{state=\"idle\"}") == "3");

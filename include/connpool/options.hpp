@@ -8,8 +8,11 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <stdexcept>
 #include <string>
+
+#include <connpool/events.hpp>
 
 namespace connpool {
 
@@ -21,8 +24,10 @@ enum class WaitPolicy {
   fifo,
   /// A running caller may take a just-released connection ahead of sleeping waiters (as a
   /// plain mutex-and-condition-variable pool does), which saves the hand-off's context switch.
-  /// Once the oldest waiter has waited longer than starvation_bound, releases hand off to it
-  /// directly until the queue has caught up, so no waiter starves.
+  /// Once the oldest waiter has waited longer than starvation_bound, releases hand off to the
+  /// waiters directly, oldest first, until none has waited that long, so no waiter starves.
+  /// At most half the connections (at least one) are on their way to waiters at a time; the
+  /// others keep serving running callers.
   bounded_barging,
 };
 
@@ -74,6 +79,34 @@ struct PoolOptions {
   /// to it directly again. Default 1 ms. Must be >= 0 (0 behaves as fifo).
   std::chrono::microseconds starvation_bound{1'000};
 
+  /// Ping idle connections unused (and unpinged) for this long, on each maintenance pass, so
+  /// that a firewall or the server does not drop them for inactivity; a connection is taken out
+  /// of the idle set while it is pinged, and closed if the ping fails. Default 0 = off. Must be
+  /// >= 0. Needs a Pingable connection and health_check_interval > 0 (or calls to prune()).
+  std::chrono::milliseconds keepalive_interval{0};
+
+  /// Each connection's max_lifetime is shortened by a random fraction of up to this much, so
+  /// that connections opened together do not all expire together (HikariCP shortens each by
+  /// up to 2.5 %: set 0.025 for the same). Default 0 = exact lifetimes, as DESIGN behaviour 6
+  /// states them. Must be in [0, 0.5].
+  double lifetime_jitter = 0.0;
+
+  /// A handle held longer than this is reported once through on_leak and counted in
+  /// PoolStats::leaks (it is not taken back). Checked by the maintenance thread, which then runs
+  /// even when health_check_interval is 0, about every leak_threshold / 2. Default 0 = off.
+  /// Must be >= 0.
+  std::chrono::milliseconds leak_threshold{0};
+
+  /// Hooks, called outside the pool's lock in the thread that caused the event. Exceptions
+  /// they throw are swallowed. Empty = not called; on_acquire and on_release cost the fast path
+  /// a call each when set.
+  std::function<void(const PoolEvent&)> on_create{};
+  std::function<void(const PoolEvent&)> on_acquire{};
+  std::function<void(const PoolEvent&)> on_release{};
+  std::function<void(const PoolEvent&)> on_close{};
+  /// Called for each leak (see leak_threshold), on the maintenance thread.
+  std::function<void(const LeakReport&)> on_leak{};
+
   /// Throws std::invalid_argument naming the first field that is out of range.
   void validate() const {
     if (max_size == 0) {
@@ -88,6 +121,13 @@ struct PoolOptions {
     check_not_negative(max_lifetime, "max_lifetime");
     check_not_negative(health_check_interval, "health_check_interval");
     check_not_negative(validation_bypass, "validation_bypass");
+    check_not_negative(keepalive_interval, "keepalive_interval");
+    check_not_negative(leak_threshold, "leak_threshold");
+    if (!(lifetime_jitter >= 0.0 && lifetime_jitter <= 0.5)) {
+      throw std::invalid_argument(
+          "connpool: PoolOptions::lifetime_jitter must be between 0 and 0.5 (got " +
+          std::to_string(lifetime_jitter) + ")");
+    }
     if (starvation_bound.count() < 0) {
       throw std::invalid_argument(
           "connpool: PoolOptions::starvation_bound must not be negative (got " +

@@ -137,6 +137,11 @@ class ConnectionPool {
   /// Returns the number of connections closed.
   std::size_t prune() { return core_->prune(); }
 
+  /// Closes every connection open now as soon as it is idle (the idle ones at once, those in
+  /// use when they come back), without stopping service, then refills to min_size: after a
+  /// credentials rotation or a failover. Returns how many it closed at once.
+  std::size_t evict_all() { return core_->evict_all(); }
+
   /// Closes the pool (DESIGN 7). Idempotent; the destructor calls it.
   void close() noexcept { core_->close(); }
 

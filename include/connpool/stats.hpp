@@ -35,6 +35,7 @@ struct PoolStats {
   std::uint64_t create_failures = 0;      ///< factory calls that threw
   std::uint64_t close_failures = 0;       ///< close() calls that threw (swallowed)
   std::uint64_t detached = 0;             ///< connections taken out with PooledHandle::detach()
+  std::uint64_t leaks = 0;                ///< handles held past PoolOptions::leak_threshold
   std::chrono::nanoseconds total_wait_time{0};  ///< summed wait of the acquires that waited
   std::chrono::nanoseconds max_wait_time{0};    ///< longest single wait
 
@@ -86,6 +87,7 @@ struct PoolStats {
     add("create_failures", num(create_failures));
     add("close_failures", num(close_failures));
     add("detached", num(detached));
+    add("leaks", num(leaks));
     add("total_wait_time", fixed(to_ms(total_wait_time)));
     add("max_wait_time", fixed(to_ms(max_wait_time)));
     add("idle", num(idle));
@@ -113,6 +115,7 @@ struct PoolStats {
   ///     <prefix>_create_failures_total           counter   create_failures
   ///     <prefix>_close_failures_total            counter   close_failures
   ///     <prefix>_detached_total                  counter   detached
+  ///     <prefix>_leaks_total                     counter   leaks
   ///     <prefix>_wait_seconds_total              counter   total_wait_time, in seconds
   ///     <prefix>_wait_seconds_max                gauge     max_wait_time, in seconds
   ///     <prefix>_connections{state="idle"}       gauge     idle (and state="in_use": in_use)
@@ -195,6 +198,7 @@ struct PoolStats {
     counter("create_failures_total", "Factory calls that threw.", create_failures);
     counter("close_failures_total", "Connection closes that threw.", close_failures);
     counter("detached_total", "Connections taken out of the pool with detach().", detached);
+    counter("leaks_total", "Handles held longer than the leak threshold.", leaks);
     family("wait_seconds_total", "counter", "Time acquires spent waiting, summed.");
     sample("wait_seconds_total", {}, seconds(total_wait_time));
     family("wait_seconds_max", "gauge", "The longest single wait of an acquire.");

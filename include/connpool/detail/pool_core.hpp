@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -35,6 +36,7 @@
 #include <connpool/detail/slot.hpp>
 #include <connpool/detail/thread_annotations.hpp>
 #include <connpool/errors.hpp>
+#include <connpool/events.hpp>
 #include <connpool/handle.hpp>
 #include <connpool/options.hpp>
 #include <connpool/stats.hpp>
@@ -106,14 +108,24 @@ template <class Conn, class Clock>
 struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   std::atomic<std::uint32_t> state{kEmpty};
   // The owner's fields: written and read only while the slot is in kInUse.
-  typename Clock::time_point created_at{};  // when the factory returned the connection
-  typename Clock::time_point last_used{};   // when it was last given back (or created)
-  OwnerCounter acquired;                    // check-outs of this slot
-  OwnerCounter reused;                      // ... of a connection that existed before
-  OwnerCounter released;                    // give-backs (return or close) of this slot
-  bool listed = false;                      // published in the pool's slot directory
-  Slot* next_free = nullptr;                // in the free-slot list; guarded by the pool's mutex
-  Slot* next_closing = nullptr;             // in a SlotChain of its owner
+  typename Clock::time_point created_at{};       // when the factory returned the connection
+  typename Clock::time_point last_used{};        // when it was last given back (or created)
+  typename Clock::time_point last_checked{};     // when a keepalive ping last succeeded
+  typename Clock::duration lifetime{};           // max_lifetime less its jitter; 0 = unlimited
+  std::uint64_t id = 0;                          // PoolEvent::connection_id
+  std::atomic<std::uint64_t> id_snapshot{0};     // the same, for the leak scan
+  std::uint64_t generation = 0;                  // evict_all() generation it was opened in
+  CloseReason close_reason = CloseReason::none;  // set by whoever decides to close it
+  // Written by the owner at each check-out when holds are observed, read by the leak scan.
+  std::atomic<std::int64_t> held_since{0};  // steady_clock ticks; 0 = not observed
+  std::atomic<std::thread::id> holder{};
+  std::atomic<bool> leak_reported{false};
+  OwnerCounter acquired;         // check-outs of this slot
+  OwnerCounter reused;           // ... of a connection that existed before
+  OwnerCounter released;         // give-backs (return or close) of this slot
+  bool listed = false;           // published in the pool's slot directory
+  Slot* next_free = nullptr;     // in the free-slot list; guarded by the pool's mutex
+  Slot* next_closing = nullptr;  // in a SlotChain of its owner
   // Releasers between publishing this slot idle and their last access to the pool: the pool
   // is not freed while any slot's count is non-zero (see PoolCore::destroy_if_last).
   std::atomic<std::uint32_t> publishers{0};
@@ -319,7 +331,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         options_(options),
         fifo_(options.wait_policy == WaitPolicy::fifo || options.starvation_bound.count() == 0),
         uses_ages_(options.max_lifetime.count() > 0 || options.max_idle.count() > 0 ||
-                   (Pingable<Conn> && options.validate_on_acquire)),
+                   (Pingable<Conn> && (options.validate_on_acquire ||
+                                       options.keepalive_interval.count() > 0))),
+        observe_holds_(options.leak_threshold.count() > 0 || bool(options.on_acquire) ||
+                       bool(options.on_release)),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
         slots_(new SlotT*[options.max_size]) {
     PoolRegistry::instance().add(id_, this);
@@ -363,7 +378,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// Starts the maintenance thread when health_check_interval > 0 (DESIGN 8).
   void start_maintenance() {
-    if (options_.health_check_interval.count() > 0) {
+    if (options_.health_check_interval.count() > 0 || options_.leak_threshold.count() > 0) {
       thread_ = std::jthread([this] { maintenance_loop(); });
     }
   }
@@ -513,6 +528,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       s.create_failures = counters_.create_failures;
       s.close_failures = counters_.close_failures;
       s.detached = counters_.detached;
+      s.leaks = leaks_.load(std::memory_order_relaxed);
       s.total_wait_time = counters_.total_wait_time;
       s.max_wait_time = counters_.max_wait_time;
       s.pending = waiters_.size();
@@ -533,12 +549,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     return s;
   }
 
-  /// One maintenance pass (DESIGN 6): closes expired idle connections, then refills to
-  /// min_size. Returns how many connections it closed.
+  /// One maintenance pass (DESIGN 6): closes expired idle connections, pings those due for a
+  /// keepalive (PoolOptions::keepalive_interval), then refills to min_size. Returns how many
+  /// connections it closed.
   std::size_t prune() CONNPOOL_EXCLUDES(mutex_) {
     const DrainOnExit drain;  // completions of asynchronous waiters served here, last
     const TimePoint now = clock_now<Clock>();
     std::vector<SlotT*> claimed;
+    std::vector<SlotT*> to_ping;
     SlotChain<SlotT> expired;
     {
       UniqueLock lk(mutex_);
@@ -558,19 +576,52 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       std::sort(claimed.begin(), claimed.end(),
                 [](const SlotT* a, const SlotT* b) { return a->last_used < b->last_used; });
       std::size_t open_after = open_;
+      const std::uint64_t generation = generation_.load(std::memory_order_relaxed);
       for (SlotT* s : claimed) {
-        if (judge_expiry(*s, now, open_after > options_.min_size)) {
+        if (s->generation != generation || judge_expiry(*s, now, open_after > options_.min_size)) {
+          s->close_reason =
+              s->generation != generation ? CloseReason::evicted : CloseReason::expired;
           unlink_locked(s);
           expired.push(s);
           --open_after;
+        } else if (keepalive_due(*s, now)) {
+          unlink_locked(s);  // out of the idle set while it is pinged
+          to_ping.push_back(s);
         } else {
           s->state.store(kIdle, std::memory_order_seq_cst);
         }
       }
       serve_waiters_locked();
     }
-    const std::size_t n = expired.size;
+    std::size_t n = expired.size;
     destroy_if_last(close_slots(expired));
+    if (!to_ping.empty()) {
+      n += keepalive(to_ping);
+    }
+    refill();
+    return n;
+  }
+
+  /// Closes every connection open now, as soon as it is idle: the idle ones at once, those in
+  /// use when they are given back (or found by an acquire), without stopping service; then
+  /// refills to min_size. Connections being opened now count as open now. For a credentials
+  /// rotation or a failover. Returns how many it closed at once.
+  std::size_t evict_all() CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;
+    SlotChain<SlotT> idle;
+    {
+      UniqueLock lk(mutex_);
+      if (closed_.load(std::memory_order_relaxed)) {
+        return 0;
+      }
+      generation_.fetch_add(1, std::memory_order_relaxed);
+      idle = claim_all_idle_locked();
+      for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
+        s->close_reason = CloseReason::evicted;
+      }
+    }
+    const std::size_t n = idle.size;
+    destroy_if_last(close_slots(idle));
     refill();
     return n;
   }
@@ -596,6 +647,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
       waiters_count_.store(0, std::memory_order_seq_cst);
       idle = claim_all_idle_locked();
+      for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
+        s->close_reason = CloseReason::pool_closed;
+      }
       maintenance_cv_.notify_all();
       timer_cv_.notify_all();
     }
@@ -622,25 +676,40 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_) {
     auto* s = static_cast<SlotT*>(base);
     s->released.bump();
+    if (options_.on_release) {
+      emit(options_.on_release, PoolEventKind::release, *s);
+    }
     bool keep = !close;
+    if (!keep) {
+      s->close_reason = CloseReason::invalidated;
+    }
     if constexpr (Resettable<Conn>) {
       if (keep) {
         try {
           traits::reset(*s->conn);
         } catch (...) {
           keep = false;  // a connection that cannot be reset must not reach the next borrower
+          s->close_reason = CloseReason::reset_failed;
         }
       }
     }
+    if (keep && s->generation != generation_.load(std::memory_order_relaxed)) {
+      keep = false;  // opened before evict_all()
+      s->close_reason = CloseReason::evicted;
+    }
     if (keep && uses_ages_) {
       const TimePoint now = clock_now<Clock>();
-      if (options_.max_lifetime.count() > 0 && now - s->created_at >= options_.max_lifetime) {
+      if (s->lifetime.count() > 0 && now - s->created_at >= s->lifetime) {
         keep = false;  // DESIGN 6: an expired connection is closed, not kept
+        s->close_reason = CloseReason::expired;
       } else {
         s->last_used = now;
       }
     }
     if (keep) {
+      if (observe_holds_) {
+        s->held_since.store(0, std::memory_order_relaxed);  // no longer held: not a leak
+      }
       if (!must_hand_off()) {
         publish(s);
         return;
@@ -648,6 +717,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       if (hand_off(s)) {
         return;
       }
+      s->close_reason = CloseReason::pool_closed;
     }
     // Closed instead of returned: invalidated, reset failed, expired, or the pool is closed.
     close_slot(s);
@@ -819,6 +889,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         if (v == Verdict::ok && !closed_.load(std::memory_order_seq_cst)) {
           s->acquired.bump();
           s->reused.bump();
+          handed_out(s);
           return HandleAccess::make<Conn>(this, s);
         }
         if (check_out(s, v, true)) {
@@ -1233,11 +1304,124 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
   }
 
+  // --- Keepalive ------------------------------------------------------------------------------
+
+  /// Whether the idle connection `s` has gone unused and unpinged for keepalive_interval.
+  bool keepalive_due(const SlotT& s, TimePoint now) const noexcept {
+    if constexpr (Pingable<Conn>) {
+      return options_.keepalive_interval.count() > 0 &&
+             now - std::max(s.last_used, s.last_checked) >= options_.keepalive_interval;
+    } else {
+      return false;
+    }
+  }
+
+  /// Pings the owned slots of `slots` outside the lock: those alive go back to the idle set
+  /// (at the bottom: they had been idle longest), the others are closed. Returns how many it
+  /// closed.
+  std::size_t keepalive(const std::vector<SlotT*>& slots) CONNPOOL_EXCLUDES(mutex_) {
+    SlotChain<SlotT> dead;
+    std::vector<SlotT*> alive;
+    alive.reserve(slots.size());
+    for (SlotT* s : slots) {
+      bool ok = false;
+      if constexpr (Pingable<Conn>) {
+        try {
+          ok = static_cast<bool>(traits::ping(*s->conn));
+        } catch (...) {
+          ok = false;
+        }
+      }
+      if (ok) {
+        s->last_checked = clock_now<Clock>();
+        alive.push_back(s);
+      } else {
+        s->close_reason = CloseReason::keepalive_failed;
+        dead.push(s);
+      }
+    }
+    {
+      UniqueLock lk(mutex_);
+      counters_.validation_failures += dead.size;
+      for (SlotT* s : alive) {
+        if (closed_.load(std::memory_order_relaxed)) {
+          s->close_reason = CloseReason::pool_closed;
+          dead.push(s);
+          continue;
+        }
+        s->state.store(kIdle, std::memory_order_seq_cst);
+        idle_.push_back(s);
+      }
+      serve_waiters_locked();
+    }
+    const std::size_t n = dead.size;
+    destroy_if_last(close_slots(dead));
+    return n;
+  }
+
+  // --- Hooks and observation ------------------------------------------------------------------
+
+  /// Calls `hook` (set) with an event about the owned slot `s`; exceptions are swallowed.
+  void emit(const std::function<void(const PoolEvent&)>& hook,
+            PoolEventKind kind,
+            const SlotT& s,
+            CloseReason reason = CloseReason::none) const noexcept {
+    PoolEvent e;
+    e.kind = kind;
+    e.connection_id = s.id;
+    e.reason = reason;
+    e.thread = std::this_thread::get_id();
+    if (kind != PoolEventKind::acquire && kind != PoolEventKind::create) {
+      const std::int64_t since = s.held_since.load(std::memory_order_relaxed);
+      if (since != 0 && s.state.load(std::memory_order_relaxed) == kInUse) {
+        e.held_for = std::chrono::steady_clock::now().time_since_epoch() -
+                     std::chrono::steady_clock::duration(since);
+      }
+    }
+    try {
+      hook(e);
+    } catch (...) {
+      // Hooks never break the pool.
+    }
+  }
+
+  /// The owned slot `s` is being handed out: records the check-out for leak detection and
+  /// on_release, and calls on_acquire.
+  void handed_out(SlotT* s) noexcept {
+    if (observe_holds_) {
+      s->held_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                          std::memory_order_relaxed);
+      s->holder.store(std::this_thread::get_id(), std::memory_order_relaxed);
+      s->leak_reported.store(false, std::memory_order_relaxed);
+      if (options_.on_acquire) {
+        emit(options_.on_acquire, PoolEventKind::acquire, *s);
+      }
+    }
+  }
+
+  /// The max_lifetime of a new connection, less a random jitter (PoolOptions::lifetime_jitter).
+  ///
+  /// Why: connections opened together (warm-up, a burst) would otherwise all expire together
+  /// and be reopened in a storm (HikariCP shortens each lifetime by up to 2.5 % the same way).
+  typename Clock::duration jittered_lifetime() const {
+    const auto full = std::chrono::duration_cast<typename Clock::duration>(options_.max_lifetime);
+    if (full.count() <= 0 || options_.lifetime_jitter <= 0.0) {
+      return full;
+    }
+    thread_local std::minstd_rand rng(static_cast<std::uint_fast32_t>(
+        std::hash<std::thread::id>{}(std::this_thread::get_id()) ^
+        static_cast<std::size_t>(std::chrono::steady_clock::now().time_since_epoch().count())));
+    const double cut = std::uniform_real_distribution<double>(0.0, options_.lifetime_jitter)(rng);
+    return full - std::chrono::duration_cast<typename Clock::duration>(
+                      std::chrono::duration<double, typename Clock::period>(
+                          static_cast<double>(full.count()) * cut));
+  }
+
   // --- Checks ---------------------------------------------------------------------------------
 
   /// Whether `s` has outlived max_lifetime, or max_idle while the pool may shrink (DESIGN 6).
   bool judge_expiry(const SlotT& s, TimePoint now, bool may_idle_expire) const noexcept {
-    if (options_.max_lifetime.count() > 0 && now - s.created_at >= options_.max_lifetime) {
+    if (s.lifetime.count() > 0 && now - s.created_at >= s.lifetime) {
       return true;
     }
     return may_idle_expire && options_.max_idle.count() > 0 &&
@@ -1246,6 +1430,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// judge() at the present time; without reading the clock when no decision depends on it.
   Verdict judge_now(const SlotT& s, bool may_idle_expire) const noexcept {
+    if (s.generation != generation_.load(std::memory_order_relaxed)) {
+      return Verdict::expired;  // evict_all() was called since it was opened
+    }
     return uses_ages_ ? judge(s, clock_now<Clock>(), may_idle_expire) : Verdict::ok;
   }
 
@@ -1257,7 +1444,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if constexpr (Pingable<Conn>) {
       // Why the bypass: a connection used a moment ago is almost surely alive, and a ping is a
       // network round trip (HikariCP's aliveBypassWindowMs, 500 ms by default there too).
-      if (options_.validate_on_acquire && now - s.last_used >= options_.validation_bypass) {
+      if (options_.validate_on_acquire &&
+          now - std::max(s.last_used, s.last_checked) >= options_.validation_bypass) {
         return Verdict::needs_ping;
       }
     }
@@ -1287,8 +1475,15 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       if (reused) {
         s->reused.bump();
       }
+      handed_out(s);
       return true;
     }
+    s->close_reason =
+        failed_validation ? CloseReason::validation_failed
+        : verdict != Verdict::ok
+            ? (s->generation != generation_.load(std::memory_order_relaxed) ? CloseReason::evicted
+                                                                            : CloseReason::expired)
+            : CloseReason::pool_closed;
     const bool close_failed = !close_connection(s);
     UniqueLock lk(mutex_);
     ++counters_.closed;
@@ -1328,6 +1523,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// caller still holds its unit of capacity.
   SlotT* create_slot() CONNPOOL_EXCLUDES(mutex_) {
     SlotT* s = take_slot();
+    s->generation = generation_.load(std::memory_order_relaxed);  // before the connect starts
     try {
       s->conn.emplace(make_connection_sync());
     } catch (...) {
@@ -1377,6 +1573,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   void install(SlotT* s) CONNPOOL_EXCLUDES(mutex_) {
     s->created_at = clock_now<Clock>();
     s->last_used = s->created_at;
+    s->last_checked = s->created_at;
+    s->lifetime = jittered_lifetime();
+    s->id = next_conn_id_.fetch_add(1, std::memory_order_relaxed);
+    s->id_snapshot.store(s->id, std::memory_order_relaxed);
+    s->held_since.store(0, std::memory_order_relaxed);
     s->state.store(kInUse, std::memory_order_relaxed);
     if (!s->listed) {
       s->listed = true;
@@ -1384,6 +1585,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       const std::size_t n = slot_count_.load(std::memory_order_relaxed);
       slots_[n] = s;
       slot_count_.store(n + 1, std::memory_order_release);
+    }
+    if (options_.on_create) {
+      emit(options_.on_create, PoolEventKind::create, *s);
     }
   }
 
@@ -1402,9 +1606,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     if (!closed_.load(std::memory_order_acquire)) {
       s->acquired.bump();
+      handed_out(s);
       return HandleAccess::make<Conn>(this, s);
     }
     // The pool closed while the factory ran.
+    s->close_reason = CloseReason::pool_closed;
     close_slot(s);
     throw PoolClosed();
   }
@@ -1431,7 +1637,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// its connection, or abort_create() if it threw.
   ///
   /// Throws: std::bad_alloc (the caller then calls abort_create(nullptr)).
-  SlotT* begin_create() { return take_slot(); }
+  SlotT* begin_create() {
+    SlotT* s = take_slot();
+    s->generation = generation_.load(std::memory_order_relaxed);  // before the connect starts
+    return s;
+  }
 
   /// Throws: PoolClosed, if the pool closed meanwhile (the connection is closed).
   Handle finish_create(SlotT* s, Conn&& conn) CONNPOOL_EXCLUDES(mutex_) {
@@ -1509,7 +1719,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// Closes the connection of the owned slot `s`, outside the lock. Returns false if close()
   /// threw (DESIGN 10: swallowed, and counted by the caller).
-  static bool close_connection(SlotT* s) noexcept {
+  bool close_connection(SlotT* s) noexcept {
+    const CloseReason reason = std::exchange(s->close_reason, CloseReason::none);
+    if (options_.on_close) {
+      emit(options_.on_close, PoolEventKind::close, *s,
+           reason == CloseReason::none ? CloseReason::pool_closed : reason);
+    }
+    s->held_since.store(0, std::memory_order_relaxed);
     bool ok = true;
     if constexpr (Closeable<Conn>) {
       try {
@@ -1634,10 +1850,21 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   /// The maintenance thread (DESIGN 8): a pass every health_check_interval until close().
+  ///
+  /// It also scans for leaks (PoolOptions::leak_threshold) every leak_threshold / 2, so that a
+  /// leak is reported between 1 and 1.5 thresholds after the check-out.
   void maintenance_loop() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const bool prunes = options_.health_check_interval.count() > 0;
+    const bool scans = options_.leak_threshold.count() > 0;
+    const auto scan_period =
+        std::max<WaitClock::duration>(options_.leak_threshold / 2, std::chrono::milliseconds(1));
+    auto next_prune = WaitClock::now() + options_.health_check_interval;
+    auto next_scan = WaitClock::now() + scan_period;
     UniqueLock lk(mutex_);
     while (!closed_.load(std::memory_order_relaxed)) {
-      const auto next = WaitClock::now() + options_.health_check_interval;
+      const auto next = prunes && scans ? std::min(next_prune, next_scan)
+                        : prunes        ? next_prune
+                                        : next_scan;
       while (!closed_.load(std::memory_order_relaxed) &&
              maintenance_cv_.wait_until(lk.native(), next) == std::cv_status::no_timeout) {
       }
@@ -1645,12 +1872,55 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         break;
       }
       lk.unlock();
+      const auto now = WaitClock::now();
       try {
-        prune();
+        if (scans && now >= next_scan) {
+          next_scan = now + scan_period;
+          scan_leaks();
+        }
+        if (prunes && now >= next_prune) {
+          next_prune = now + options_.health_check_interval;
+          prune();
+        }
       } catch (...) {
         // Out of memory for the pass's lists: try again next time.
       }
       lk.lock();
+    }
+  }
+
+  /// Reports every handle held longer than leak_threshold, once per check-out, through
+  /// on_leak (outside the lock). Reads the slots without the lock: a report is a snapshot, and a
+  /// connection given back meanwhile may still be reported once.
+  void scan_leaks() CONNPOOL_EXCLUDES(mutex_) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const auto threshold =
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.leak_threshold)
+            .count();
+    std::vector<LeakReport> reports;
+    const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < n; ++i) {
+      SlotT& slot = *slots_[i];
+      const std::int64_t since = slot.held_since.load(std::memory_order_relaxed);
+      if (slot.state.load(std::memory_order_relaxed) != kInUse || since == 0 ||
+          now - since < threshold || slot.leak_reported.exchange(true)) {
+        continue;
+      }
+      LeakReport r;
+      r.connection_id = slot.id_snapshot.load(std::memory_order_relaxed);
+      r.held_for = std::chrono::steady_clock::duration(now - since);
+      r.holder = slot.holder.load(std::memory_order_relaxed);
+      reports.push_back(r);
+    }
+    leaks_.fetch_add(reports.size(), std::memory_order_relaxed);
+    if (options_.on_leak) {
+      for (const LeakReport& r : reports) {
+        try {
+          options_.on_leak(r);
+        } catch (...) {
+          // DESIGN: hooks never break the pool.
+        }
+      }
     }
   }
 
@@ -1660,6 +1930,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // Whether any decision depends on a connection's ages: lifetimes, idle expiry, validation.
   // Without, acquire and release do not read the clock at all.
   const bool uses_ages_;
+  // Whether check-outs record when and by whom (leak detection, on_acquire, on_release).
+  const bool observe_holds_;
   const std::uint64_t id_;  // distinguishes this pool's entries in thread_hints
 
   // Slot directory: slots_[0, slot_count_) are published and live as long as this object;
@@ -1671,7 +1943,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   std::atomic<std::size_t> waiters_count_{0};  // waiters_.size()
   std::atomic<std::size_t> open_count_{0};     // open_
   std::atomic<bool> closed_{false};
-  std::atomic<bool> starving_{false};  // bounded_barging: the oldest waiter waited too long
+  std::atomic<bool> starving_{false};         // bounded_barging: the oldest waiter waited too long
+  std::atomic<std::uint64_t> generation_{0};  // bumped by evict_all()
+  std::atomic<std::uint64_t> next_conn_id_{1};  // PoolEvent::connection_id of the next one
+  std::atomic<std::uint64_t> leaks_{0};         // PoolStats::leaks
 
   mutable Mutex mutex_;  // guards idle_, free_slots_, waiters_, open_, owner_gone_, counters_,
                          // the fields of every queued Waiter, and the writes of the mirrors

@@ -1,0 +1,347 @@
+// connpool - tests: evict_all(), event hooks, leak detection, keepalive and lifetime jitter
+// SPDX-License-Identifier: MIT
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <connpool/connpool.hpp>
+
+#include "catch.hpp"
+#include "fake_conn.hpp"
+#include "lock_probe.hpp"
+#include "sync.hpp"
+
+using namespace std::chrono_literals;
+using connpool::CloseReason;
+using connpool::PoolEvent;
+using connpool::PoolEventKind;
+using connpool::PoolOptions;
+using connpool_test::eventually;
+using connpool_test::FakeConn;
+using connpool_test::FakeFactory;
+using connpool_test::FakeState;
+using connpool_test::Gate;
+using connpool_test::LockProbe;
+
+namespace {
+
+struct OperabilityTag {};
+using Clock = connpool::ManualClock<OperabilityTag>;
+using Pool = connpool::ConnectionPool<FakeConn, FakeFactory, Clock>;
+
+PoolOptions quiet(std::size_t max_size, std::size_t min_size = 0) {
+  return PoolOptions{.min_size = min_size,
+                     .max_size = max_size,
+                     .max_idle = 0ms,
+                     .max_lifetime = 0ms,
+                     .health_check_interval = 0ms,
+                     .validate_on_acquire = false};
+}
+
+/// Records the events a pool's hooks receive. Thread-safe.
+class EventLog {
+ public:
+  void hook_into(PoolOptions& o) {
+    auto record = [this](const PoolEvent& e) {
+      std::lock_guard lock(mutex_);  // guards events_
+      events_.push_back(e);
+    };
+    o.on_create = record;
+    o.on_acquire = record;
+    o.on_release = record;
+    o.on_close = record;
+  }
+
+  [[nodiscard]] std::vector<PoolEvent> events() const {
+    std::lock_guard lock(mutex_);
+    return events_;
+  }
+
+  [[nodiscard]] std::vector<PoolEvent> of(PoolEventKind kind) const {
+    std::vector<PoolEvent> out;
+    for (const PoolEvent& e : events()) {
+      if (e.kind == kind) {
+        out.push_back(e);
+      }
+    }
+    return out;
+  }
+
+ private:
+  mutable std::mutex mutex_;  // guards events_
+  std::vector<PoolEvent> events_;
+};
+
+}  // namespace
+
+// --- evict_all ---------------------------------------------------------------------------------
+
+TEST_CASE("ConnectionPool: evict_all() closes idle connections now and in-use ones on return",
+          "[pool][evict]") {
+  Clock::set(0s);
+  FakeState state;
+  EventLog log;
+  PoolOptions o = quiet(3, 1);
+  log.hook_into(o);
+  Pool pool{FakeFactory{state}, o};  // connection 1 (warm-up)
+  auto a = pool.acquire();           // 1
+  auto b = pool.acquire();           // 2
+  pool.acquire().release();          // 3, now idle
+  REQUIRE(pool.stats().idle == 1);
+
+  CHECK(pool.evict_all() == 1);  // 3 closed at once
+  CHECK(state.closed == 1);
+
+  // Service goes on: a new connection replaces the evicted idle one.
+  auto c = pool.acquire();
+  CHECK(c->id() == 4);
+  a.release();  // 1 was open before evict_all(): closed, not kept
+  b.release();
+  CHECK(state.closed == 3);
+  c.release();  // 4 is from after: kept
+  CHECK(state.closed == 3);
+  auto s = pool.stats();
+  CHECK(s.idle == 1);
+  CHECK(s.in_use == 0);
+  CHECK(pool.acquire()->id() == 4);
+
+  std::multiset<int> closed_ids;
+  for (const PoolEvent& e : log.of(PoolEventKind::close)) {
+    CHECK(e.reason == CloseReason::evicted);
+    closed_ids.insert(static_cast<int>(e.connection_id));
+  }
+  CHECK(closed_ids == std::multiset<int>{1, 2, 3});
+}
+
+TEST_CASE("ConnectionPool: evict_all() refills to min_size", "[pool][evict]") {
+  Clock::set(0s);
+  FakeState state;
+  Pool pool{FakeFactory{state}, quiet(4, 2)};
+  CHECK(pool.evict_all() == 2);
+  const auto s = pool.stats();
+  CHECK(s.idle == 2);
+  CHECK(s.created == 4);
+  CHECK(s.closed == 2);
+}
+
+TEST_CASE("ConnectionPool: a connection being opened during evict_all() is evicted too",
+          "[pool][evict]") {
+  Clock::set(0s);
+  FakeState state;
+  Gate entered;
+  Gate go_on;
+  state.on_create = [&] {
+    entered.open();
+    REQUIRE(go_on.wait());
+  };
+  Pool pool{FakeFactory{state}, quiet(2)};
+  std::thread creator([&] { pool.acquire().release(); });
+  REQUIRE(entered.wait());
+  pool.evict_all();  // the connect started before: its connection is from before the eviction
+  go_on.open();
+  creator.join();
+  CHECK(state.created == 1);
+  CHECK(state.closed == 1);  // closed when it came back
+  CHECK(pool.stats().idle == 0);
+}
+
+// --- Hooks -------------------------------------------------------------------------------------
+
+TEST_CASE("ConnectionPool: hooks see create, acquire, release and close, outside the lock",
+          "[pool][hooks]") {
+  Clock::set(0s);
+  FakeState state;
+  LockProbe probe;
+  std::mutex mutex;
+  std::vector<PoolEvent> events;
+  PoolOptions o = quiet(2);
+  Pool* pool_ptr = nullptr;
+  auto record = [&](const PoolEvent& e) {
+    probe.check(*pool_ptr);
+    std::lock_guard lock(mutex);
+    events.push_back(e);
+  };
+  o.on_create = record;
+  o.on_acquire = record;
+  o.on_release = record;
+  o.on_close = record;
+  Pool pool{FakeFactory{state}, o};
+  pool_ptr = &pool;
+
+  auto h = pool.acquire();
+  std::this_thread::sleep_for(20ms);  // a hold of at least 20 ms, for held_for
+  h.invalidate();
+  pool.close();
+
+  std::lock_guard lock(mutex);
+  REQUIRE(events.size() == 4);
+  CHECK(events[0].kind == PoolEventKind::create);
+  CHECK(events[1].kind == PoolEventKind::acquire);
+  CHECK(events[2].kind == PoolEventKind::release);
+  CHECK(events[2].held_for >= 20ms);
+  CHECK(events[3].kind == PoolEventKind::close);
+  CHECK(events[3].reason == CloseReason::invalidated);
+  for (const PoolEvent& e : events) {
+    CHECK(e.connection_id == 1);
+    CHECK(e.thread == std::this_thread::get_id());
+  }
+  CHECK(probe.free_count() == 4);
+  CHECK(probe.blocked_count() == 0);
+}
+
+TEST_CASE("ConnectionPool: close reasons", "[pool][hooks]") {
+  Clock::set(0s);
+  FakeState state;
+  EventLog log;
+  PoolOptions o = quiet(4);
+  o.max_lifetime = 10min;
+  o.validate_on_acquire = true;
+  o.validation_bypass = 0ms;
+  log.hook_into(o);
+  Pool pool{FakeFactory{state}, o};
+
+  pool.acquire().release();  // 1
+  state.ping_failures_left = 1;
+  pool.acquire().release();  // 1 fails its ping and is closed; 2 is created
+  Clock::advance(11min);
+  CHECK(pool.prune() == 1);  // 2 expired
+  state.reset_throws = true;
+  pool.acquire().release();  // 3: reset throws
+  state.reset_throws = false;
+  auto h = pool.acquire();  // 4
+  pool.close();             // nothing idle now
+  h.release();              // 4 comes back to a closed pool
+
+  std::vector<CloseReason> reasons;
+  for (const PoolEvent& e : log.of(PoolEventKind::close)) {
+    reasons.push_back(e.reason);
+  }
+  CHECK(reasons == std::vector<CloseReason>{CloseReason::validation_failed, CloseReason::expired,
+                                            CloseReason::reset_failed, CloseReason::pool_closed});
+}
+
+TEST_CASE("ConnectionPool: a hook that throws does not break the pool", "[pool][hooks]") {
+  Clock::set(0s);
+  FakeState state;
+  PoolOptions o = quiet(2);
+  o.on_acquire = [](const PoolEvent&) { throw std::runtime_error("hook"); };
+  o.on_release = [](const PoolEvent&) { throw std::runtime_error("hook"); };
+  Pool pool{FakeFactory{state}, o};
+  for (int i = 0; i < 3; ++i) {
+    auto h = pool.acquire();
+    CHECK(h->id() == 1);
+  }
+  CHECK(pool.stats().acquired == 3);
+  CHECK(pool.stats().released == 3);
+}
+
+// --- Leak detection ----------------------------------------------------------------------------
+
+TEST_CASE("ConnectionPool: a handle held past leak_threshold is reported once", "[pool][leak]") {
+  FakeState state;
+  std::mutex mutex;
+  std::vector<connpool::LeakReport> reports;
+  PoolOptions o = quiet(2);
+  o.leak_threshold = 50ms;  // the maintenance thread scans every 25 ms
+  o.on_leak = [&](const connpool::LeakReport& r) {
+    std::lock_guard lock(mutex);
+    reports.push_back(r);
+  };
+  connpool::ConnectionPool pool{FakeFactory{state}, o};
+  auto count = [&] {
+    std::lock_guard lock(mutex);
+    return reports.size();
+  };
+
+  auto quick = pool.acquire();
+  quick.release();  // given back at once: never a leak
+  const auto start = std::chrono::steady_clock::now();
+  auto h = pool.acquire();
+  REQUIRE(eventually([&] { return count() == 1; }));
+  {
+    std::lock_guard lock(mutex);
+    CHECK(reports[0].connection_id == 1);
+    CHECK(reports[0].holder == std::this_thread::get_id());
+    CHECK(reports[0].held_for >= 50ms);
+    CHECK(reports[0].held_for <= std::chrono::steady_clock::now() - start);
+  }
+  CHECK(pool.stats().leaks == 1);
+  // Once per check-out: the scans of the next 200 ms (8 of them) report nothing new.
+  std::this_thread::sleep_for(200ms);
+  CHECK(count() == 1);
+  h.release();
+  auto again = pool.acquire();  // a new check-out, held too long again
+  REQUIRE(eventually([&] { return count() == 2; }));
+  CHECK(pool.stats().leaks == 2);
+}
+
+// --- Keepalive ---------------------------------------------------------------------------------
+
+TEST_CASE("ConnectionPool: keepalive pings idle connections out of the idle set",
+          "[pool][keepalive]") {
+  Clock::set(0s);
+  FakeState state;
+  PoolOptions o = quiet(3, 2);
+  o.keepalive_interval = 1min;
+  Pool* pool_ptr = nullptr;
+  std::vector<std::size_t> idle_during_ping;
+  state.on_ping = [&] { idle_during_ping.push_back(pool_ptr->stats().idle); };
+  Pool pool{FakeFactory{state}, o};
+  pool_ptr = &pool;
+  REQUIRE(pool.stats().idle == 2);
+
+  Clock::advance(30s);
+  CHECK(pool.prune() == 0);
+  CHECK(state.pings == 0);  // not due yet
+
+  Clock::advance(31s);
+  CHECK(pool.prune() == 0);
+  CHECK(state.pings == 2);
+  CHECK(idle_during_ping == std::vector<std::size_t>{0, 0});  // both out while pinged
+  CHECK(pool.stats().idle == 2);
+
+  Clock::advance(30s);
+  CHECK(pool.prune() == 0);
+  CHECK(state.pings == 2);  // pinged 30 s ago: not due
+
+  // A connection used recently is not pinged; a dead one is closed and replaced.
+  Clock::advance(31s);
+  pool.acquire().release();  // one of them is used now
+  state.ping_failures_left = 1;
+  CHECK(pool.prune() == 1);
+  CHECK(state.pings == 3);
+  const auto s = pool.stats();
+  CHECK(s.validation_failures == 1);
+  CHECK(s.idle == 2);  // refilled to min_size
+  CHECK(s.created == 3);
+}
+
+// --- Lifetime jitter ---------------------------------------------------------------------------
+
+TEST_CASE("ConnectionPool: lifetime_jitter spreads the expiry of connections opened together",
+          "[pool][expiry][jitter]") {
+  Clock::set(0s);
+  FakeState state;
+  PoolOptions o = quiet(20, 20);
+  o.max_lifetime = 1000s;
+  o.lifetime_jitter = 0.025;  // lifetimes between 975 s and 1000 s
+  Pool pool{FakeFactory{state}, o};
+  REQUIRE(pool.stats().idle == 20);
+
+  Clock::set(974s);
+  CHECK(pool.prune() == 0);
+  Clock::set(987500ms);
+  // Uniform lifetimes: all 20 on one side of the middle has a probability of 2 in a million.
+  const std::size_t early = pool.prune();
+  CHECK(early > 0);
+  CHECK(early < 20);
+  Clock::set(1000s);
+  // The refilled ones are young; every original is gone.
+  CHECK(pool.prune() == 20 - early);
+  CHECK(state.closed == 20);
+}
