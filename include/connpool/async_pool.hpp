@@ -46,7 +46,9 @@ concept Scheduler = std::move_constructible<S> && requires(S& s, std::coroutine_
 /// destructor), that closed the pool, or, on a timeout, the pool's timer thread. The resumed
 /// coroutine runs there until it next suspends, after the pool's lock was released and the
 /// releaser's own work in the pool is done. Use a scheduler of your event loop (or the Asio
-/// adapter) if coroutines must stay on their own threads.
+/// adapter) if coroutines must stay on their own threads. In particular, a coroutine resumed
+/// on the timer thread holds it until it suspends, and the pool's other deadlines wait
+/// meanwhile: coroutines that run long without suspending need a scheduler.
 struct InlineScheduler {
   void schedule(std::coroutine_handle<> h) const { h.resume(); }
 };
