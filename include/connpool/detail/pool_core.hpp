@@ -129,6 +129,9 @@ struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   // Releasers between publishing this slot idle and their last access to the pool: the pool
   // is not freed while any slot's count is non-zero (see PoolCore::destroy_if_last).
   std::atomic<std::uint32_t> publishers{0};
+  // Bumped each time the slot receives a new connection: a thread's hint names the connection it
+  // released, and must not lead to another one that reuses the slot after it was closed.
+  std::atomic<std::uint32_t> incarnation{0};
 };
 
 /// A list of owned slots (to be closed), linked through Slot::next_closing; allocates nothing.
@@ -151,6 +154,7 @@ struct SlotChain {
 struct ThreadHint {
   std::uint64_t pool = 0;
   void* slot = nullptr;
+  std::uint32_t incarnation = 0;  // the slot's connection it was set for (Slot::incarnation)
 };
 inline thread_local ThreadHint thread_hints[4];
 /// The pool whose timer thread this is (PoolCore::timer_loop), or null.
@@ -160,7 +164,7 @@ inline std::atomic<std::uint64_t> next_pool_id{1};
 /// What a pool offers the registry: taking back an idle slot whose hint another pool evicted.
 class HintAdopter {
  public:
-  virtual void adopt_evicted_hint(void* slot) noexcept = 0;
+  virtual void adopt_evicted_hint(void* slot, std::uint32_t incarnation) noexcept = 0;
 
  protected:
   HintAdopter() = default;
@@ -200,11 +204,11 @@ class PoolRegistry {
   /// Hands `slot` back to pool `id` if that pool is alive. The pool's own lock is taken inside
   /// this one (never the other way round), and remove() waits for it, so the pool cannot die
   /// meanwhile.
-  void return_evicted(std::uint64_t id, void* slot) noexcept {
+  void return_evicted(std::uint64_t id, void* slot, std::uint32_t incarnation) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& entry : pools_) {
       if (entry.first == id) {
-        entry.second->adopt_evicted_hint(slot);
+        entry.second->adopt_evicted_hint(slot, incarnation);
         return;
       }
     }
@@ -331,8 +335,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         options_(options),
         fifo_(options.wait_policy == WaitPolicy::fifo || options.starvation_bound.count() == 0),
         uses_ages_(options.max_lifetime.count() > 0 || options.max_idle.count() > 0 ||
-                   (Pingable<Conn> && (options.validate_on_acquire ||
-                                       options.keepalive_interval.count() > 0))),
+                   (Pingable<Conn> &&
+                    (options.validate_on_acquire || options.keepalive_interval.count() > 0))),
         observe_holds_(options.leak_threshold.count() > 0 || bool(options.on_acquire) ||
                        bool(options.on_release)),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
@@ -573,8 +577,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           claimed.push_back(slots_[i]);
         }
       }
-      std::sort(claimed.begin(), claimed.end(),
-                [](const SlotT* a, const SlotT* b) { return a->last_used < b->last_used; });
+      // Stalest first; among equals, the oldest connection.
+      std::sort(claimed.begin(), claimed.end(), [](const SlotT* a, const SlotT* b) {
+        return a->last_used != b->last_used ? a->last_used < b->last_used : a->id < b->id;
+      });
       std::size_t open_after = open_;
       const std::uint64_t generation = generation_.load(std::memory_order_relaxed);
       for (SlotT* s : claimed) {
@@ -780,7 +786,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (h.pool != id_) {
       return nullptr;
     }
-    return static_cast<SlotT*>(std::exchange(h.slot, nullptr));
+    auto* s = static_cast<SlotT*>(std::exchange(h.slot, nullptr));
+    if (s != nullptr && s->incarnation.load(std::memory_order_relaxed) != h.incarnation) {
+      return nullptr;  // its connection was closed; the slot holds another one now (or none)
+    }
+    return s;
   }
 
   /// Makes the owned slot `s` idle: publishes kIdle, then serves waiters, or closes the idle
@@ -791,13 +801,15 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     // The hint first, while `s` still holds a connection and so keeps the pool alive.
     ThreadHint& h = hint();
     const std::uint64_t previous_pool = h.pool;
+    const std::uint32_t previous_incarnation = h.incarnation;
     void* const previous = std::exchange(h.slot, s);
     h.pool = id_;
+    h.incarnation = s->incarnation.load(std::memory_order_relaxed);
     if (previous != nullptr && previous != s) {
       if (previous_pool == id_) {
-        adopt_evicted_hint(previous);
+        adopt_evicted_hint(previous, previous_incarnation);
       } else {
-        PoolRegistry::instance().return_evicted(previous_pool, previous);
+        PoolRegistry::instance().return_evicted(previous_pool, previous, previous_incarnation);
       }
     }
     // Once `s` is idle another thread may take and close it, and if the pool's owner is gone
@@ -813,11 +825,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   /// A slot of this pool that was some thread's hint until it was replaced: back on the idle
-  /// stack, on top, if it is still idle.
-  void adopt_evicted_hint(void* slot) noexcept override CONNPOOL_EXCLUDES(mutex_) {
+  /// stack, on top, if it is still idle with the connection the hint was set for.
+  void adopt_evicted_hint(void* slot, std::uint32_t incarnation) noexcept override
+      CONNPOOL_EXCLUDES(mutex_) {
     auto* s = static_cast<SlotT*>(slot);
     UniqueLock lk(mutex_);
-    if (s->state.load(std::memory_order_seq_cst) == kIdle) {
+    if (s->state.load(std::memory_order_seq_cst) == kIdle &&
+        s->incarnation.load(std::memory_order_relaxed) == incarnation) {
       unlink_locked(s);
       idle_.push_front(s);
     }
@@ -1578,6 +1592,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     s->id = next_conn_id_.fetch_add(1, std::memory_order_relaxed);
     s->id_snapshot.store(s->id, std::memory_order_relaxed);
     s->held_since.store(0, std::memory_order_relaxed);
+    s->incarnation.store(s->incarnation.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_relaxed);  // only the owner writes it
     s->state.store(kInUse, std::memory_order_relaxed);
     if (!s->listed) {
       s->listed = true;
