@@ -345,3 +345,94 @@ TEST_CASE("ConnectionPool: lifetime_jitter spreads the expiry of connections ope
   CHECK(pool.prune() == 20 - early);
   CHECK(state.closed == 20);
 }
+
+// --- Runtime resize ----------------------------------------------------------------------------
+
+TEST_CASE("ConnectionPool: set_max_size() growing serves a waiter at once", "[pool][resize]") {
+  Clock::set(0s);
+  FakeState state;
+  Pool pool{FakeFactory{state}, quiet(1)};
+  auto held = pool.acquire();
+  std::atomic<int> got{0};
+  std::thread waiter([&] {
+    auto h = pool.acquire(connpool_test::generous_deadline);
+    got = h->id();
+  });
+  REQUIRE(eventually([&] { return pool.stats().pending == 1; }));
+  pool.set_max_size(2);
+  waiter.join();
+  CHECK(got == 2);
+  CHECK(pool.stats().max_size == 2);
+  CHECK(pool.options().max_size == 1);  // options() keeps the constructor's values
+}
+
+TEST_CASE("ConnectionPool: set_max_size() shrinking closes the surplus as it comes back",
+          "[pool][resize]") {
+  Clock::set(0s);
+  FakeState state;
+  EventLog log;
+  PoolOptions o = quiet(3);
+  log.hook_into(o);
+  Pool pool{FakeFactory{state}, o};
+  auto a = pool.acquire();
+  auto b = pool.acquire();
+  pool.acquire().release();  // 3 idle
+  pool.set_max_size(1);
+  CHECK(state.closed == 1);  // the idle one, at once
+  a.release();               // 2 open > 1: closed
+  CHECK(state.closed == 2);
+  CHECK_THROWS_AS(pool.acquire(0ms), connpool::AcquireTimeout);  // b fills the pool
+  b.release();                                                   // now within the bound: kept
+  CHECK(state.closed == 2);
+  const auto s = pool.stats();
+  CHECK(s.idle == 1);
+  CHECK(s.max_size == 1);
+  CHECK(pool.acquire()->id() == 2);
+  for (const PoolEvent& e : log.of(PoolEventKind::close)) {
+    CHECK(e.reason == CloseReason::shrunk);
+  }
+}
+
+TEST_CASE("ConnectionPool: set_min_size() refills at once; bad sizes are rejected",
+          "[pool][resize]") {
+  Clock::set(0s);
+  FakeState state;
+  Pool pool{FakeFactory{state}, quiet(3)};
+  pool.set_min_size(2);
+  CHECK(pool.stats().idle == 2);
+  CHECK_THROWS_WITH(pool.set_min_size(4),
+                    "connpool: set_min_size: min_size (4) must not exceed max_size (3)");
+  CHECK_THROWS_WITH(pool.set_max_size(1),
+                    "connpool: set_max_size: max_size (1) must not be below min_size (2)");
+  CHECK_THROWS_AS(pool.set_max_size(0), std::invalid_argument);
+  CHECK(pool.stats().max_size == 3);
+}
+
+TEST_CASE("ConnectionPool: growing past the initial max_size while other threads read stats",
+          "[pool][resize]") {
+  FakeState state;
+  connpool::ConnectionPool pool{FakeFactory{state}, quiet(2)};
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    while (!stop) {
+      const auto s = pool.stats();
+      CHECK(s.total_connections() <= 64);
+    }
+  });
+  std::vector<connpool::PooledHandle<FakeConn>> held;
+  for (std::size_t n = 4; n <= 64; n *= 2) {
+    pool.set_max_size(n);
+    while (held.size() < n) {
+      held.push_back(pool.acquire(0ms));
+    }
+  }
+  stop = true;
+  reader.join();
+  std::set<int> ids;
+  for (auto& h : held) {
+    ids.insert(h->id());
+  }
+  CHECK(ids.size() == 64);
+  CHECK(pool.stats().in_use == 64);
+  CHECK(state.double_holds == 0);
+}

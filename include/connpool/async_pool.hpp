@@ -85,8 +85,7 @@ class AnyScheduler {
 
   // The first test keeps the copy constructor from being checked against Scheduler itself.
   template <class S>
-  requires(!std::is_same_v<S, AnyScheduler> && Scheduler<S>)
-  explicit AnyScheduler(S scheduler)
+  requires(!std::is_same_v<S, AnyScheduler> && Scheduler<S>) explicit AnyScheduler(S scheduler)
       : self_(std::make_shared<S>(std::move(scheduler))), schedule_(&call<S>) {}
 
   void schedule(std::coroutine_handle<> h) const noexcept { schedule_(self_.get(), h); }
@@ -307,6 +306,18 @@ class AsyncConnectionPool {
   /// One maintenance pass now: closes expired idle connections and refills to min_size (an
   /// asynchronous factory is driven to completion on this thread). Returns how many it closed.
   std::size_t prune() { return core_->prune(); }
+
+  /// Changes max_size without a restart: growing serves waiters at once; shrinking closes
+  /// surplus idle connections now and surplus in-use ones as they come back. stats().max_size
+  /// reports the bound in force (options() keeps the constructor's values).
+  ///
+  /// Throws: std::invalid_argument if `n` is 0 or below the min_size in force.
+  void set_max_size(std::size_t n) { core_->set_max_size(n); }
+
+  /// Changes min_size without a restart; raising it opens connections now, on this thread.
+  ///
+  /// Throws: std::invalid_argument if `n` exceeds the max_size in force.
+  void set_min_size(std::size_t n) { core_->set_min_size(n); }
 
   /// Closes every connection open now as soon as it is idle (the idle ones at once, those in
   /// use when they come back), without stopping service, then refills to min_size: after a

@@ -30,6 +30,7 @@ enum class CloseReason {
   invalidated,        ///< PooledHandle::invalidate()
   reset_failed,       ///< reset() threw on release
   evicted,            ///< evict_all() was called while it was open
+  shrunk,             ///< set_max_size() lowered the bound below what was open
   pool_closed,        ///< the pool is closed
 };
 

@@ -316,9 +316,12 @@ void storm(Pool& pool, Chaos& chaos, Tally& tally, std::chrono::steady_clock::ti
       }
     } else if (op < 91) {
       pool.evict_all();
+    } else if (op < 92) {
+      // Resized at run time, never above the bound the connections check.
+      pool.set_max_size(static_cast<std::size_t>(uniform(1, static_cast<int>(chaos.max_size))));
     } else {
       const auto s = pool.stats();
-      if (s.total_connections() > s.max_size || s.in_use > s.max_size) {
+      if (s.total_connections() > chaos.max_size || s.in_use > chaos.max_size) {
         chaos.over_max.fetch_add(1);
       }
     }

@@ -340,7 +340,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         observe_holds_(options.leak_threshold.count() > 0 || bool(options.on_acquire) ||
                        bool(options.on_release)),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
-        slots_(new SlotT*[options.max_size]) {
+        max_size_(options.max_size),
+        min_size_(options.min_size) {
+    directories_.emplace_back(new SlotT*[options.max_size]);
+    capacity_ = options.max_size;
+    slots_.store(directories_.back().get(), std::memory_order_release);
     PoolRegistry::instance().add(id_, this);
   }
 
@@ -364,7 +368,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
     for (std::size_t i = 0; i < n; ++i) {
-      delete slots_[i];
+      delete dir()[i];
     }
   }
 
@@ -373,7 +377,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Opens min_size connections (DESIGN 1). With fail_fast, the first factory exception
   /// propagates; without, warm-up stops at the first failure and maintenance refills later.
   void warm_up() {
-    for (std::size_t i = 0; i < options_.min_size; ++i) {
+    for (std::size_t i = 0; i < min_size_.load(std::memory_order_relaxed); ++i) {
       if (!add_idle_connection(options_.fail_fast)) {
         return;
       }
@@ -539,7 +543,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
     for (std::size_t i = 0; i < n; ++i) {
-      const SlotT& slot = *slots_[i];
+      const SlotT& slot = *dir()[i];
       s.acquired += slot.acquired.get();
       s.reused += slot.reused.get();
       s.released += slot.released.get();
@@ -549,7 +553,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       s.idle += st == kIdle ? 1 : 0;
       s.in_use += st == kInUse ? 1 : 0;
     }
-    s.max_size = options_.max_size;
+    s.max_size = max_size_.load(std::memory_order_relaxed);
     return s;
   }
 
@@ -573,8 +577,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       const std::size_t count = slot_count_.load(std::memory_order_relaxed);
       claimed.reserve(count);
       for (std::size_t i = 0; i < count; ++i) {
-        if (try_claim(slots_[i])) {
-          claimed.push_back(slots_[i]);
+        if (try_claim(dir()[i])) {
+          claimed.push_back(dir()[i]);
         }
       }
       // Stalest first; among equals, the oldest connection.
@@ -584,7 +588,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       std::size_t open_after = open_;
       const std::uint64_t generation = generation_.load(std::memory_order_relaxed);
       for (SlotT* s : claimed) {
-        if (s->generation != generation || judge_expiry(*s, now, open_after > options_.min_size)) {
+        if (s->generation != generation ||
+            judge_expiry(*s, now, open_after > min_size_.load(std::memory_order_relaxed))) {
           s->close_reason =
               s->generation != generation ? CloseReason::evicted : CloseReason::expired;
           unlink_locked(s);
@@ -606,6 +611,70 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     refill();
     return n;
+  }
+
+  /// Changes max_size at run time. Growing lets waiters create connections at once; shrinking
+  /// closes idle connections above the new bound now and in-use ones as they come back, and
+  /// holds new creations until the pool is below it.
+  ///
+  /// Throws: std::invalid_argument if `n` is 0 or below min_size.
+  void set_max_size(std::size_t n) CONNPOOL_EXCLUDES(mutex_) {
+    if (n == 0) {
+      throw std::invalid_argument("connpool: set_max_size: max_size must be at least 1 (got 0)");
+    }
+    const DrainOnExit drain;
+    SlotChain<SlotT> surplus;
+    {
+      UniqueLock lk(mutex_);
+      const std::size_t min = min_size_.load(std::memory_order_relaxed);
+      if (n < min) {
+        throw std::invalid_argument("connpool: set_max_size: max_size (" + std::to_string(n) +
+                                    ") must not be below min_size (" + std::to_string(min) + ")");
+      }
+      if (n > capacity_) {
+        grow_directory_locked(n);
+      }
+      max_size_.store(n, std::memory_order_relaxed);
+      if (closed_.load(std::memory_order_relaxed)) {
+        return;
+      }
+      // Shrinking: the idle surplus goes now, stalest last in the LIFO order (claim order).
+      std::size_t open_after = open_;
+      while (open_after > n) {
+        SlotT* s = claim_idle_locked();
+        if (s == nullptr) {
+          break;
+        }
+        s->close_reason = CloseReason::shrunk;
+        surplus.push(s);
+        --open_after;
+      }
+      // Growing: waiters (there are only waiters when nothing is idle) may create now.
+      while (!waiters_.empty() && open_ < n) {
+        reserve_capacity_locked();
+        WaiterT* w = pop_waiter_locked();
+        w->may_create = true;
+        w->signal();
+      }
+    }
+    destroy_if_last(close_slots(surplus));
+  }
+
+  /// Changes min_size at run time; raising it opens connections now (on this thread).
+  ///
+  /// Throws: std::invalid_argument if `n` exceeds max_size.
+  void set_min_size(std::size_t n) CONNPOOL_EXCLUDES(mutex_) {
+    {
+      UniqueLock lk(mutex_);
+      const std::size_t max = max_size_.load(std::memory_order_relaxed);
+      if (n > max) {
+        throw std::invalid_argument("connpool: set_min_size: min_size (" + std::to_string(n) +
+                                    ") must not exceed max_size (" + std::to_string(max) + ")");
+      }
+      min_size_.store(n, std::memory_order_relaxed);
+    }
+    const DrainOnExit drain;
+    refill();
   }
 
   /// Closes every connection open now, as soon as it is idle: the idle ones at once, those in
@@ -703,6 +772,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       keep = false;  // opened before evict_all()
       s->close_reason = CloseReason::evicted;
     }
+    if (keep &&
+        open_count_.load(std::memory_order_relaxed) > max_size_.load(std::memory_order_relaxed)) {
+      keep = false;  // set_max_size() shrank the pool below what is open
+      s->close_reason = CloseReason::shrunk;
+    }
     if (keep && uses_ages_) {
       const TimePoint now = clock_now<Clock>();
       if (s->lifetime.count() > 0 && now - s->created_at >= s->lifetime) {
@@ -776,10 +850,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   bool may_idle_expire() const noexcept {
-    return open_count_.load(std::memory_order_relaxed) > options_.min_size;
+    return open_count_.load(std::memory_order_relaxed) > min_size_.load(std::memory_order_relaxed);
   }
 
   ThreadHint& hint() const noexcept { return thread_hints[id_ & 3]; }
+
+  /// The current slot directory. Read slot_count_ first: entries below it are valid in it.
+  SlotT** dir() const noexcept { return slots_.load(std::memory_order_acquire); }
 
   SlotT* take_hint() const noexcept {
     ThreadHint& h = hint();
@@ -862,7 +939,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     SlotChain<SlotT> chain;
     const std::size_t n = slot_count_.load(std::memory_order_relaxed);
     for (std::size_t i = 0; i < n; ++i) {
-      SlotT* s = slots_[i];
+      SlotT* s = dir()[i];
       if (try_claim(s)) {
         unlink_locked(s);
         chain.push(s);
@@ -1009,7 +1086,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (have_capacity) {
       return Step::create;
     }
-    if (barge && open_ < options_.max_size) {
+    if (barge && open_ < max_size_.load(std::memory_order_relaxed)) {
       reserve_capacity_locked();  // the factory runs outside the lock (DESIGN 3)
       have_capacity = true;
       return Step::create;
@@ -1031,7 +1108,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     // sharedList the same way).
     const std::size_t n = slot_count_.load(std::memory_order_relaxed);
     for (std::size_t i = n; i-- > 0;) {
-      SlotT* s = slots_[i];
+      SlotT* s = dir()[i];
       if (s->state.load(std::memory_order_seq_cst) == kIdle && try_claim(s)) {
         unlink_locked(s);
         return s;
@@ -1075,7 +1152,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// served in order ahead of everyone else, and the other half of the pool keeps serving running
   /// callers.
   void update_starving_locked() CONNPOOL_REQUIRES(mutex_) {
-    const std::size_t cap = std::max<std::size_t>(1, options_.max_size / 2);
+    const std::size_t cap = std::max<std::size_t>(1, max_size_.load(std::memory_order_relaxed) / 2);
     const bool starving = handoffs_pending_ < cap && !waiters_.empty() &&
                           WaitClock::now() - waiters_.front()->since > options_.starvation_bound;
     starving_.store(starving, std::memory_order_relaxed);
@@ -1433,6 +1510,17 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   // --- Checks ---------------------------------------------------------------------------------
 
+  /// A directory of `n` entries with the published slots copied; the old one stays readable.
+  void grow_directory_locked(std::size_t n) CONNPOOL_REQUIRES(mutex_) {
+    std::unique_ptr<SlotT*[]> bigger(new SlotT*[n]);
+    const std::size_t count = slot_count_.load(std::memory_order_relaxed);
+    SlotT** old = dir();
+    std::copy(old, old + count, bigger.get());
+    slots_.store(bigger.get(), std::memory_order_release);
+    directories_.push_back(std::move(bigger));
+    capacity_ = n;
+  }
+
   /// Whether `s` has outlived max_lifetime, or max_idle while the pool may shrink (DESIGN 6).
   bool judge_expiry(const SlotT& s, TimePoint now, bool may_idle_expire) const noexcept {
     if (s.lifetime.count() > 0 && now - s.created_at >= s.lifetime) {
@@ -1522,7 +1610,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// A unit of capacity is free: it goes to the oldest waiter, which then creates a
   /// connection; with nobody waiting, open_ shrinks.
   void free_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
-    if (!waiters_.empty()) {
+    // Above max_size (set_max_size() shrank it), the unit is given up instead.
+    if (!waiters_.empty() && open_ <= max_size_.load(std::memory_order_relaxed)) {
       WaiterT* w = pop_waiter_locked();
       w->may_create = true;
       w->signal();
@@ -1599,7 +1688,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       s->listed = true;
       UniqueLock lk(mutex_);
       const std::size_t n = slot_count_.load(std::memory_order_relaxed);
-      slots_[n] = s;
+      dir()[n] = s;
       slot_count_.store(n + 1, std::memory_order_release);
     }
     if (options_.on_create) {
@@ -1692,7 +1781,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   bool add_idle_connection(bool throw_errors) CONNPOOL_EXCLUDES(mutex_) {
     {
       UniqueLock lk(mutex_);
-      if (closed_.load(std::memory_order_relaxed) || open_ >= options_.min_size) {
+      if (closed_.load(std::memory_order_relaxed) ||
+          open_ >= min_size_.load(std::memory_order_relaxed)) {
         return false;
       }
       reserve_capacity_locked();
@@ -1807,7 +1897,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
     for (std::size_t i = 0; i < n; ++i) {
-      while (slots_[i]->publishers.load(std::memory_order_acquire) != 0) {
+      while (dir()[i]->publishers.load(std::memory_order_acquire) != 0) {
         std::this_thread::yield();
       }
     }
@@ -1832,7 +1922,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     std::size_t idle = 0;
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
     for (std::size_t i = 0; i < n; ++i) {
-      idle += slots_[i]->state.load(std::memory_order_relaxed) == kIdle ? 1 : 0;
+      idle += dir()[i]->state.load(std::memory_order_relaxed) == kIdle ? 1 : 0;
     }
     return idle;
   }
@@ -1841,7 +1931,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     std::size_t in_use = 0;
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
     for (std::size_t i = 0; i < n; ++i) {
-      in_use += slots_[i]->state.load(std::memory_order_relaxed) == kInUse ? 1 : 0;
+      in_use += dir()[i]->state.load(std::memory_order_relaxed) == kInUse ? 1 : 0;
     }
     return in_use;
   }
@@ -1859,10 +1949,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         break;
     }
     const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
-    throw AcquireTimeout(
-        "connpool: acquire timed out after " + std::to_string(ms) + " ms (in use " +
-        std::to_string(snap.in_use) + ", idle " + std::to_string(snap.idle) + ", max_size " +
-        std::to_string(options_.max_size) + ", waiting " + std::to_string(snap.waiting) + ")");
+    throw AcquireTimeout("connpool: acquire timed out after " + std::to_string(ms) +
+                         " ms (in use " + std::to_string(snap.in_use) + ", idle " +
+                         std::to_string(snap.idle) + ", max_size " +
+                         std::to_string(max_size_.load(std::memory_order_relaxed)) + ", waiting " +
+                         std::to_string(snap.waiting) + ")");
   }
 
   /// The maintenance thread (DESIGN 8): a pass every health_check_interval until close().
@@ -1916,7 +2007,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     std::vector<LeakReport> reports;
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
     for (std::size_t i = 0; i < n; ++i) {
-      SlotT& slot = *slots_[i];
+      SlotT& slot = *dir()[i];
       const std::int64_t since = slot.held_since.load(std::memory_order_relaxed);
       if (slot.state.load(std::memory_order_relaxed) != kInUse || since == 0 ||
           now - since < threshold || slot.leak_reported.exchange(true)) {
@@ -1950,10 +2041,17 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   const bool observe_holds_;
   const std::uint64_t id_;  // distinguishes this pool's entries in thread_hints
 
-  // Slot directory: slots_[0, slot_count_) are published and live as long as this object;
+  // Slot directory: dir()[0, slot_count_) are published and live as long as this object;
   // written under mutex_, read without it (acquire load of slot_count_).
-  std::unique_ptr<SlotT*[]> slots_;
+  std::atomic<SlotT**> slots_{nullptr};
   std::atomic<std::size_t> slot_count_{0};
+  // Every slot directory allocated (the last is slots_); an older one is kept because a thread
+  // may still be reading it without the lock. Grown by set_max_size(), never shrunk.
+  std::vector<std::unique_ptr<SlotT*[]>> directories_ CONNPOOL_GUARDED_BY(mutex_);
+  std::size_t capacity_ CONNPOOL_GUARDED_BY(mutex_) = 0;  // entries of the current directory
+  // The bounds now (set_max_size(), set_min_size()); written under mutex_.
+  std::atomic<std::size_t> max_size_;
+  std::atomic<std::size_t> min_size_;
 
   // Mirrors for the lock-free paths; written only with mutex_ held.
   std::atomic<std::size_t> waiters_count_{0};  // waiters_.size()
