@@ -137,7 +137,7 @@ TEST_CASE("ConnectionPool: a connection being opened during evict_all() is evict
   Gate go_on;
   state.on_create = [&] {
     entered.open();
-    REQUIRE(go_on.wait());
+    (void)go_on.wait();  // in a pool thread: no Catch2 assertion here
   };
   Pool pool{FakeFactory{state}, quiet(2)};
   std::thread creator([&] { pool.acquire().release(); });
@@ -435,4 +435,159 @@ TEST_CASE("ConnectionPool: growing past the initial max_size while other threads
   CHECK(ids.size() == 64);
   CHECK(pool.stats().in_use == 64);
   CHECK(state.double_holds == 0);
+}
+
+// --- Connect-storm control ---------------------------------------------------------------------
+
+TEST_CASE("ConnectionPool: at most max_connecting connects run at once", "[pool][connect]") {
+  const std::size_t limit = GENERATE(std::size_t{1}, std::size_t{2});
+  FakeState state;
+  Gate go_on;
+  std::atomic<int> in_factory{0};
+  std::atomic<int> most_in_factory{0};
+  state.on_create = [&] {
+    const int now = in_factory.fetch_add(1) + 1;
+    int seen = most_in_factory.load();
+    while (seen < now && !most_in_factory.compare_exchange_weak(seen, now)) {
+    }
+    (void)go_on.wait();  // in a pool thread: no Catch2 assertion here
+    in_factory.fetch_sub(1);
+  };
+  PoolOptions o = quiet(4);
+  o.max_connecting = limit;
+  connpool::ConnectionPool pool{FakeFactory{state}, o};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 4; ++i) {
+    callers.emplace_back([&] { pool.acquire(connpool_test::generous_deadline).release(); });
+  }
+  // `limit` callers connect; the others wait in the queue for a permit.
+  REQUIRE(eventually(
+      [&] { return in_factory == static_cast<int>(limit) && pool.stats().pending == 4 - limit; }));
+  go_on.open();
+  for (auto& t : callers) {
+    t.join();
+  }
+  CHECK(most_in_factory == static_cast<int>(limit));
+  CHECK(pool.stats().pending == 0);
+}
+
+TEST_CASE("ConnectionPool: max_connecting = 0 lets every caller connect at once",
+          "[pool][connect]") {
+  FakeState state;
+  Gate go_on;
+  std::atomic<int> in_factory{0};
+  state.on_create = [&] {
+    in_factory.fetch_add(1);
+    (void)go_on.wait();  // in a pool thread: no Catch2 assertion here
+  };
+  PoolOptions o = quiet(4);
+  o.max_connecting = 0;
+  connpool::ConnectionPool pool{FakeFactory{state}, o};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 4; ++i) {
+    callers.emplace_back([&] { pool.acquire(connpool_test::generous_deadline).release(); });
+  }
+  CHECK(eventually([&] { return in_factory == 4; }));
+  go_on.open();
+  for (auto& t : callers) {
+    t.join();
+  }
+}
+
+TEST_CASE("ConnectionPool: connects back off after three failures; callers fail early",
+          "[pool][connect]") {
+  FakeState state;
+  state.factory_fails = true;
+  state.factory_error_code = 503;
+  connpool::ConnectionPool pool{FakeFactory{state}, quiet(2)};
+  // Three failures reach their callers unchanged (DESIGN 3).
+  for (int i = 0; i < 3; ++i) {
+    CHECK_THROWS_AS(pool.acquire(1s), connpool_test::FactoryError);
+  }
+  // Now connects wait 7.5-12.5 ms: a caller whose deadline comes first fails at once, with the
+  // last connect error nested in its AcquireTimeout.
+  const int calls = state.factory_calls;
+  bool nested = false;
+  try {
+    auto h = pool.acquire(1ms);
+    FAIL("acquire should have failed");
+  } catch (const connpool::AcquireTimeout& e) {
+    const std::string what = e.what();
+    CHECK(what.find("failed early") != std::string::npos);
+    CHECK(what.find("after 3 consecutive failures") != std::string::npos);
+    CHECK(what.find("last connect error") != std::string::npos);
+    try {
+      std::rethrow_if_nested(e);
+    } catch (const connpool_test::FactoryError& inner) {
+      nested = inner.code == 503;
+    }
+  }
+  CHECK(nested);
+  CHECK(state.factory_calls == calls);  // no connect was attempted
+  // A caller who can wait waits out the backoff, then connects.
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(pool.acquire(5s), connpool_test::FactoryError);
+  CHECK(std::chrono::steady_clock::now() - start >= 7ms);
+  // The backend is back: the next connect (after the next backoff) succeeds, and the count of
+  // consecutive failures starts again.
+  state.factory_fails = false;
+  auto h = pool.acquire(5s);
+  CHECK(h);
+  state.factory_fails = true;
+  CHECK_THROWS_AS(pool.acquire(0ms), connpool_test::FactoryError);  // no backoff after one
+}
+
+TEST_CASE("ConnectionPool: queued waiters that cannot outlast a backoff fail early",
+          "[pool][connect]") {
+  FakeState state;
+  state.factory_fails = true;
+  PoolOptions o = quiet(1);
+  o.max_connecting = 1;
+  connpool::ConnectionPool pool{FakeFactory{state}, o};
+  // Eight failures: the next backoff is 320 ms (240-400 ms with jitter).
+  for (int i = 0; i < 8; ++i) {
+    CHECK_THROWS_AS(pool.acquire(5s), connpool_test::FactoryError);
+  }
+  Gate entered;
+  Gate go_on;
+  state.on_create = [&] {
+    entered.open();
+    (void)go_on.wait();  // in a pool thread: no Catch2 assertion here
+  };
+  std::atomic<bool> first_failed{false};
+  std::thread first([&] {
+    try {
+      auto h = pool.acquire(5s);
+    } catch (const connpool_test::FactoryError&) {
+      first_failed = true;
+    }
+  });
+  REQUIRE(entered.wait());  // the ninth connect is running (the only permit)
+  std::string failure;
+  std::thread second([&] {
+    try {
+      auto h = pool.acquire(100ms);
+    } catch (const connpool::AcquireTimeout& e) {
+      failure = e.what();
+    }
+  });
+  REQUIRE(eventually([&] { return pool.stats().pending == 1; }));
+  go_on.open();  // the connect fails: a 640 ms backoff (480-800 ms) outlasts the waiter
+  first.join();
+  second.join();
+  CHECK(first_failed);
+  CHECK(failure.find("failed early") != std::string::npos);
+}
+
+TEST_CASE("ConnectionPool: the pool recovers on its own when the backend returns",
+          "[pool][connect]") {
+  FakeState state;
+  state.factory_fails = true;
+  PoolOptions o = quiet(2, 1);
+  o.health_check_interval = 10ms;
+  o.fail_fast = false;
+  connpool::ConnectionPool pool{FakeFactory{state}, o};
+  REQUIRE(eventually([&] { return state.factory_failures >= 4; }));  // refill keeps trying
+  state.factory_fails = false;
+  CHECK(eventually([&] { return pool.stats().idle == 1; }));
 }

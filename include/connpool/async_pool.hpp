@@ -471,7 +471,8 @@ class AsyncConnectionPool {
               if (result_) {
                 co_return;
               }
-              capacity_ = true;  // it failed validation; its place is ours
+              // It failed validation: its place is ours, to connect when a permit is free.
+              capacity_ = core.permit_for_capacity();
             } else if (std::exchange(waiter_.may_create, false)) {
               capacity_ = true;
             } else {
@@ -490,6 +491,10 @@ class AsyncConnectionPool {
       }
       if (waiter_.cancelled) {
         throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
+      }
+      if (waiter_.unavailable) {
+        core.throw_unavailable(waiter_.why_unavailable,
+                               timeout_.value_or(WaitClock::duration::zero()));
       }
       core.throw_timeout(timeout_.value_or(WaitClock::duration::zero()), waiter_.snapshot);
     }

@@ -97,6 +97,18 @@ struct PoolOptions {
   /// Must be >= 0.
   std::chrono::milliseconds leak_threshold{0};
 
+  /// At most this many connects (factory calls) in flight at once; callers that would open
+  /// more wait in the queue until one finishes. Default 2 (HikariCP opens one at a time; a burst
+  /// of connects is what a recovering database sees first). 0 = no limit.
+  std::size_t max_connecting = 2;
+
+  /// After 3 consecutive factory failures, further connects wait 10 ms, then 20, 40, ... up to
+  /// this much (each with +-25 % jitter), until one succeeds; meanwhile callers that would have
+  /// to connect wait, and those whose deadline comes before the next attempt (with no
+  /// connection open to wait for) fail at once with AcquireTimeout carrying the last connect
+  /// error (std::rethrow_if_nested). Default 5 s. 0 = no backoff. Must be >= 0.
+  std::chrono::milliseconds max_connect_backoff{5'000};
+
   /// Hooks, called outside the pool's lock in the thread that caused the event. Exceptions
   /// they throw are swallowed. Empty = not called; on_acquire and on_release cost the fast path
   /// a call each when set.
@@ -122,6 +134,7 @@ struct PoolOptions {
     check_not_negative(health_check_interval, "health_check_interval");
     check_not_negative(validation_bypass, "validation_bypass");
     check_not_negative(keepalive_interval, "keepalive_interval");
+    check_not_negative(max_connect_backoff, "max_connect_backoff");
     check_not_negative(leak_threshold, "leak_threshold");
     if (!(lifetime_jitter >= 0.0 && lifetime_jitter <= 0.5)) {
       throw std::invalid_argument(

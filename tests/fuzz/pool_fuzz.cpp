@@ -276,6 +276,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   o.health_check_interval = 0ms;
   o.validate_on_acquire = false;
   o.fail_fast = false;
+  o.max_connect_backoff = 0ms;  // the model has no connect backoff
   Pool pool{Factory{&next_id, &failures_left}, o};
   m.refill(Clock::now());
   std::vector<Handle> handles;  // parallel to m.held

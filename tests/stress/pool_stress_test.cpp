@@ -371,6 +371,21 @@ TEST_CASE("Stress: threads do random operations on a pool with random faults", "
       threads.emplace_back([&] { storm(pool, chaos, tally, until); });
     }
     threads.clear();
+    // The pool still works at full size: no connect permit or unit of capacity leaked.
+    chaos.factory_fails = 0;
+    chaos.ping_fails = 0;
+    pool.set_max_size(chaos.max_size);
+    {
+      std::vector<connpool::PooledHandle<ChaosConn>> all;
+      for (std::size_t i = 0; i < chaos.max_size; ++i) {
+        all.push_back(pool.acquire(connpool_test::generous_deadline));
+      }
+      CHECK(pool.stats().in_use == chaos.max_size);
+      for (auto& h : all) {
+        tally.acquired.fetch_add(1);
+        h.release();
+      }
+    }
     pool.close();
     end = pool.stats();
   }
@@ -503,6 +518,20 @@ TEST_CASE("Stress: coroutines and threads share a faulty pool", "[stress][async]
     threads.clear();
     REQUIRE(connpool_test::eventually([&] { return spawned.done() == spawned.started(); }));
     CHECK(spawned.errors().empty());
+    // The pool still works at full size: no connect permit or unit of capacity leaked.
+    chaos.factory_fails = 0;
+    chaos.ping_fails = 0;
+    {
+      std::vector<connpool::PooledHandle<ChaosConn>> all;
+      for (std::size_t i = 0; i < chaos.max_size; ++i) {
+        all.push_back(pool.acquire_blocking(connpool_test::generous_deadline));
+      }
+      CHECK(pool.stats().in_use == chaos.max_size);
+      for (auto& h : all) {
+        tally.acquired.fetch_add(1);
+        h.release();
+      }
+    }
     pool.close();
     end = pool.stats();
   }

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -228,6 +229,13 @@ struct Snapshot {
   std::size_t waiting = 0;
 };
 
+/// Why an acquire failed early while connects back off (PoolOptions::max_connect_backoff).
+struct Unavailable {
+  std::size_t failures = 0;               // consecutive connect failures
+  std::chrono::milliseconds retry_in{0};  // until the next connect may start
+  std::exception_ptr last_error;          // the last factory exception
+};
+
 /// An asynchronous waiter's place in the pool's deadline list (ordered by `at`).
 template <class W>
 struct DeadlineNode : ListHook<DeadlineNode<W>> {
@@ -253,9 +261,12 @@ struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
   bool may_create = false;                        // a unit of capacity handed over
   bool closed = false;                            // the pool closed while waiting
   bool cancelled = false;                         // the caller's stop_token was triggered
-  bool woken = false;             // bounded_barging: notified to compete for an idle connection
-  bool handed = false;            // bounded_barging: granted by pop_waiter_locked, not yet taken up
-  bool timed_out = false;         // async: the pool's timer ended the wait
+  bool woken = false;           // bounded_barging: notified to compete for an idle connection
+  bool handed = false;          // bounded_barging: granted by pop_waiter_locked, not yet taken up
+  bool timed_out = false;       // async: the pool's timer ended the wait
+  bool unavailable = false;     // failed early: connects back off past its deadline
+  Unavailable why_unavailable;  // ... and why
+  std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max();
   Snapshot snapshot;              // async: the counts when it timed out
   DeadlineNode<Waiter> deadline;  // async: linked while a deadline is pending
   // Raised with every change above, so the waiter can spin on it without the lock.
@@ -291,7 +302,7 @@ struct Counters {
 };
 
 /// Why an acquire did not get a connection (the exception is built after the lock is released).
-enum class Failure { none, timeout, closed, cancelled };
+enum class Failure { none, timeout, closed, cancelled, unavailable };
 
 /// The shared state of a ConnectionPool.
 ///
@@ -419,20 +430,23 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (std::optional<Handle> h = acquire_fast(have_capacity)) {
       return h;
     }
+    bool have_permit = false;
     for (;;) {
       SlotT* slot = nullptr;
       Step step = Step::wait;
+      Unavailable why;
       {
         UniqueLock lk(mutex_);
-        step = step_locked(have_capacity, slot);
+        step = step_locked(have_capacity, have_permit, slot, nullptr, &why);
       }
       switch (step) {
         case Step::closed:
           throw PoolClosed();
+        case Step::unavailable:  // not without a deadline
         case Step::wait:
           return std::nullopt;
         case Step::create:
-          capacity = true;
+          capacity = true;  // with a connect permit: the caller connects
           return std::nullopt;
         case Step::slot:
           if (std::optional<Handle> h = check_out_granted(slot, false)) {
@@ -466,14 +480,23 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
                      std::optional<WaitClock::time_point> deadline) CONNPOOL_EXCLUDES(mutex_) {
     const DrainOnExit drain;  // the look below may serve other asynchronous waiters
     UniqueLock lk(mutex_);
+    w.complete = nullptr;  // queued again after a failed check-out: no completion until below
     if (w.cancelled) {
       return false;
     }
     bool have_capacity = false;
+    bool have_permit = false;
     SlotT* slot = nullptr;
-    switch (step_locked(have_capacity, slot)) {
+    if (deadline) {
+      w.until = *deadline;
+    }
+    switch (step_locked(have_capacity, have_permit, slot, deadline ? &*deadline : nullptr,
+                        &w.why_unavailable)) {
       case Step::closed:
         w.closed = true;
+        return false;
+      case Step::unavailable:
+        w.unavailable = true;
         return false;
       case Step::slot:
         w.slot = slot;
@@ -514,9 +537,52 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     return true;
   }
 
+  /// Throws the AcquireTimeout of an acquire that failed early because connects back off past
+  /// its deadline, with the last connect error nested in it (std::rethrow_if_nested).
+  [[noreturn]] void throw_unavailable(const Unavailable& why, WaitClock::duration timeout) const {
+    std::string last = "unknown";
+    if (why.last_error) {
+      try {
+        std::rethrow_exception(why.last_error);
+      } catch (const std::exception& e) {
+        last = e.what();
+      } catch (...) {
+        last = "an exception not derived from std::exception";
+      }
+    }
+    const std::string message =
+        "connpool: acquire failed early (timeout " +
+        std::to_string(std::chrono::ceil<std::chrono::milliseconds>(timeout).count()) +
+        " ms): connects back off after " + std::to_string(why.failures) +
+        " consecutive failures, next attempt in " + std::to_string(why.retry_in.count()) +
+        " ms; last connect error: " + last;
+    if (why.last_error) {
+      try {
+        std::rethrow_exception(why.last_error);
+      } catch (...) {
+        std::throw_with_nested(AcquireTimeout(message));
+      }
+    }
+    throw AcquireTimeout(message);
+  }
+
   /// Throws the AcquireTimeout of a wait of `timeout` that ended with the counts `snap`.
   [[noreturn]] void throw_timeout(WaitClock::duration timeout, const Snapshot& snap) const {
     throw_failure(Failure::timeout, timeout, snap);
+  }
+
+  /// For an acquirer whose connection failed its check-out and who so holds a unit of capacity:
+  /// takes a connect permit and returns true (the caller connects), or, when none is free,
+  /// gives the capacity up and returns false (the caller queues again).
+  bool permit_for_capacity() CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;
+    UniqueLock lk(mutex_);
+    if (!closed_.load(std::memory_order_relaxed) && connect_permitted_locked(WaitClock::now())) {
+      ++connecting_;
+      return true;
+    }
+    free_capacity_locked();
+    return false;
   }
 
   /// Starts the thread that ends asynchronous waits at their deadlines (AsyncConnectionPool).
@@ -650,12 +716,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         --open_after;
       }
       // Growing: waiters (there are only waiters when nothing is idle) may create now.
-      while (!waiters_.empty() && open_ < n) {
-        reserve_capacity_locked();
-        WaiterT* w = pop_waiter_locked();
-        w->may_create = true;
-        w->signal();
-      }
+      serve_capacity_locked();
     }
     destroy_if_last(close_slots(surplus));
   }
@@ -1005,17 +1066,25 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     WaiterT waiter;
     std::optional<WaitClock::time_point> deadline;
     std::optional<std::stop_callback<CancelWaiter>> cancel;
+    bool have_permit = false;
+    if (timeout) {
+      deadline = WaitClock::now() + *timeout;
+    }
 
     for (;;) {
       SlotT* slot = nullptr;
       bool fresh = false;
       Failure failure = Failure::none;
       Snapshot snap;
+      Unavailable why;
       {
         UniqueLock lk(mutex_);
-        const Step step = step_locked(have_capacity, slot);
+        const Step step =
+            step_locked(have_capacity, have_permit, slot, deadline ? &*deadline : nullptr, &why);
         if (step == Step::closed) {
           failure = Failure::closed;
+        } else if (step == Step::unavailable) {
+          failure = Failure::unavailable;
         } else if (step == Step::wait) {
           if (!timeout) {
             return std::nullopt;  // try_acquire never waits for another holder
@@ -1026,18 +1095,21 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
             cancel.emplace(*stop, CancelWaiter{this, &waiter});
             continue;
           }
-          if (!deadline) {
-            deadline = WaitClock::now() + *timeout;
-          }
           failure = wait_locked(lk, waiter, *deadline, *timeout);
           if (failure == Failure::none) {
             slot = std::exchange(waiter.slot, nullptr);
             fresh = std::exchange(waiter.fresh, false);
             have_capacity = std::exchange(waiter.may_create, false);
+            have_permit = have_capacity;  // capacity is granted with a connect permit
           } else if (failure == Failure::timeout) {
             snap = {in_use_locked(), idle_count(), waiters_.size()};
+          } else if (failure == Failure::unavailable) {
+            why = std::move(waiter.why_unavailable);
           }
         }
+      }
+      if (failure == Failure::unavailable) {
+        throw_unavailable(why, timeout.value_or(WaitClock::duration::zero()));
       }
       if (failure != Failure::none) {
         throw_failure(failure, timeout.value_or(WaitClock::duration::zero()), snap);
@@ -1059,39 +1131,169 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// What an acquirer can do now, without waiting (step_locked()).
   enum class Step {
-    slot,    // an idle connection was claimed: check it out
-    create,  // the caller holds a unit of capacity: create a connection
-    wait,    // nothing: wait in the queue
-    closed,  // the pool is closed (a unit of capacity the caller held is given back)
+    slot,         // an idle connection was claimed: check it out
+    create,       // the caller holds a unit of capacity and a connect permit: connect
+    wait,         // nothing: wait in the queue
+    closed,       // the pool is closed (a unit of capacity the caller held is given back)
+    unavailable,  // connects back off past the caller's deadline, nothing open to wait for
   };
 
   /// The decision of every acquire that got past the fast path, under the lock. `have_capacity`:
-  /// the caller holds a unit of capacity (its connection failed validation, say).
-  Step step_locked(bool& have_capacity, SlotT*& slot) CONNPOOL_REQUIRES(mutex_) {
+  /// the caller holds a unit of capacity (its connection failed validation, say);
+  /// `have_permit`: and a connect permit (granted with it to a waiter). `deadline`: the caller's,
+  /// if it may wait. On Step::unavailable, `why` says why.
+  Step step_locked(bool& have_capacity,
+                   bool& have_permit,
+                   SlotT*& slot,
+                   const WaitClock::time_point* deadline,
+                   Unavailable* why) CONNPOOL_REQUIRES(mutex_) {
     const bool barge = fifo_ ? waiters_.empty() : !starving_.load(std::memory_order_relaxed);
     if (closed_.load(std::memory_order_relaxed)) {
-      if (std::exchange(have_capacity, false)) {
-        release_capacity_locked();
-      }
+      drop_capacity_locked(have_capacity, have_permit);
       return Step::closed;
     }
     if ((have_capacity || barge) && (slot = claim_idle_locked()) != nullptr) {
       // Reuse (DESIGN 2). Why LIFO: the working set stays small and warm, and idle
       // connections beyond it age out (HikariCP, Go's database/sql).
+      if (std::exchange(have_permit, false)) {
+        end_connect_locked();  // not needed after all
+      }
       if (std::exchange(have_capacity, false)) {
         free_capacity_locked();
       }
       return Step::slot;
     }
-    if (have_capacity) {
-      return Step::create;
-    }
-    if (barge && open_ < max_size_.load(std::memory_order_relaxed)) {
-      reserve_capacity_locked();  // the factory runs outside the lock (DESIGN 3)
-      have_capacity = true;
+    if (have_capacity || (barge && open_ < max_size_.load(std::memory_order_relaxed))) {
+      if (!have_permit) {
+        const WaitClock::time_point now = WaitClock::now();
+        if (!connect_permitted_locked(now)) {
+          // The factory runs at most max_connecting at a time, and not during a backoff: wait
+          // for a connect permit (or a connection) in the queue.
+          drop_capacity_locked(have_capacity, have_permit);
+          if (deadline != nullptr && cannot_wait_out_backoff_locked(now, *deadline)) {
+            *why = unavailable_locked(now);
+            return Step::unavailable;
+          }
+          return Step::wait;
+        }
+        ++connecting_;
+        have_permit = true;
+      }
+      if (!have_capacity) {
+        reserve_capacity_locked();  // the factory runs outside the lock (DESIGN 3)
+        have_capacity = true;
+      }
       return Step::create;
     }
     return Step::wait;
+  }
+
+  // --- Connect-storm control ------------------------------------------------------------------
+
+  /// Whether a connect may start now: fewer than max_connecting in flight, and no backoff.
+  bool connect_permitted_locked(WaitClock::time_point now) const CONNPOOL_REQUIRES(mutex_) {
+    return (options_.max_connecting == 0 || connecting_ < options_.max_connecting) &&
+           now >= backoff_until_;
+  }
+
+  /// Whether a caller with `deadline` would time out before connects resume, with no
+  /// connection open that a release could bring back.
+  bool cannot_wait_out_backoff_locked(WaitClock::time_point now,
+                                      WaitClock::time_point deadline) const
+      CONNPOOL_REQUIRES(mutex_) {
+    return now < backoff_until_ && deadline < backoff_until_ && open_ == connecting_;
+  }
+
+  Unavailable unavailable_locked(WaitClock::time_point now) const CONNPOOL_REQUIRES(mutex_) {
+    return Unavailable{connect_failures_,
+                       std::chrono::ceil<std::chrono::milliseconds>(backoff_until_ - now),
+                       last_connect_error_};
+  }
+
+  /// Gives back a unit of capacity and a connect permit the caller holds, if it holds them.
+  void drop_capacity_locked(bool& have_capacity, bool& have_permit) CONNPOOL_REQUIRES(mutex_) {
+    if (std::exchange(have_permit, false)) {
+      end_connect_locked();
+    }
+    if (std::exchange(have_capacity, false)) {
+      free_capacity_locked();
+    }
+  }
+
+  /// A connect permit is returned: the next waiter that needs one may get it.
+  void end_connect_locked() CONNPOOL_REQUIRES(mutex_) {
+    --connecting_;
+    serve_capacity_locked();
+  }
+
+  /// A connect ended: `error` is null on success. After three consecutive failures further
+  /// connects back off, exponentially with jitter (PoolOptions::max_connect_backoff), and
+  /// waiters that cannot outlast the backoff fail early.
+  ///
+  /// Why three: one or two failures are noise (a connection reset, a restart in progress), a run
+  /// of them is an outage, in which every caller connecting at once is what keeps a recovering
+  /// database down.
+  void connect_ended_locked(std::exception_ptr error) CONNPOOL_REQUIRES(mutex_) {
+    --connecting_;  // first: fail_early_locked() counts what is open besides connects
+    if (!error) {
+      connect_failures_ = 0;
+      backoff_until_ = {};
+      serve_capacity_locked();
+      return;
+    }
+    ++connect_failures_;
+    last_connect_error_ = std::move(error);
+    const auto max_backoff = options_.max_connect_backoff;
+    if (connect_failures_ >= 3 && max_backoff.count() > 0) {
+      const std::size_t doublings = std::min<std::size_t>(connect_failures_ - 3, 20);
+      const auto base = std::min<std::chrono::milliseconds>(
+          std::chrono::milliseconds(10) * (std::int64_t{1} << doublings), max_backoff);
+      thread_local std::minstd_rand rng(static_cast<std::uint_fast32_t>(
+          std::hash<std::thread::id>{}(std::this_thread::get_id())));
+      const double jitter = std::uniform_real_distribution<double>(0.75, 1.25)(rng);
+      const WaitClock::time_point now = WaitClock::now();
+      backoff_until_ = now + std::chrono::duration_cast<WaitClock::duration>(base * jitter);
+      fail_early_locked(now);
+      timer_cv_.notify_all();  // the timer thread serves waiters when the backoff ends
+    }
+    serve_capacity_locked();
+  }
+
+  /// Ends, with Unavailable, the waits that cannot outlast the backoff.
+  void fail_early_locked(WaitClock::time_point now) CONNPOOL_REQUIRES(mutex_) {
+    for (WaiterT* w = waiters_.front(); w != nullptr;) {
+      WaiterT* next = IntrusiveList<WaiterT>::next(w);
+      if (cannot_wait_out_backoff_locked(now, w->until)) {
+        remove_waiter_locked(*w, w->woken);
+        unlink_deadline_locked(*w);
+        w->unavailable = true;
+        w->why_unavailable = unavailable_locked(now);
+        w->signal();
+      }
+      w = next;
+    }
+  }
+
+  /// Gives waiters capacity and a connect permit while both are free (nothing idle to hand
+  /// over): after a connect ended, a backoff ran out, or max_size grew.
+  void serve_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
+    if (waiters_.empty()) {
+      return;
+    }
+    const WaitClock::time_point now = WaitClock::now();
+    while (!waiters_.empty() && open_ < max_size_.load(std::memory_order_relaxed) &&
+           connect_permitted_locked(now)) {
+      ++connecting_;
+      reserve_capacity_locked();
+      WaiterT* w = pop_waiter_locked();
+      w->may_create = true;
+      w->signal();
+    }
+  }
+
+  /// Whether a connect waits for a backoff to end (and so someone must wake the waiters then).
+  bool backing_off_locked(WaitClock::time_point now) const CONNPOOL_REQUIRES(mutex_) {
+    return now < backoff_until_;
   }
 
   /// An idle slot from the idle stack (most recent first), else from a scan of all slots.
@@ -1219,6 +1421,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       return Failure::cancelled;
     }
     w.since = deadline - timeout;
+    w.until = deadline;
     waiters_.push_back(&w);
     waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     ++counters_.waited;
@@ -1229,7 +1432,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       // this caller queued (the Dekker race in the class comment) is served now, not stranded.
       const bool was_woken = std::exchange(w.woken, false);
       w.signalled.store(false, std::memory_order_relaxed);
-      if (!w.granted() && !w.closed) {
+      if (!w.granted() && !w.closed && !w.unavailable) {
         if (fifo_ || starving_.load(std::memory_order_relaxed)) {
           serve_waiters_locked();
         } else if (SlotT* s = claim_idle_locked()) {
@@ -1238,6 +1441,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           remove_waiter_locked(w, true);
           w.slot = s;
         }
+        if (!w.granted() && backoff_until_ != WaitClock::time_point{}) {
+          serve_capacity_locked();  // a connect backoff may have ended
+        }
       }
       if (w.granted()) {
         take_up_locked(w);
@@ -1245,6 +1451,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
       if (w.closed) {
         return Failure::closed;  // close() unlinked it
+      }
+      if (w.unavailable) {
+        return Failure::unavailable;  // fail_early_locked() unlinked it
       }
       if (w.cancelled) {
         remove_waiter_locked(w, was_woken);
@@ -1263,8 +1472,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         spin_unlocked(w, std::exchange(spins, 0));
         continue;
       }
-      // On timeout, one more pass of the loop: a last look for a connection, then fail.
-      timed_out = w.cv.wait_until(lk.native(), deadline) == std::cv_status::timeout;
+      // On timeout, one more pass of the loop: a last look for a connection, then fail. While
+      // connects back off, also wake when the backoff ends, to connect.
+      WaitClock::time_point wake = deadline;
+      if (backing_off_locked(WaitClock::now())) {
+        wake = std::min(wake, backoff_until_);
+      }
+      timed_out = w.cv.wait_until(lk.native(), wake) == std::cv_status::timeout &&
+                  WaitClock::now() >= deadline;
     }
   }
 
@@ -1360,11 +1575,31 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     timer_thread_of = this;
     UniqueLock lk(mutex_);
     while (!closed_.load(std::memory_order_relaxed)) {
+      const WaitClock::time_point now = WaitClock::now();
+      const bool backoff_ends = backing_off_locked(now) && !waiters_.empty();
+      if (backoff_until_ != WaitClock::time_point{} && !backing_off_locked(now) &&
+          !waiters_.empty()) {
+        serve_capacity_locked();  // a backoff ended: asynchronous waiters may connect
+        if (!resume_queue().empty()) {
+          lk.unlock();
+          resume_queue().drain(true);
+          if (delete_deferred_.load(std::memory_order_acquire)) {
+            delete this;
+            return;
+          }
+          lk.lock();
+          continue;
+        }
+      }
       if (deadlines_.empty()) {
-        timer_cv_.wait(lk.native());
+        if (backoff_ends) {
+          const WaitClock::time_point until = backoff_until_;
+          timer_cv_.wait_until(lk.native(), until);
+        } else {
+          timer_cv_.wait(lk.native());
+        }
         continue;
       }
-      const WaitClock::time_point now = WaitClock::now();
       bool expired = false;
       while (!deadlines_.empty() && deadlines_.front()->at <= now) {
         WaiterT& w = *deadlines_.pop_front()->waiter;
@@ -1390,7 +1625,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
       // A copy: wait_until reads its argument again after waking, and the waiter that owns
       // this deadline may be served and gone by then.
-      const WaitClock::time_point next = deadlines_.front()->at;
+      WaitClock::time_point next = deadlines_.front()->at;
+      if (backoff_ends) {
+        next = std::min(next, backoff_until_);
+      }
       timer_cv_.wait_until(lk.native(), next);
     }
   }
@@ -1610,8 +1848,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// A unit of capacity is free: it goes to the oldest waiter, which then creates a
   /// connection; with nobody waiting, open_ shrinks.
   void free_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
-    // Above max_size (set_max_size() shrank it), the unit is given up instead.
-    if (!waiters_.empty() && open_ <= max_size_.load(std::memory_order_relaxed)) {
+    // Above max_size (set_max_size() shrank it), or with no connect permit free, the unit is
+    // given up instead; serve_capacity_locked() hands it out when a permit is free again.
+    if (!waiters_.empty() && open_ <= max_size_.load(std::memory_order_relaxed) &&
+        connect_permitted_locked(WaitClock::now())) {
+      ++connecting_;
       WaiterT* w = pop_waiter_locked();
       w->may_create = true;
       w->signal();
@@ -1697,10 +1938,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   /// The creation of a caller's connection failed: counts it and frees the unit of capacity.
-  void creation_failed() noexcept CONNPOOL_EXCLUDES(mutex_) {
+  /// A connect for a caller failed with `error`: counts it, frees the unit of capacity, and
+  /// returns the connect permit.
+  void creation_failed(std::exception_ptr error) noexcept CONNPOOL_EXCLUDES(mutex_) {
     UniqueLock lk(mutex_);
     ++counters_.create_failures;
     free_capacity_locked();
+    connect_ended_locked(std::move(error));
   }
 
   /// The owned slot `s` holds a connection just created for a caller: the caller's handle.
@@ -1708,6 +1952,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     {
       UniqueLock lk(mutex_);
       ++counters_.created;
+      connect_ended_locked(nullptr);
     }
     if (!closed_.load(std::memory_order_acquire)) {
       s->acquired.bump();
@@ -1731,7 +1976,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     try {
       s = create_slot();
     } catch (...) {
-      creation_failed();
+      creation_failed(std::current_exception());
       throw;
     }
     return hand_new(s);
@@ -1757,19 +2002,20 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     } catch (...) {
       s->conn.reset();
       give_back_slot(s);
-      creation_failed();
+      creation_failed(std::current_exception());
       throw;
     }
     return hand_new(s);
   }
 
   /// The asynchronous factory threw (or begin_create() did, with `s` null).
-  void abort_create(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
+  void abort_create(SlotT* s, std::exception_ptr error = std::current_exception()) noexcept
+      CONNPOOL_EXCLUDES(mutex_) {
     const DrainOnExit drain;
     if (s != nullptr) {
       give_back_slot(s);
     }
-    creation_failed();
+    creation_failed(std::move(error));
   }
 
   Factory& factory() noexcept { return factory_; }
@@ -1782,9 +2028,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     {
       UniqueLock lk(mutex_);
       if (closed_.load(std::memory_order_relaxed) ||
-          open_ >= min_size_.load(std::memory_order_relaxed)) {
-        return false;
+          open_ >= min_size_.load(std::memory_order_relaxed) ||
+          !connect_permitted_locked(WaitClock::now())) {
+        return false;  // enough open, or connects are limited now: maintenance comes back later
       }
+      ++connecting_;
       reserve_capacity_locked();
     }
     SlotT* s = nullptr;
@@ -1795,6 +2043,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         UniqueLock lk(mutex_);
         ++counters_.create_failures;
         free_capacity_locked();
+        connect_ended_locked(std::current_exception());
       }
       if (throw_errors) {
         throw;
@@ -1803,6 +2052,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     UniqueLock lk(mutex_);
     ++counters_.created;
+    connect_ended_locked(nullptr);
     if (closed_.load(std::memory_order_relaxed)) {
       lk.unlock();
       close_slot(s);
@@ -1946,6 +2196,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
       case Failure::timeout:
       case Failure::none:
+      case Failure::unavailable:
         break;
     }
     const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
@@ -2072,6 +2323,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   bool dying_ CONNPOOL_GUARDED_BY(mutex_) = false;  // the last_locked() that frees it has run
   // bounded_barging: waiters granted something that have not taken it up yet.
   std::size_t handoffs_pending_ CONNPOOL_GUARDED_BY(mutex_) = 0;
+  // Connect-storm control (max_connecting, max_connect_backoff).
+  std::size_t connecting_ CONNPOOL_GUARDED_BY(mutex_) = 0;             // connects in flight
+  std::size_t connect_failures_ CONNPOOL_GUARDED_BY(mutex_) = 0;       // consecutive
+  WaitClock::time_point backoff_until_ CONNPOOL_GUARDED_BY(mutex_){};  // no connect before
+  std::exception_ptr last_connect_error_ CONNPOOL_GUARDED_BY(mutex_);
   Counters counters_ CONNPOOL_GUARDED_BY(mutex_);
   // Asynchronous waiters with a deadline, earliest first.
   IntrusiveList<DeadlineT> deadlines_ CONNPOOL_GUARDED_BY(mutex_);
