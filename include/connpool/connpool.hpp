@@ -10,6 +10,7 @@
 #include <connpool/errors.hpp>
 #include <connpool/handle.hpp>
 #include <connpool/manual_clock.hpp>
+#include <connpool/multi_host_pool.hpp>
 #include <connpool/options.hpp>
 #include <connpool/pool.hpp>
 #include <connpool/stats.hpp>

@@ -2,8 +2,9 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// PoolError and the three failures of an acquire. Invalid options are reported with
-// std::invalid_argument (options.hpp); a factory's own exception reaches the caller unchanged.
+// PoolError, the three failures of an acquire, and NoHealthyHost (MultiHostPool). Invalid options
+// are reported with std::invalid_argument (options.hpp); a factory's own exception reaches the
+// caller unchanged.
 
 #include <stdexcept>
 #include <string>
@@ -35,6 +36,15 @@ class AcquireCancelled : public PoolError {
 class PoolClosed : public PoolError {
  public:
   PoolClosed() : PoolError("connpool: the pool is closed") {}
+  using PoolError::PoolError;
+};
+
+/// A MultiHostPool found no host to serve an acquire: every host failed or has its circuit
+/// open. The message names each host with its health state and its last error, e.g.
+/// "connpool: no healthy host (db1: open, 5 consecutive failures, last error: connection
+/// refused; db2: ...)".
+class NoHealthyHost : public PoolError {
+ public:
   using PoolError::PoolError;
 };
 

@@ -30,14 +30,16 @@ bool eventually(Pred pred, std::chrono::milliseconds within = generous_deadline)
   return true;
 }
 
-/// A one-shot event: closed until open() is called, then open for ever. Thread-safe.
+/// A one-shot event: closed until open() is called, then open for ever. Thread-safe. A waiter
+/// may destroy the gate as soon as wait() has returned true, even if the opening thread is still
+/// inside open().
 class Gate {
  public:
+  /// Why notify under the lock: a waiter cannot return from wait() before open() has released
+  /// the mutex, so it cannot destroy the condition variable while notify_all() still uses it.
   void open() {
-    {
-      std::lock_guard lock(mutex_);  // guards open_
-      open_ = true;
-    }
+    const std::lock_guard lock(mutex_);
+    open_ = true;
     cv_.notify_all();
   }
 

@@ -1,0 +1,111 @@
+// connpool - benchmarks of MultiHostPool's overhead over a single ConnectionPool
+// SPDX-License-Identifier: MIT
+
+// One thread, connections idle and never expiring, a connection type that does no I/O: what is
+// measured is the bookkeeping. BM_Single_* is one ConnectionPool; BM_MultiHost/<strategy> is a
+// MultiHostPool of 3 hosts picking by that strategy; the difference is the balancer, the breaker
+// check and the in-use count. BM_HostPool_Stats is the price of one ConnectionPool::stats(), which
+// is why MultiHostPool does not read it on every acquire (see HostEntry::look_at_pings). For
+// figures, run a Release build with --benchmark_repetitions=5
+// --benchmark_report_aggregates_only=true.
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include <connpool/connpool.hpp>
+
+namespace {
+
+/// A connection that costs nothing: no I/O, and none of close()/ping()/reset().
+struct NullConnection {
+  int id = 0;
+};
+
+struct NullFactory {
+  NullConnection operator()() const noexcept { return {}; }
+};
+
+struct NullHostFactory {
+  NullConnection operator()(const std::string& /*host*/) const noexcept { return {}; }
+};
+
+using Single = connpool::ConnectionPool<NullConnection, NullFactory>;
+using Multi = connpool::MultiHostPool<NullConnection, NullHostFactory>;
+
+/// `size` connections, all opened at construction and never expiring; no maintenance thread.
+connpool::PoolOptions fixed_size(std::size_t size) {
+  return connpool::PoolOptions{.min_size = size,
+                               .max_size = size,
+                               .max_idle = {},
+                               .max_lifetime = {},
+                               .health_check_interval = {}};
+}
+
+void BM_Single_AcquireRelease(benchmark::State& state) {
+  Single pool{NullFactory{}, fixed_size(8)};
+  for (auto _ : state) {
+    auto handle = pool.acquire();
+    benchmark::DoNotOptimize(handle.get());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Single_AcquireRelease);
+
+void BM_Single_TryAcquire(benchmark::State& state) {
+  Single pool{NullFactory{}, fixed_size(8)};
+  for (auto _ : state) {
+    auto handle = pool.try_acquire();
+    benchmark::DoNotOptimize(handle->get());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Single_TryAcquire);
+
+/// 3 hosts of 8 idle connections each; state.range(0) is the Balance.
+void BM_MultiHost_AcquireRelease(benchmark::State& state) {
+  const auto balance = static_cast<connpool::Balance>(state.range(0));
+  Multi pool{{"h1", "h2", "h3"},
+             NullHostFactory{},
+             connpool::MultiHostOptions{.per_host = fixed_size(8), .balance = balance}};
+  for (auto _ : state) {
+    auto handle = pool.acquire();
+    benchmark::DoNotOptimize(handle.get());
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(balance == connpool::Balance::round_robin    ? "round_robin"
+                 : balance == connpool::Balance::least_in_use ? "least_in_use"
+                 : balance == connpool::Balance::random       ? "random"
+                                                              : "power_of_two_choices");
+}
+BENCHMARK(BM_MultiHost_AcquireRelease)
+    ->Arg(static_cast<int>(connpool::Balance::round_robin))
+    ->Arg(static_cast<int>(connpool::Balance::least_in_use))
+    ->Arg(static_cast<int>(connpool::Balance::random))
+    ->Arg(static_cast<int>(connpool::Balance::power_of_two_choices));
+
+/// acquire(host): no balancing, a linear lookup of the host among 3.
+void BM_MultiHost_AcquireHost(benchmark::State& state) {
+  Multi pool{
+      {"h1", "h2", "h3"}, NullHostFactory{}, connpool::MultiHostOptions{.per_host = fixed_size(8)}};
+  const std::string host = "h2";
+  for (auto _ : state) {
+    auto handle = pool.acquire(host);
+    benchmark::DoNotOptimize(handle.get());
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_MultiHost_AcquireHost);
+
+/// One stats() of a pool of 8 connections: a lock and a walk of the slots.
+void BM_HostPool_Stats(benchmark::State& state) {
+  Single pool{NullFactory{}, fixed_size(8)};
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(pool.stats().validation_failures);
+  }
+}
+BENCHMARK(BM_HostPool_Stats);
+
+}  // namespace
