@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-./scripts/ensure-packages.sh cmake g++ clang make catch2 libbenchmark-dev libsoci-dev clang-format-14
+./scripts/ensure-packages.sh cmake g++ clang make catch2 libbenchmark-dev libsoci-dev clang-format-14 libasio-dev
 
 if (($# > 0)); then
   workflows=("$@")
