@@ -20,6 +20,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -847,4 +848,20 @@ TEST_CASE("MultiHostPool: loopback servers: traffic leaves a stopped host and co
   }
   CHECK(failures == failures_after_stop);
   CHECK(pool.stats().hosts[1].state == HealthState::closed);
+}
+
+TEST_CASE("MultiHostPool: class template argument deduction from the hosts and the factory",
+          "[multi_host]") {
+  struct Named {
+    std::string host;
+  };
+  connpool::MultiHostPool pool{std::vector<std::string>{"a", "b"},
+                               [](const std::string& host) { return Named{host}; },
+                               connpool::MultiHostOptions{.per_host = {.max_size = 2}}};
+  static_assert(std::is_same_v<decltype(pool)::connection_type, Named>);
+  static_assert(std::is_same_v<decltype(pool)::host_type, std::string>);
+  auto h = pool.acquire(connpool_test::generous_deadline);
+  CHECK(h->host == h.host());
+  connpool::MultiHostPool defaults{std::vector<int>{1, 2}, [](int host) { return host * 10; }};
+  static_assert(std::is_same_v<decltype(defaults)::connection_type, int>);
 }

@@ -1238,4 +1238,13 @@ class MultiHostPool {
   std::atomic<const Snapshot*> current_{snapshots_.front().get()};  // read without a lock
 };
 
+/// Deduces Conn from what factory(host) returns.
+template <class Host, class F>
+MultiHostPool(std::vector<Host>, F, MultiHostOptions)
+    -> MultiHostPool<std::decay_t<std::invoke_result_t<F&, const Host&>>, F, Host>;
+
+template <class Host, class F>
+MultiHostPool(std::vector<Host>, F)
+    -> MultiHostPool<std::decay_t<std::invoke_result_t<F&, const Host&>>, F, Host>;
+
 }  // namespace connpool
