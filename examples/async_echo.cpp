@@ -7,7 +7,7 @@
 // with connpool::asio::async_acquire, sends a line, reads the echo, checks it and gives the
 // connection back, a number of times (or for a number of seconds). The pool opens its
 // connections with an asynchronous factory (a connpool::Task that awaits Asio's async_connect),
-// and resumes waiting coroutines on the io_context (connpool::asio::executor_scheduler). At the
+// and resumes waiting coroutines on the io_context (connpool::asio::ExecutorScheduler). At the
 // end it prints the pool's PoolStats as JSON and a summary line, and exits with 1 if any echo
 // was wrong or any request failed.
 //
@@ -294,7 +294,7 @@ int run(const Settings& settings) {
   asio::co_spawn(server_strand, accept_loop(acceptor, io.get_executor()), asio::detached);
 
   // Declared after `io`, so destroyed before it: the sockets it holds need the io_context.
-  // Waiting coroutines are resumed on the io_context's threads (executor_scheduler).
+  // Waiting coroutines are resumed on the io_context's threads (ExecutorScheduler).
   Pool pool{EchoConnector{io.get_executor(), server},
             connpool::PoolOptions{.max_size = static_cast<std::size_t>(settings.pool_size),
                                   .acquire_timeout = 5s},

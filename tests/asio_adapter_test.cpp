@@ -3,7 +3,7 @@
 
 // async_acquire with the completion tokens Asio users write (use_awaitable, a callback,
 // use_future), its per-operation cancellation, timeouts, the work it keeps on the handler's
-// executor, and executor_scheduler. Built only when standalone Asio is found (cmake/asio.cmake).
+// executor, and ExecutorScheduler. Built only when standalone Asio is found (cmake/asio.cmake).
 // Catch2's assertions are not thread-safe: what other threads observe goes into atomics or
 // into fields read after the thread is joined (or after io_context::run() returned), and is
 // checked on the test's thread.
@@ -564,7 +564,7 @@ TEST_CASE("async_acquire: close() ends a waiting operation with PoolClosed, and 
 
 TEST_CASE(
     "async_acquire: a pool destroyed while an operation waits ends it with PoolClosed through "
-    "the executor_scheduler",
+    "the ExecutorScheduler",
     "[asio][design-7]") {
   FakeState state;
   asio::io_context io;
@@ -677,7 +677,7 @@ TEST_CASE(
   REQUIRE(acquire_now(pool));
 }
 
-// --- executor_scheduler -----------------------------------------------------------------------
+// --- ExecutorScheduler -----------------------------------------------------------------------
 
 /// A fire-and-forget coroutine: starts at once and frees itself at the end.
 struct Detached {
@@ -710,7 +710,7 @@ Detached run_detached(connpool::Task<> task, Gate& done) {
 }
 
 TEST_CASE(
-    "executor_scheduler: a connpool coroutine released from another thread resumes on the "
+    "ExecutorScheduler: a connpool coroutine released from another thread resumes on the "
     "io_context's thread",
     "[asio][design-4]") {
   FakeState state;
@@ -740,9 +740,9 @@ TEST_CASE(
   REQUIRE(pool.stats().in_use == 0);
 }
 
-using IoScheduler = connpool::asio::executor_scheduler<asio::io_context::executor_type>;
+using IoScheduler = connpool::asio::ExecutorScheduler<asio::io_context::executor_type>;
 static_assert(connpool::Scheduler<IoScheduler>);
-static_assert(connpool::Scheduler<connpool::asio::executor_scheduler<asio::any_io_executor>>);
+static_assert(connpool::Scheduler<connpool::asio::ExecutorScheduler<asio::any_io_executor>>);
 static_assert(
     std::is_same_v<decltype(connpool::asio::make_scheduler(std::declval<asio::io_context&>())),
                    IoScheduler>);
@@ -750,8 +750,7 @@ static_assert(std::is_same_v<decltype(connpool::asio::make_scheduler(
                                  std::declval<asio::io_context::executor_type>())),
                              IoScheduler>);
 
-TEST_CASE("executor_scheduler: make_scheduler of an execution context uses its executor",
-          "[asio]") {
+TEST_CASE("ExecutorScheduler: make_scheduler of an execution context uses its executor", "[asio]") {
   asio::io_context io;
   REQUIRE(connpool::asio::make_scheduler(io).get_executor() == io.get_executor());
 }

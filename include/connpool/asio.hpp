@@ -1,10 +1,10 @@
-// connpool - Asio adapter: async_acquire with completion tokens, and executor_scheduler
+// connpool - Asio adapter: async_acquire with completion tokens, and ExecutorScheduler
 // SPDX-License-Identifier: MIT
 #pragma once
 
 // connpool::asio::async_acquire() borrows a connection from an AsyncConnectionPool as an Asio
 // asynchronous operation (any completion token: use_awaitable, a callback, use_future...), with
-// per-operation cancellation; connpool::asio::executor_scheduler resumes the pool's waiting
+// per-operation cancellation; connpool::asio::ExecutorScheduler resumes the pool's waiting
 // coroutines on an Asio executor. Needs standalone Asio 1.19 or later (Debian: libasio-dev), an
 // optional dependency: <connpool/connpool.hpp> does not include this header. The pool itself is in
 // <connpool/async_pool.hpp>.
@@ -286,7 +286,7 @@ using acquire_signature = void(std::exception_ptr, PooledHandle<Conn>);
 /// coroutine's), never inside async_acquire itself nor inside a cancellation signal's emit():
 /// a result known there is posted. Otherwise the completion is dispatched from the thread that
 /// ended the wait (the one that released the connection or closed the pool, or the pool's timer
-/// thread on a timeout; with an executor_scheduler, a thread of that executor), so it runs inline
+/// thread on a timeout; with an ExecutorScheduler, a thread of that executor), so it runs inline
 /// when that thread already runs the handler's executor. A handler without an associated executor
 /// gets Asio's system executor: it runs on the thread that ended the wait, or on Asio's system
 /// thread pool when the result was known at once.
@@ -341,11 +341,11 @@ auto async_acquire(AsyncConnectionPool<Conn, Factory, Clock>& pool, CompletionTo
 ///     connpool::AsyncConnectionPool pool{factory, connpool::PoolOptions{.max_size = 8},
 ///                                        connpool::asio::make_scheduler(io.get_executor())};
 template <::connpool::detail::AsioExecutor E>
-class executor_scheduler {
+class ExecutorScheduler {
  public:
   using executor_type = E;
 
-  explicit executor_scheduler(const executor_type& executor) noexcept(
+  explicit ExecutorScheduler(const executor_type& executor) noexcept(
       std::is_nothrow_copy_constructible_v<executor_type>)
       : executor_(executor) {}
 
@@ -361,13 +361,13 @@ class executor_scheduler {
   executor_type executor_;
 };
 
-/// An executor_scheduler on `executor`.
+/// An ExecutorScheduler on `executor`.
 template <::connpool::detail::AsioExecutor E>
-[[nodiscard]] executor_scheduler<E> make_scheduler(const E& executor) {
-  return executor_scheduler<E>(executor);
+[[nodiscard]] ExecutorScheduler<E> make_scheduler(const E& executor) {
+  return ExecutorScheduler<E>(executor);
 }
 
-/// An executor_scheduler on `context.get_executor()` (an io_context, say).
+/// An ExecutorScheduler on `context.get_executor()` (an io_context, say).
 template <class ExecutionContext>
 requires std::derived_from<ExecutionContext, ::asio::execution_context>
 [[nodiscard]] auto make_scheduler(ExecutionContext& context) {
