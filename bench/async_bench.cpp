@@ -20,23 +20,13 @@
 
 #include <connpool/connpool.hpp>
 
+#include "null_connection.hpp"
+
 namespace {
 
-struct NullConnection {
-  int id = 0;
-};
-
-struct NullFactory {
-  NullConnection operator()() const noexcept { return {}; }
-};
-
-connpool::PoolOptions fixed_size(std::size_t size) {
-  return connpool::PoolOptions{.min_size = size,
-                               .max_size = size,
-                               .max_idle = {},
-                               .max_lifetime = {},
-                               .health_check_interval = {}};
-}
+using connpool_bench::fixed_size;
+using connpool_bench::NullConnection;
+using connpool_bench::NullFactory;
 
 /// The synchronous cycle: 8 idle connections, acquire() then release.
 void BM_Sync_Cycle(benchmark::State& state) {

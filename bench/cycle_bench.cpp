@@ -14,27 +14,15 @@
 
 #include <connpool/connpool.hpp>
 
+#include "null_connection.hpp"
+
 namespace {
 
-/// A connection that costs nothing: no I/O, and none of close()/ping()/reset().
-struct NullConnection {
-  int id = 0;
-};
-
-struct NullFactory {
-  NullConnection operator()() const noexcept { return {}; }
-};
+using connpool_bench::fixed_size;
+using connpool_bench::NullConnection;
+using connpool_bench::NullFactory;
 
 using Pool = connpool::ConnectionPool<NullConnection, NullFactory>;
-
-/// `size` connections, all opened at construction and never expiring; no maintenance thread.
-connpool::PoolOptions fixed_size(std::size_t size) {
-  return connpool::PoolOptions{.min_size = size,
-                               .max_size = size,
-                               .max_idle = {},
-                               .max_lifetime = {},
-                               .health_check_interval = {}};
-}
 
 /// One thread, 8 idle connections: acquire() takes the top of the idle stack, the handle's
 /// destructor puts it back.

@@ -17,16 +17,13 @@
 
 #include <connpool/connpool.hpp>
 
+#include "null_connection.hpp"
+
 namespace {
 
-/// A connection that costs nothing: no I/O, and none of close()/ping()/reset().
-struct NullConnection {
-  int id = 0;
-};
-
-struct NullFactory {
-  NullConnection operator()() const noexcept { return {}; }
-};
+using connpool_bench::fixed_size;
+using connpool_bench::NullConnection;
+using connpool_bench::NullFactory;
 
 struct NullHostFactory {
   NullConnection operator()(const std::string& /*host*/) const noexcept { return {}; }
@@ -34,15 +31,6 @@ struct NullHostFactory {
 
 using Single = connpool::ConnectionPool<NullConnection, NullFactory>;
 using Multi = connpool::MultiHostPool<NullConnection, NullHostFactory>;
-
-/// `size` connections, all opened at construction and never expiring; no maintenance thread.
-connpool::PoolOptions fixed_size(std::size_t size) {
-  return connpool::PoolOptions{.min_size = size,
-                               .max_size = size,
-                               .max_idle = {},
-                               .max_lifetime = {},
-                               .health_check_interval = {}};
-}
 
 void BM_Single_AcquireRelease(benchmark::State& state) {
   Single pool{NullFactory{}, fixed_size(8)};

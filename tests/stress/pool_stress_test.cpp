@@ -233,15 +233,10 @@ void use(Handle& h, Chaos& /*chaos*/, Tally& tally) {
   }  // else: the destructor gives it back
 }
 
-template <class Acquire>
-void timed_acquire(Acquire&& acquire,
-                   std::chrono::milliseconds timeout,
-                   Chaos& chaos,
-                   Tally& tally) {
-  const auto start = std::chrono::steady_clock::now();
+/// Counts how an acquire failed: one of the documented exceptions, or an unexpected one.
+void note_failure(const std::exception_ptr& e, Tally& tally) {
   try {
-    auto h = acquire();
-    use(h, chaos, tally);
+    std::rethrow_exception(e);
   } catch (const connpool::AcquireTimeout&) {
     tally.timeouts.fetch_add(1);
   } catch (const connpool::AcquireCancelled&) {
@@ -253,10 +248,49 @@ void timed_acquire(Acquire&& acquire,
   } catch (...) {
     tally.unexpected.fetch_add(1);
   }
+}
+
+/// Checks that an acquire started at `start` with `timeout` ended within the bound.
+void note_end(std::chrono::steady_clock::time_point start,
+              std::chrono::milliseconds timeout,
+              Tally& tally) {
   const auto overrun = std::chrono::steady_clock::now() - start - timeout;
   tally.note_overrun(overrun);
   if (overrun > late_bound) {
     tally.late.fetch_add(1);
+  }
+}
+
+template <class Acquire>
+void timed_acquire(Acquire&& acquire,
+                   std::chrono::milliseconds timeout,
+                   Chaos& chaos,
+                   Tally& tally) {
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    auto h = acquire();
+    use(h, chaos, tally);
+  } catch (...) {
+    note_failure(std::current_exception(), tally);
+  }
+  note_end(start, timeout, tally);
+}
+
+/// After a storm, with the faults off: the pool still reaches its full size, so no connect
+/// permit or unit of capacity leaked. `acquire` takes a connection with a generous timeout.
+template <class Pool, class Acquire>
+void check_full_size(Pool& pool, Chaos& chaos, Tally& tally, Acquire acquire) {
+  chaos.factory_fails = 0;
+  chaos.ping_fails = 0;
+  pool.set_max_size(chaos.max_size);
+  std::vector<connpool::PooledHandle<ChaosConn>> all;
+  for (std::size_t i = 0; i < chaos.max_size; ++i) {
+    all.push_back(acquire());
+  }
+  CHECK(pool.stats().in_use == chaos.max_size);
+  for (auto& h : all) {
+    tally.acquired.fetch_add(1);
+    h.release();
   }
 }
 
@@ -371,21 +405,8 @@ TEST_CASE("Stress: threads do random operations on a pool with random faults", "
       threads.emplace_back([&] { storm(pool, chaos, tally, until); });
     }
     threads.clear();
-    // The pool still works at full size: no connect permit or unit of capacity leaked.
-    chaos.factory_fails = 0;
-    chaos.ping_fails = 0;
-    pool.set_max_size(chaos.max_size);
-    {
-      std::vector<connpool::PooledHandle<ChaosConn>> all;
-      for (std::size_t i = 0; i < chaos.max_size; ++i) {
-        all.push_back(pool.acquire(connpool_test::generous_deadline));
-      }
-      CHECK(pool.stats().in_use == chaos.max_size);
-      for (auto& h : all) {
-        tally.acquired.fetch_add(1);
-        h.release();
-      }
-    }
+    check_full_size(pool, chaos, tally,
+                    [&] { return pool.acquire(connpool_test::generous_deadline); });
     pool.close();
     end = pool.stats();
   }
@@ -487,20 +508,10 @@ TEST_CASE("Stress: coroutines and threads share a faulty pool", "[stress][async]
           try {
             auto h = co_await pool.acquire(timeout);
             use(h, chaos, tally);
-          } catch (const connpool::AcquireTimeout&) {
-            tally.timeouts.fetch_add(1);
-          } catch (const connpool::PoolClosed&) {
-            tally.closed.fetch_add(1);
-          } catch (const ChaosError&) {
-            tally.factory_errors.fetch_add(1);
           } catch (...) {
-            tally.unexpected.fetch_add(1);
+            note_failure(std::current_exception(), tally);
           }
-          const auto overrun = std::chrono::steady_clock::now() - start - timeout;
-          tally.note_overrun(overrun);
-          if (overrun > late_bound) {
-            tally.late.fetch_add(1);
-          }
+          note_end(start, timeout, tally);
           co_await workers.yield();
         }
       });
@@ -518,20 +529,8 @@ TEST_CASE("Stress: coroutines and threads share a faulty pool", "[stress][async]
     threads.clear();
     REQUIRE(connpool_test::eventually([&] { return spawned.done() == spawned.started(); }));
     CHECK(spawned.errors().empty());
-    // The pool still works at full size: no connect permit or unit of capacity leaked.
-    chaos.factory_fails = 0;
-    chaos.ping_fails = 0;
-    {
-      std::vector<connpool::PooledHandle<ChaosConn>> all;
-      for (std::size_t i = 0; i < chaos.max_size; ++i) {
-        all.push_back(pool.acquire_blocking(connpool_test::generous_deadline));
-      }
-      CHECK(pool.stats().in_use == chaos.max_size);
-      for (auto& h : all) {
-        tally.acquired.fetch_add(1);
-        h.release();
-      }
-    }
+    check_full_size(pool, chaos, tally,
+                    [&] { return pool.acquire_blocking(connpool_test::generous_deadline); });
     pool.close();
     end = pool.stats();
   }

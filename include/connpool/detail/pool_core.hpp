@@ -1580,27 +1580,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       if (backoff_until_ != WaitClock::time_point{} && !backing_off_locked(now) &&
           !waiters_.empty()) {
         serve_capacity_locked();  // a backoff ended: asynchronous waiters may connect
-        if (!resume_queue().empty()) {
-          lk.unlock();
-          resume_queue().drain(true);
-          if (delete_deferred_.load(std::memory_order_acquire)) {
-            delete this;
-            return;
-          }
-          lk.lock();
-          continue;
-        }
       }
-      if (deadlines_.empty()) {
-        if (backoff_ends) {
-          const WaitClock::time_point until = backoff_until_;
-          timer_cv_.wait_until(lk.native(), until);
-        } else {
-          timer_cv_.wait(lk.native());
-        }
-        continue;
-      }
-      bool expired = false;
       while (!deadlines_.empty() && deadlines_.front()->at <= now) {
         WaiterT& w = *deadlines_.pop_front()->waiter;
         remove_waiter_locked(w, false);
@@ -1608,10 +1588,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         w.timed_out = true;
         w.snapshot = {in_use_locked(), idle_count(), waiters_.size()};
         w.signal();
-        expired = true;
       }
-      if (expired) {
-        // The completions run on this thread (with the default inline scheduler, the timed-out
+      if (!resume_queue().empty()) {
+        // The completions run on this thread (with the default inline scheduler, the resumed
         // coroutines themselves), and may close or destroy the pool: destroy_if_last() then
         // leaves the deletion to this loop.
         lk.unlock();
@@ -1621,6 +1600,15 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           return;
         }
         lk.lock();
+        continue;
+      }
+      if (deadlines_.empty()) {
+        if (backoff_ends) {
+          const WaitClock::time_point until = backoff_until_;
+          timer_cv_.wait_until(lk.native(), until);
+        } else {
+          timer_cv_.wait(lk.native());
+        }
         continue;
       }
       // A copy: wait_until reads its argument again after waking, and the waiter that owns
