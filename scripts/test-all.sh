@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-./scripts/ensure-packages.sh cmake g++ clang make catch2 libbenchmark-dev libsoci-dev clang-format-14 libasio-dev
+./scripts/ensure-packages.sh cmake g++ clang make catch2 libbenchmark-dev libsoci-dev clang-format-14 libasio-dev \
+  postgresql libpq-dev
 
 if (($# > 0)); then
   workflows=("$@")
@@ -22,6 +23,15 @@ if [[ " ${workflows[*]} " == *" ci-tsan "* && -r /proc/sys/vm/mmap_rnd_bits ]] &
   (($(cat /proc/sys/vm/mmap_rnd_bits) > 28)); then
   echo "test-all: warning: vm.mmap_rnd_bits > 28; clang-14 TSan may fail to start" \
     "(sysctl -w vm.mmap_rnd_bits=28)" >&2
+fi
+
+# PostgreSQL for the integration tests: a throwaway server on a loopback port, stopped at the
+# end, unless CONNPOOL_PG_CONNINFO already names one.
+if [[ -z ${CONNPOOL_PG_CONNINFO:-} ]]; then
+  CONNPOOL_PG_CONNINFO=$(./scripts/pg-server.sh start)
+  export CONNPOOL_PG_CONNINFO
+  export CONNPOOL_PG_RESTART="$PWD/scripts/pg-server.sh restart"
+  trap './scripts/pg-server.sh stop' EXIT
 fi
 
 log_dir=build/test-all
