@@ -16,9 +16,10 @@ state=build/pg
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [[ -n $bin && -x $bin/pg_ctl ]] || { echo "pg-server: no PostgreSQL server found (apt-get install postgresql)" >&2; exit 1; }
 
+# From /, so that the postgres user need not be able to read the checkout's directory.
 as_server_user() {
   if ((EUID == 0)); then
-    runuser -u postgres -- "$@"
+    (cd / && runuser -u postgres -- "$@")
   else
     "$@"
   fi
