@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ./scripts/ensure-packages.sh cmake g++ clang make catch2 libbenchmark-dev libsoci-dev clang-format-14 libasio-dev \
-  postgresql libpq-dev
+  postgresql libpq-dev redis-server libhiredis-dev
 
 if (($# > 0)); then
   workflows=("$@")
@@ -25,13 +25,26 @@ if [[ " ${workflows[*]} " == *" ci-tsan "* && -r /proc/sys/vm/mmap_rnd_bits ]] &
     "(sysctl -w vm.mmap_rnd_bits=28)" >&2
 fi
 
-# PostgreSQL for the integration tests: a throwaway server on a loopback port, stopped at the
-# end, unless CONNPOOL_PG_CONNINFO already names one.
+# Servers for the integration tests: a throwaway PostgreSQL and Redis on loopback ports,
+# stopped at the end, unless CONNPOOL_PG_CONNINFO / CONNPOOL_REDIS_ADDR already name servers.
+started=()
+stop_servers() {
+  local s
+  for s in "${started[@]}"; do
+    "./scripts/$s-server.sh" stop || true
+  done
+}
+trap stop_servers EXIT
 if [[ -z ${CONNPOOL_PG_CONNINFO:-} ]]; then
   CONNPOOL_PG_CONNINFO=$(./scripts/pg-server.sh start)
+  started+=(pg)
   export CONNPOOL_PG_CONNINFO
   export CONNPOOL_PG_RESTART="$PWD/scripts/pg-server.sh restart"
-  trap './scripts/pg-server.sh stop' EXIT
+fi
+if [[ -z ${CONNPOOL_REDIS_ADDR:-} ]]; then
+  CONNPOOL_REDIS_ADDR=$(./scripts/redis-server.sh start)
+  started+=(redis)
+  export CONNPOOL_REDIS_ADDR
 fi
 
 log_dir=build/test-all
