@@ -9,7 +9,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -18,9 +17,7 @@
 #include <connpool/connpool.hpp>
 
 #include "catch.hpp"
-#if __has_include(<catch2/catch_session.hpp>)
-#include <catch2/catch_session.hpp>  // Catch2 3: Session is not in the test macros' header
-#endif
+#include "integration_main.hpp"
 #include "redis_connection.hpp"
 
 using namespace std::chrono_literals;
@@ -117,24 +114,19 @@ TEST_CASE("Redis: 8 threads x 500 increments through a pool of 3", "[integration
 }
 
 int main(int argc, char** argv) {
-  const bool required = [] {
-    const char* r = std::getenv("CONNPOOL_REQUIRE_SERVERS");
-    return r != nullptr && std::string(r) == "1";
-  }();
-  std::string why;
-  if (address().empty() || address().rfind(':') == std::string::npos) {
-    why = "CONNPOOL_REDIS_ADDR (host:port) is not set (scripts/redis-server.sh start prints one)";
-  } else {
-    try {
-      connect().close();
-    } catch (const std::exception& e) {
-      why = "Redis at " + address() + " is unreachable: " + e.what();
-    }
-  }
-  if (!why.empty()) {
-    std::fprintf(stderr, "connpool_redis_tests: %s: %s\n", required ? "FAILED" : "skipped",
-                 why.c_str());
-    return required ? 1 : 77;
-  }
-  return Catch::Session().run(argc, argv);
+  return connpool_test::run_if_reachable(
+      "connpool_redis_tests",
+      []() -> std::string {
+        if (address().rfind(':') == std::string::npos) {
+          return "CONNPOOL_REDIS_ADDR (host:port) is not set (scripts/redis-server.sh start "
+                 "prints one)";
+        }
+        try {
+          connect().close();
+        } catch (const std::exception& e) {
+          return "Redis at " + address() + " is unreachable: " + e.what();
+        }
+        return "";
+      },
+      argc, argv);
 }
