@@ -346,6 +346,49 @@ TEST_CASE("ConnectionPool: lifetime_jitter spreads the expiry of connections ope
   CHECK(state.closed == 20);
 }
 
+TEST_CASE("ConnectionPool: lifetime jitter defaults to 2.5 % on real clocks for long lifetimes",
+          "[pool][expiry][jitter]") {
+  using connpool::detail::default_lifetime_jitter;
+  CHECK_FALSE(PoolOptions{}.lifetime_jitter.has_value());
+  CHECK(default_lifetime_jitter<std::chrono::steady_clock>(PoolOptions{}.max_lifetime) == 0.025);
+  CHECK(default_lifetime_jitter<std::chrono::system_clock>(11s) == 0.025);
+  // HikariCP's threshold: 10 s or less stays exact.
+  CHECK(default_lifetime_jitter<std::chrono::steady_clock>(10s) == 0.0);
+  // A manual clock is a deterministic test: exact lifetimes unless asked.
+  CHECK(default_lifetime_jitter<Clock>(PoolOptions{}.max_lifetime) == 0.0);
+}
+
+TEST_CASE("ConnectionPool: on a manual clock the default keeps lifetimes exact (DESIGN 6)",
+          "[pool][expiry][jitter][design-6]") {
+  Clock::set(0s);
+  FakeState state;
+  PoolOptions o = quiet(20, 20);
+  o.max_lifetime = PoolOptions{}.max_lifetime;  // 30 min; lifetime_jitter unset
+  Pool pool{FakeFactory{state}, o};
+  Clock::set(30min - 1ms);
+  CHECK(pool.prune() == 0);
+  Clock::set(30min + 1ms);
+  CHECK(pool.prune() == 20);
+}
+
+TEST_CASE("ConnectionPool: an explicit lifetime_jitter applies to short lifetimes too",
+          "[pool][expiry][jitter]") {
+  Clock::set(0s);
+  FakeState state;
+  PoolOptions o = quiet(20, 20);
+  o.max_lifetime = 1s;
+  o.lifetime_jitter = 0.5;  // lifetimes between 500 ms and 1 s
+  Pool pool{FakeFactory{state}, o};
+  Clock::set(500ms - 1ms);
+  CHECK(pool.prune() == 0);
+  Clock::set(750ms);
+  const std::size_t early = pool.prune();  // all 20 on one side: p = 2e-6
+  CHECK(early > 0);
+  CHECK(early < 20);
+  Clock::set(1s + 1ms);
+  CHECK(pool.prune() == 20 - early);
+}
+
 // --- Runtime resize ----------------------------------------------------------------------------
 
 TEST_CASE("ConnectionPool: set_max_size() growing serves a waiter at once", "[pool][resize]") {

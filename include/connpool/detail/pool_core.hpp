@@ -84,6 +84,15 @@ typename Clock::time_point clock_now() noexcept {
 /// 4 connections, 2 cores): 0.1 M cycles/s without, 0.55 M with 4 to 64 yields.
 inline constexpr int wait_spin_yields = 16;
 
+/// The lifetime jitter of a pool whose PoolOptions::lifetime_jitter is unset: HikariCP's 2.5 %
+/// on a standard clock for lifetimes over 10 s (HikariCP's threshold), else exact lifetimes.
+template <class Clock>
+double default_lifetime_jitter(std::chrono::milliseconds max_lifetime) {
+  constexpr bool standard_clock = std::is_same_v<Clock, std::chrono::steady_clock> ||
+                                  std::is_same_v<Clock, std::chrono::system_clock>;
+  return standard_clock && max_lifetime > std::chrono::seconds(10) ? 0.025 : 0.0;
+}
+
 /// States of a slot. Only a claim (kIdle -> kInUse, by compare-exchange) takes a connection;
 /// whoever holds a slot in kInUse owns it exclusively until it publishes kIdle or empties it.
 enum SlotState : std::uint32_t { kEmpty = 0, kIdle = 1, kInUse = 2 };
@@ -1719,16 +1728,18 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// The max_lifetime of a new connection, less a random jitter (PoolOptions::lifetime_jitter).
   ///
   /// Why: connections opened together (warm-up, a burst) would otherwise all expire together
-  /// and be reopened in a storm (HikariCP shortens each lifetime by up to 2.5 % the same way).
+  /// and be reopened in a storm; HikariCP shortens each lifetime by up to 2.5 % the same way.
   typename Clock::duration jittered_lifetime() const {
     const auto full = std::chrono::duration_cast<typename Clock::duration>(options_.max_lifetime);
-    if (full.count() <= 0 || options_.lifetime_jitter <= 0.0) {
+    const double jitter =
+        options_.lifetime_jitter.value_or(default_lifetime_jitter<Clock>(options_.max_lifetime));
+    if (full.count() <= 0 || jitter <= 0.0) {
       return full;
     }
     thread_local std::minstd_rand rng(static_cast<std::uint_fast32_t>(
         std::hash<std::thread::id>{}(std::this_thread::get_id()) ^
         static_cast<std::size_t>(std::chrono::steady_clock::now().time_since_epoch().count())));
-    const double cut = std::uniform_real_distribution<double>(0.0, options_.lifetime_jitter)(rng);
+    const double cut = std::uniform_real_distribution<double>(0.0, jitter)(rng);
     return full - std::chrono::duration_cast<typename Clock::duration>(
                       std::chrono::duration<double, typename Clock::period>(
                           static_cast<double>(full.count()) * cut));
