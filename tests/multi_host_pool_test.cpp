@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -484,6 +485,75 @@ TEST_CASE("MultiHostPool: when every host is busy, acquire waits for the first r
   auto got = pool.acquire(connpool_test::generous_deadline);
   releaser.join();
   CHECK(got.host() == "a");
+}
+
+TEST_CASE("MultiHostPool: try_acquire never waits, fails over, and tells busy from down",
+          "[multi_host]") {
+  struct Tag {};
+  FakeHosts hosts(abc);
+  Pool<Tag> pool{abc, hosts.factory(), options(Balance::round_robin, 1)};
+  hosts["b"].factory_fails = true;
+  auto first = pool.try_acquire();
+  auto second = pool.try_acquire();  // b's turn: b fails, c serves
+  REQUIRE(first);
+  REQUIRE(second);
+  CHECK(first->host() == "a");
+  CHECK(second->host() == "c");
+  CHECK(hosts["b"].factory_failures == 1);
+  // a and c are at max_size and b failed: busy, not down.
+  CHECK_FALSE(pool.try_acquire().has_value());
+  auto s = pool.stats();
+  CHECK(s.total.waited == 0);
+  CHECK(s.total.timeouts == 0);
+  // Once a and c are released, try_acquire serves again.
+  first->release();
+  auto third = pool.try_acquire();
+  REQUIRE(third);
+  CHECK(third->host() == "a");
+  // Every host down: NoHealthyHost, not "busy".
+  hosts["a"].factory_fails = true;
+  hosts["c"].factory_fails = true;
+  third->invalidate();
+  second->invalidate();
+  CHECK_THROWS_AS(pool.try_acquire(), connpool::NoHealthyHost);
+  pool.close();
+  CHECK_THROWS_AS(pool.try_acquire(), connpool::PoolClosed);
+}
+
+TEST_CASE("MultiHostPool: a stop request ends a wait with AcquireCancelled, blaming no host",
+          "[multi_host]") {
+  struct Tag {};
+  FakeHosts hosts(abc);
+  Pool<Tag> pool{abc, hosts.factory(), options(Balance::round_robin, 1)};
+  auto a = pool.acquire();
+  auto b = pool.acquire();
+  std::stop_source stop;
+  // Room on c: served at once even though stop was requested (as ConnectionPool does).
+  std::stop_source already;
+  already.request_stop();
+  auto c = pool.acquire(connpool_test::generous_deadline, already.get_token());
+  CHECK(c.host() == "c");
+
+  std::atomic<int> outcome{0};  // 1 cancelled, 2 something else
+  std::thread waiter([&] {
+    try {
+      auto h = pool.acquire(connpool_test::generous_deadline, stop.get_token());
+      outcome = 2;
+    } catch (const connpool::AcquireCancelled&) {
+      outcome = 1;
+    } catch (...) {
+      outcome = 2;
+    }
+  });
+  REQUIRE(connpool_test::eventually([&] { return pool.stats().total.pending == 1; }));
+  stop.request_stop();
+  waiter.join();
+  CHECK(outcome == 1);
+  for (const auto& h : pool.stats().hosts) {
+    CHECK(h.state == HealthState::closed);
+    CHECK(h.consecutive_failures == 0);
+  }
+  CHECK(pool.stats().total.pending == 0);
 }
 
 TEST_CASE("MultiHostPool: 8 threads over 3 hosts keep every host within max_size",

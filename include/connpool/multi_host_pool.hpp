@@ -19,6 +19,7 @@
 #include <optional>
 #include <sstream>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -714,7 +715,7 @@ class MultiHostPool {
   /// Throws: NoHealthyHost when every host failed or has its circuit open; AcquireTimeout;
   /// PoolClosed.
   [[nodiscard]] handle_type acquire() {
-    return acquire_any(detail::to_wait_duration(options_.per_host.acquire_timeout));
+    return *acquire_any(detail::to_wait_duration(options_.per_host.acquire_timeout), nullptr);
   }
 
   /// As acquire(), waiting up to `timeout` (0: never wait for a holder; each candidate host is
@@ -724,7 +725,29 @@ class MultiHostPool {
   /// PoolClosed.
   template <class Rep, class Period>
   [[nodiscard]] handle_type acquire(std::chrono::duration<Rep, Period> timeout) {
-    return acquire_any(detail::to_wait_duration(timeout));
+    return *acquire_any(detail::to_wait_duration(timeout), nullptr);
+  }
+
+  /// As acquire(timeout), and a stop request on `stop` ends the wait with AcquireCancelled
+  /// (the host waited on is not blamed). A connection available without waiting is returned
+  /// even if stop was already requested, as ConnectionPool::acquire(timeout, stop) does.
+  ///
+  /// Throws: std::invalid_argument if `timeout` is negative; AcquireCancelled; NoHealthyHost;
+  /// AcquireTimeout; PoolClosed.
+  template <class Rep, class Period>
+  [[nodiscard]] handle_type acquire(std::chrono::duration<Rep, Period> timeout,
+                                    std::stop_token stop) {
+    return *acquire_any(detail::to_wait_duration(timeout), &stop);
+  }
+
+  /// Borrows a connection from a host picked by the balancer without waiting for another
+  /// holder: each admitted host with spare capacity is tried in the balancer's order (and may
+  /// connect). Returns nullopt when every healthy host is at max_size.
+  ///
+  /// Throws: NoHealthyHost when no host is healthy (each failed now or has its circuit open);
+  /// PoolClosed.
+  [[nodiscard]] std::optional<handle_type> try_acquire() {
+    return acquire_any(std::nullopt, nullptr);
   }
 
   /// Borrows a connection from `host` only, waiting up to options().per_host.acquire_timeout.
@@ -1023,16 +1046,19 @@ class MultiHostPool {
 
   enum class Attempt { got, full, failed, gone };
 
-  /// One acquire on host `e` (try_acquire when `wait` is empty), recording the outcome into its
-  /// breaker.
+  /// One acquire on host `e` (try_acquire when `wait` is empty; cancellable through `stop`
+  /// when not null), recording the outcome into its breaker.
   Attempt attempt(Entry& e,
                   Admit admit,
                   std::optional<WaitClock::duration> wait,
+                  const std::stop_token* stop,
                   std::optional<handle_type>& out) {
     const std::uint64_t calls = detail::host_factory_calls;
     try {
       std::optional<PooledHandle<Conn>> h;
-      if (wait) {
+      if (wait && stop != nullptr) {
+        h.emplace(e.pool.acquire(*wait, *stop));
+      } else if (wait) {
         h.emplace(e.pool.acquire(*wait));
       } else {
         h = e.pool.try_acquire();
@@ -1056,7 +1082,8 @@ class MultiHostPool {
         e.breaker.abandon_probe();
       }
       return Attempt::gone;  // removed meanwhile, or the whole pool is closing
-    } catch (const AcquireTimeout&) {
+    } catch (const PoolError&) {
+      // AcquireTimeout or AcquireCancelled: the wait ended, which says nothing of the host.
       if (admit == Admit::probe) {
         e.breaker.abandon_probe();
       }
@@ -1098,7 +1125,9 @@ class MultiHostPool {
     throw NoHealthyHost(msg);
   }
 
-  handle_type acquire_any(WaitClock::duration timeout) {
+  /// acquire() with `timeout`, or try_acquire() when it is empty (then nullopt = all busy).
+  std::optional<handle_type> acquire_any(std::optional<WaitClock::duration> wait,
+                                         const std::stop_token* stop) {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }
@@ -1110,6 +1139,7 @@ class MultiHostPool {
     // Why the coarse clock (detail::clock_now): the deadline must start now, before a connect
     // that may take long, but a precise steady_clock read would cost a third of the fast path;
     // the coarse one is the same clock at tick resolution (1-4 ms), ample for a deadline.
+    const WaitClock::duration timeout = wait.value_or(WaitClock::duration::zero());
     const WaitClock::time_point deadline = detail::clock_now<WaitClock>() + timeout;
     auto remaining = [&] {
       return std::max(deadline - detail::clock_now<WaitClock>(), WaitClock::duration::zero());
@@ -1132,9 +1162,9 @@ class MultiHostPool {
           skip.insert(i);
           continue;
         }
-        switch (attempt(*e, admit, std::nullopt, out)) {
+        switch (attempt(*e, admit, std::nullopt, nullptr, out)) {
           case Attempt::got:
-            return std::move(*out);
+            return out;
           case Attempt::full:
             skip.insert(i);
             break;
@@ -1151,14 +1181,17 @@ class MultiHostPool {
       if (e == nullptr) {
         throw_no_healthy_host(snap);
       }
+      if (!wait) {
+        return std::nullopt;  // try_acquire: a healthy host is busy
+      }
       const Admit admit = admit_now(*e);
       if (admit == Admit::no) {
         failed.insert(i);
         continue;
       }
-      switch (attempt(*e, admit, remaining(), out)) {
+      switch (attempt(*e, admit, remaining(), stop, out)) {
         case Attempt::got:
-          return std::move(*out);
+          return out;
         case Attempt::full:
           break;  // not reached: a waiting acquire returns or throws
         case Attempt::failed:
