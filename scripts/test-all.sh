@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ./scripts/ensure-packages.sh cmake g++ clang make catch2 libbenchmark-dev libsoci-dev clang-format-14 libasio-dev \
-  postgresql libpq-dev redis-server libhiredis-dev
+  postgresql libpq-dev redis-server libhiredis-dev nginx
 
 if (($# > 0)); then
   workflows=("$@")
@@ -25,8 +25,9 @@ if [[ " ${workflows[*]} " == *" ci-tsan "* && -r /proc/sys/vm/mmap_rnd_bits ]] &
     "(sysctl -w vm.mmap_rnd_bits=28)" >&2
 fi
 
-# Servers for the integration tests: a throwaway PostgreSQL and Redis on loopback ports,
-# stopped at the end, unless CONNPOOL_PG_CONNINFO / CONNPOOL_REDIS_ADDR already name servers.
+# Servers for the integration tests: a throwaway PostgreSQL, Redis and nginx on loopback ports,
+# stopped at the end, unless CONNPOOL_PG_CONNINFO / CONNPOOL_REDIS_ADDR / CONNPOOL_HTTP_ADDR
+# already name servers.
 started=()
 stop_servers() {
   local s
@@ -45,6 +46,11 @@ if [[ -z ${CONNPOOL_REDIS_ADDR:-} ]]; then
   CONNPOOL_REDIS_ADDR=$(./scripts/redis-server.sh start)
   started+=(redis)
   export CONNPOOL_REDIS_ADDR
+fi
+if [[ -z ${CONNPOOL_HTTP_ADDR:-} ]]; then
+  CONNPOOL_HTTP_ADDR=$(./scripts/nginx-server.sh start)
+  started+=(nginx)
+  export CONNPOOL_HTTP_ADDR
 fi
 
 log_dir=build/test-all
