@@ -5,8 +5,9 @@
 // A small RAII wrapper over libpq's PGconn (Debian's libpq-dev) that is what connpool looks
 // for: Closeable (PQfinish), Pingable (the connection is OK and `SELECT 1` round-trips) and
 // Resettable (rolls back a transaction left open and discards the session's state with DISCARD
-// ALL, so the next borrower starts clean). Used by examples/postgres.cpp and the integration
-// tests; copy it into your project and extend query() as you need.
+// ALL, so the next borrower starts clean; SessionReset::rollback_only skips the DISCARD ALL and
+// its round trip). Used by examples/postgres.cpp, the integration tests and bench/pg_bench.cpp;
+// copy it into your project and extend query() as you need.
 
 #include <stdexcept>
 #include <string>
@@ -23,10 +24,25 @@ class PgError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// What PgConnection::reset() does when the connection goes back to its pool.
+enum class SessionReset {
+  /// Roll back a transaction left open, then DISCARD ALL: the next borrower starts with a fresh
+  /// session whatever this one did. Costs a round trip per release, and as much server work as
+  /// a trivial query (with `SELECT 1` requests it halves the throughput, bench/README.md).
+  discard_all,
+  /// Only roll back a transaction left open; nothing is sent when none is (libpq tracks the
+  /// transaction status locally). For code that never changes session state (SET, temporary
+  /// tables, named prepared statements, advisory locks): what HikariCP does, which restores
+  /// only the JDBC-level settings a borrower changed and never discards the session.
+  rollback_only,
+};
+
 class PgConnection {
  public:
-  /// Opens a connection. Throws PgError with libpq's message when it fails.
-  static PgConnection connect(const std::string& conninfo) {
+  /// Opens a connection whose reset() does what `reset` says. Throws PgError with libpq's
+  /// message when it fails.
+  static PgConnection connect(const std::string& conninfo,
+                              SessionReset reset = SessionReset::discard_all) {
     PGconn* c = PQconnectdb(conninfo.c_str());
     if (c == nullptr) {
       throw PgError("postgres: out of memory");
@@ -36,14 +52,16 @@ class PgConnection {
       PQfinish(c);
       throw PgError(trim(std::move(message)));
     }
-    return PgConnection(c);
+    return PgConnection(c, reset);
   }
 
-  PgConnection(PgConnection&& other) noexcept : conn_(std::exchange(other.conn_, nullptr)) {}
+  PgConnection(PgConnection&& other) noexcept
+      : conn_(std::exchange(other.conn_, nullptr)), reset_(other.reset_) {}
   PgConnection& operator=(PgConnection&& other) noexcept {
     if (this != &other) {
       close();
       conn_ = std::exchange(other.conn_, nullptr);
+      reset_ = other.reset_;
     }
     return *this;
   }
@@ -69,9 +87,10 @@ class PgConnection {
     return ok;
   }
 
-  /// Resettable: rolls back a transaction the borrower left open, then DISCARD ALL (temporary
-  /// tables, SET parameters including search_path and role, prepared statements, advisory
-  /// locks). Throws if the connection is broken, and the pool then closes it.
+  /// Resettable: rolls back a transaction the borrower left open, then, with
+  /// SessionReset::discard_all (the default), DISCARD ALL (temporary tables, SET parameters
+  /// including search_path and role, prepared statements, advisory locks). Throws if the
+  /// connection is broken, and the pool then closes it.
   void reset() {
     const PGTransactionStatusType t = PQtransactionStatus(conn_);
     if (t == PQTRANS_UNKNOWN || PQstatus(conn_) != CONNECTION_OK) {
@@ -80,7 +99,9 @@ class PgConnection {
     if (t != PQTRANS_IDLE) {
       command("ROLLBACK");
     }
-    command("DISCARD ALL");
+    if (reset_ == SessionReset::discard_all) {
+      command("DISCARD ALL");
+    }
   }
 
   /// Runs `sql` with text parameters $1, $2, ...; returns the rows as text (NULL as "").
@@ -133,7 +154,7 @@ class PgConnection {
   [[nodiscard]] PGconn* native() const noexcept { return conn_; }
 
  private:
-  explicit PgConnection(PGconn* c) noexcept : conn_(c) {}
+  PgConnection(PGconn* c, SessionReset reset) noexcept : conn_(c), reset_(reset) {}
 
   static std::string trim(std::string s) {
     while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) {
@@ -143,6 +164,7 @@ class PgConnection {
   }
 
   PGconn* conn_ = nullptr;
+  SessionReset reset_ = SessionReset::discard_all;
 };
 
 }  // namespace connpool_examples

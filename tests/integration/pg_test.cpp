@@ -130,6 +130,28 @@ TEST_CASE("PostgreSQL: a borrower's session state does not reach the next borrow
   CHECK(db->scalar("SELECT to_regclass('pg_temp.leftover') IS NULL") == "t");
 }
 
+TEST_CASE("PostgreSQL: SessionReset::rollback_only rolls back, and keeps the session",
+          "[integration][pg]") {
+  using connpool_examples::SessionReset;
+  connpool::ConnectionPool pool{
+      [info = conninfo()] { return PgConnection::connect(info, SessionReset::rollback_only); },
+      checked(1)};
+  std::string pid;
+  {
+    auto db = pool.acquire();
+    pid = db->scalar("SELECT pg_backend_pid()");
+    db->command("SET application_name TO 'kept'");
+    db->command("CREATE TEMP TABLE rolled_back(x int)");
+    db->command("BEGIN; INSERT INTO rolled_back VALUES (1)");  // left open
+  }
+  auto db = pool.acquire();
+  REQUIRE(db->scalar("SELECT pg_backend_pid()") == pid);
+  CHECK(PQtransactionStatus(db->native()) == PQTRANS_IDLE);
+  CHECK(db->scalar("SELECT count(*) FROM rolled_back") == "0");  // the insert was rolled back
+  // Session state is not discarded: that is the contract of rollback_only.
+  CHECK(db->scalar("SHOW application_name") == "kept");
+}
+
 TEST_CASE("PostgreSQL: after a server restart every request succeeds again",
           "[integration][pg][restart]") {
   const char* restart = std::getenv("CONNPOOL_PG_RESTART");

@@ -1,0 +1,567 @@
+// connpool - pg_bench: `SELECT 1` over libpq, through connpool and without it (issue 6)
+// SPDX-License-Identifier: MIT
+
+// A closed-loop load generator: N threads each run `SELECT 1` (simple query protocol, PQexec,
+// as `pgbench -M simple` does) back to back for a fixed time, and every request's latency is
+// recorded, so the figures are the throughput and exact latency percentiles of one run. Not a
+// Google Benchmark program: a run is one fixed-duration configuration, not an iteration count.
+//
+// Modes:
+//   pool     the N threads share one connpool::ConnectionPool<PgConnection> with
+//            min_size = max_size = --pool-size (default 4) and every other option at its
+//            default (validate_on_acquire with a 500 ms bypass, WaitPolicy::fifo, ...); each
+//            request is acquire(), SELECT 1, release. PgConnection (examples/pg_connection.hpp)
+//            is Resettable, so the release runs its reset(): with --reset discard_all (the
+//            default, PgConnection's) DISCARD ALL, a second round trip; with --reset
+//            rollback_only nothing unless a transaction was left open, so a request costs what
+//            pgbench's `SELECT 1` does.
+//   connect  each request is PQconnectdb, SELECT 1, PQfinish: a service without a pool.
+//   direct   each thread keeps its own PGconn, no pool: the client-side limit, the same client
+//            work as pgbench with persistent connections.
+//
+// Timing: the threads set up (direct mode connects), wait at a start barrier, run --warmup
+// seconds unrecorded, then --seconds recorded. The latency of a request is the steady_clock
+// time from the end of the previous request (or the start of the measured period) to its end,
+// in ns, stored in a per-thread buffer reserved before the start (nothing else is allocated in
+// the loop, apart from what libpq does). The measured period ends with each thread's first
+// request that finishes after the deadline; throughput = measured requests / (the last
+// thread's end - the start of the measured period). Percentiles are nearest-rank over all
+// threads' requests.
+//
+// Usage: pg_bench [--conninfo S] [--mode pool|connect|direct] [--threads N] [--seconds S]
+//                 [--warmup S] [--pool-size N] [--reset discard_all|rollback_only]
+//                 [--wait-policy fifo|bounded_barging] [--starvation-bound-us N] [--json]
+//   --conninfo defaults to $CONNPOOL_PG_CONNINFO; without either, exits 77 (CTest: skipped).
+// Exit status: 0 success, 1 a request failed (a wrong result, a libpq error) or setup failed,
+// 2 bad usage, 77 no conninfo.
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <iostream>
+#include <latch>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <connpool/connpool.hpp>
+
+#include "pg_connection.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using connpool_examples::PgConnection;
+using connpool_examples::SessionReset;
+
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitSkip = 77;
+
+/// A bound on one thread's request rate, to size the latency buffers: a synchronous round trip
+/// through the kernel's loopback takes several µs, so no thread completes 250,000 a second.
+constexpr double kMaxRequestsPerThreadPerSecond = 250'000;
+
+enum class Mode { pool, connect, direct };
+
+struct Options {
+  std::string conninfo;
+  Mode mode = Mode::pool;
+  int threads = 1;
+  double seconds = 5.0;
+  double warmup = 1.0;
+  std::size_t pool_size = 4;
+  SessionReset reset = SessionReset::discard_all;
+  connpool::WaitPolicy wait_policy = connpool::WaitPolicy::fifo;
+  std::chrono::microseconds starvation_bound = connpool::PoolOptions{}.starvation_bound;
+  bool json = false;
+};
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::pool:
+      return "pool";
+    case Mode::connect:
+      return "connect";
+    case Mode::direct:
+      return "direct";
+  }
+  return "?";
+}
+
+void usage(std::ostream& out) {
+  out << "usage: pg_bench [--conninfo S] [--mode pool|connect|direct] [--threads N]\n"
+         "                [--seconds S] [--warmup S] [--pool-size N]\n"
+         "                [--reset discard_all|rollback_only] [--wait-policy "
+         "fifo|bounded_barging]\n"
+         "                [--starvation-bound-us N] [--json]\n"
+         "  --conninfo S     libpq conninfo (default: $CONNPOOL_PG_CONNINFO; without either,\n"
+         "                   exit 77)\n"
+         "  --mode M         pool: N threads share a connpool pool (default); connect: a new\n"
+         "                   connection per request; direct: one persistent PGconn per thread\n"
+         "  --threads N      client threads (default 1)\n"
+         "  --seconds S      measured seconds (default 5)\n"
+         "  --warmup S       unrecorded seconds before (default 1)\n"
+         "  --pool-size N    pool mode: min_size = max_size = N (default 4)\n"
+         "  --reset R        pool mode: what PgConnection::reset() does on release:\n"
+         "                   discard_all (default: DISCARD ALL, a round trip) or rollback_only\n"
+         "                   (only a transaction left open is rolled back)\n"
+         "  --wait-policy P  pool mode: fifo (default) or bounded_barging\n"
+         "  --starvation-bound-us N  pool mode, bounded_barging: PoolOptions::starvation_bound\n"
+         "                   (default 1000)\n"
+         "  --json           print the result as a JSON object\n"
+         "Exit status: 0 ok, 1 errors, 2 bad usage, 77 no conninfo.\n";
+}
+
+bool parse_int(std::string_view s, long long min, long long& out) {
+  long long v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc{} || end != s.data() + s.size() || v < min) {
+    return false;
+  }
+  out = v;
+  return true;
+}
+
+bool parse_seconds(const std::string& s, double& out) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v < 0 || v > 86'400) {
+    return false;
+  }
+  out = v;
+  return true;
+}
+
+/// Parses argv into `o`; returns an exit status to stop with, or nullopt to run.
+std::optional<int> parse_args(int argc, char** argv, Options& o) {
+  bool have_conninfo = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      usage(std::cout);
+      return 0;
+    }
+    if (arg == "--json") {
+      o.json = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      std::cerr << "pg_bench: " << arg << (arg.starts_with("--") ? " needs a value\n" : "?\n");
+      usage(std::cerr);
+      return kExitUsage;
+    }
+    const std::string value = argv[++i];
+    bool ok = true;
+    long long n = 0;
+    if (arg == "--conninfo") {
+      o.conninfo = value;
+      have_conninfo = true;
+    } else if (arg == "--mode") {
+      if (value == "pool") {
+        o.mode = Mode::pool;
+      } else if (value == "connect") {
+        o.mode = Mode::connect;
+      } else if (value == "direct") {
+        o.mode = Mode::direct;
+      } else {
+        ok = false;
+      }
+    } else if (arg == "--threads") {
+      ok = parse_int(value, 1, n) && n <= 4096;
+      o.threads = static_cast<int>(n);
+    } else if (arg == "--pool-size") {
+      ok = parse_int(value, 1, n) && n <= 4096;
+      o.pool_size = static_cast<std::size_t>(n);
+    } else if (arg == "--seconds") {
+      ok = parse_seconds(value, o.seconds) && o.seconds > 0;
+    } else if (arg == "--warmup") {
+      ok = parse_seconds(value, o.warmup);
+    } else if (arg == "--reset") {
+      if (value == "discard_all") {
+        o.reset = SessionReset::discard_all;
+      } else if (value == "rollback_only") {
+        o.reset = SessionReset::rollback_only;
+      } else {
+        ok = false;
+      }
+    } else if (arg == "--starvation-bound-us") {
+      ok = parse_int(value, 0, n);
+      o.starvation_bound = std::chrono::microseconds(n);
+    } else if (arg == "--wait-policy") {
+      if (value == "fifo") {
+        o.wait_policy = connpool::WaitPolicy::fifo;
+      } else if (value == "bounded_barging") {
+        o.wait_policy = connpool::WaitPolicy::bounded_barging;
+      } else {
+        ok = false;
+      }
+    } else {
+      std::cerr << "pg_bench: unknown option " << arg << '\n';
+      usage(std::cerr);
+      return kExitUsage;
+    }
+    if (!ok) {
+      std::cerr << "pg_bench: bad value for " << arg << ": " << value << '\n';
+      usage(std::cerr);
+      return kExitUsage;
+    }
+  }
+  if (!have_conninfo) {
+    const char* env = std::getenv("CONNPOOL_PG_CONNINFO");
+    o.conninfo = env != nullptr ? env : "";
+  }
+  if (o.conninfo.empty()) {
+    std::cerr << "pg_bench: no conninfo (--conninfo or CONNPOOL_PG_CONNINFO): skipped\n";
+    return kExitSkip;
+  }
+  return std::nullopt;
+}
+
+/// Keeps the first error of a thread: `message` without libpq's trailing newline.
+void note_error(std::string& error, std::string_view message) {
+  if (!error.empty()) {
+    return;
+  }
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
+    message.remove_suffix(1);
+  }
+  error = message.empty() ? "unknown error" : message;
+}
+
+/// `SELECT 1` through the simple query protocol; true when the result is one row, one column,
+/// "1". On failure, `error` receives libpq's message (when it is still empty).
+bool select_one(PGconn* c, std::string& error) {
+  PGresult* r = PQexec(c, "SELECT 1");
+  const bool ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 1 &&
+                  std::strcmp(PQgetvalue(r, 0, 0), "1") == 0;
+  if (!ok) {
+    const std::string_view message = r == nullptr ? PQerrorMessage(c) : PQresultErrorMessage(r);
+    note_error(error, message.empty()
+                          ? "SELECT 1 returned something other than one row with the value 1"
+                          : message);
+  }
+  PQclear(r);
+  return ok;
+}
+
+/// One thread's results, on its own cache lines.
+struct alignas(64) ThreadResult {
+  std::vector<std::uint64_t> latencies_ns;  // reserved before the start
+  std::uint64_t requests = 0;               // in the measured period
+  std::uint64_t errors = 0;                 // in both periods
+  std::uint64_t dropped = 0;                // measured requests the full buffer did not keep
+  Clock::time_point last_end{};
+  std::string first_error;
+};
+
+/// When the periods start and end; written by the main thread before it opens the gate.
+struct Schedule {
+  Clock::time_point measure_start{};
+  Clock::time_point deadline{};
+};
+
+/// The closed loop of one thread: warm-up, then the measured period. `request(error)` runs one
+/// request and returns whether it succeeded.
+template <class Request>
+void run_loop(const Schedule& s, ThreadResult& r, Request&& request) {
+  Clock::time_point now = Clock::now();
+  while (now < s.measure_start) {
+    if (!request(r.first_error)) {
+      ++r.errors;
+    }
+    now = Clock::now();
+  }
+  Clock::time_point begin = std::max(now, s.measure_start);
+  for (;;) {
+    if (!request(r.first_error)) {
+      ++r.errors;
+    }
+    const Clock::time_point end = Clock::now();
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(end - begin).count();
+    if (r.latencies_ns.size() < r.latencies_ns.capacity()) {
+      r.latencies_ns.push_back(static_cast<std::uint64_t>(ns));
+    } else {
+      ++r.dropped;
+    }
+    ++r.requests;
+    if (end >= s.deadline) {
+      r.last_end = end;
+      return;
+    }
+    begin = end;
+  }
+}
+
+struct Summary {
+  std::uint64_t requests = 0;
+  std::uint64_t errors = 0;
+  std::uint64_t dropped = 0;
+  double seconds = 0;
+  double throughput = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+  double max_us = 0;
+  std::string first_error;
+  std::string pool_stats_json;  // pool mode only
+};
+
+/// The nearest-rank `pct`th percentile of sorted `v` (the ceil(n * pct / 100)-th smallest,
+/// computed in integers), in µs.
+double percentile_us(const std::vector<std::uint64_t>& v, std::size_t pct) {
+  if (v.empty()) {
+    return 0;
+  }
+  const std::size_t rank = std::max<std::size_t>((v.size() * pct + 99) / 100, 1);
+  return static_cast<double>(v[rank - 1]) / 1000.0;
+}
+
+/// Runs `threads` threads; `setup(i)` runs first in thread i and returns its request callable
+/// (or nullopt when it failed, with the reason in the thread's first_error).
+template <class Setup>
+Summary run_threads(const Options& o, Setup setup) {
+  const auto n = static_cast<std::size_t>(o.threads);
+  std::vector<ThreadResult> results(n);
+  const auto capacity =
+      static_cast<std::size_t>(std::ceil((o.seconds + 1.0) * kMaxRequestsPerThreadPerSecond));
+  for (ThreadResult& r : results) {
+    r.latencies_ns.reserve(capacity);
+  }
+  Schedule schedule;
+  std::latch ready(static_cast<std::ptrdiff_t>(n));
+  std::latch gate(1);
+  Clock::time_point start{};
+  {
+    std::vector<std::jthread> workers;
+    workers.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      workers.emplace_back([&, i] {
+        ThreadResult& r = results[i];
+        auto request = setup(i, r.first_error);
+        ready.count_down();
+        gate.wait();
+        if (!request) {
+          ++r.errors;
+          r.last_end = schedule.measure_start;
+          return;
+        }
+        run_loop(schedule, r, *request);
+      });
+    }
+    ready.wait();
+    start = Clock::now();
+    schedule.measure_start = start + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(o.warmup));
+    schedule.deadline = schedule.measure_start + std::chrono::duration_cast<Clock::duration>(
+                                                     std::chrono::duration<double>(o.seconds));
+    gate.count_down();
+  }  // joins
+
+  Summary sum;
+  Clock::time_point last = schedule.measure_start;
+  std::vector<std::uint64_t> all;
+  std::size_t total = 0;
+  for (const ThreadResult& r : results) {
+    total += r.latencies_ns.size();
+  }
+  all.reserve(total);
+  for (const ThreadResult& r : results) {
+    sum.requests += r.requests;
+    sum.errors += r.errors;
+    sum.dropped += r.dropped;
+    last = std::max(last, r.last_end);
+    all.insert(all.end(), r.latencies_ns.begin(), r.latencies_ns.end());
+    if (sum.first_error.empty() && !r.first_error.empty()) {
+      sum.first_error = r.first_error;
+    }
+  }
+  std::sort(all.begin(), all.end());
+  sum.seconds = std::chrono::duration<double>(last - schedule.measure_start).count();
+  sum.throughput = sum.seconds > 0 ? static_cast<double>(sum.requests) / sum.seconds : 0;
+  sum.p50_us = percentile_us(all, 50);
+  sum.p99_us = percentile_us(all, 99);
+  sum.max_us = all.empty() ? 0 : static_cast<double>(all.back()) / 1000.0;
+  return sum;
+}
+
+/// Pool mode: the threads share one pool of PgConnection.
+Summary run_pool(const Options& o) {
+  connpool::ConnectionPool pool{[&o] { return PgConnection::connect(o.conninfo, o.reset); },
+                                connpool::PoolOptions{.min_size = o.pool_size,
+                                                      .max_size = o.pool_size,
+                                                      .wait_policy = o.wait_policy,
+                                                      .starvation_bound = o.starvation_bound}};
+  Summary sum = run_threads(o, [&pool](std::size_t, std::string&) {
+    return std::optional{[&pool](std::string& error) {
+      try {
+        auto h = pool.acquire();
+        const bool ok = select_one(h->native(), error);
+        if (!ok && PQstatus(h->native()) != CONNECTION_OK) {
+          h.invalidate();  // broken: the pool opens a new one
+        }
+        return ok;
+      } catch (const std::exception& e) {  // acquire timeout, connect failure, reset failure
+        note_error(error, e.what());
+        return false;
+      }
+    }};
+  });
+  sum.pool_stats_json = pool.stats().to_json();
+  return sum;
+}
+
+Summary run_connect(const Options& o) {
+  return run_threads(o, [&o](std::size_t, std::string&) {
+    return std::optional{[&o](std::string& error) {
+      PGconn* c = PQconnectdb(o.conninfo.c_str());
+      bool ok = false;
+      if (c != nullptr && PQstatus(c) == CONNECTION_OK) {
+        ok = select_one(c, error);
+      } else {
+        note_error(error, c != nullptr ? PQerrorMessage(c) : "PQconnectdb: out of memory");
+      }
+      PQfinish(c);
+      return ok;
+    }};
+  });
+}
+
+/// Closes each thread's connection when the run is over.
+struct PgConnDeleter {
+  void operator()(PGconn* c) const noexcept { PQfinish(c); }
+};
+
+Summary run_direct(const Options& o) {
+  std::vector<std::unique_ptr<PGconn, PgConnDeleter>> conns(static_cast<std::size_t>(o.threads));
+  return run_threads(o, [&o, &conns](std::size_t i, std::string& error) {
+    conns[i].reset(PQconnectdb(o.conninfo.c_str()));
+    PGconn* c = conns[i].get();
+    auto request = [c](std::string& err) {
+      const bool ok = select_one(c, err);
+      if (!ok && PQstatus(c) != CONNECTION_OK) {
+        PQreset(c);
+      }
+      return ok;
+    };
+    if (c == nullptr || PQstatus(c) != CONNECTION_OK) {
+      note_error(error, c != nullptr ? PQerrorMessage(c) : "PQconnectdb: out of memory");
+      return std::optional<decltype(request)>{};
+    }
+    return std::optional{request};
+  });
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (const char ch : s) {
+    switch (ch) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        if (static_cast<unsigned char>(ch) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(ch));
+          out += buf;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out;
+}
+
+void print(const Options& o, const Summary& s) {
+  const bool pool = o.mode == Mode::pool;
+  char line[512];
+  if (o.json) {
+    std::snprintf(
+        line, sizeof line,
+        "{\"mode\":\"%s\",\"threads\":%d,\"pool_size\":%s,\"reset\":%s,"
+        "\"wait_policy\":%s,\"requests\":%llu,\"seconds\":%.3f,\"throughput\":%.1f,"
+        "\"p50_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"errors\":%llu,"
+        "\"dropped_samples\":%llu",
+        mode_name(o.mode), o.threads, pool ? std::to_string(o.pool_size).c_str() : "null",
+        pool ? (o.reset == SessionReset::discard_all ? "\"discard_all\"" : "\"rollback_only\"")
+             : "null",
+        pool ? (o.wait_policy == connpool::WaitPolicy::fifo ? "\"fifo\"" : "\"bounded_barging\"")
+             : "null",
+        static_cast<unsigned long long>(s.requests), s.seconds, s.throughput, s.p50_us, s.p99_us,
+        s.max_us, static_cast<unsigned long long>(s.errors),
+        static_cast<unsigned long long>(s.dropped));
+    std::cout << line;
+    if (!s.first_error.empty()) {
+      std::cout << ",\"first_error\":\"" << json_escape(s.first_error) << '"';
+    }
+    if (pool) {
+      std::cout << ",\"pool_stats\":" << s.pool_stats_json;
+    }
+    std::cout << "}\n";
+  } else {
+    std::string extra;
+    if (pool) {
+      extra += o.reset == SessionReset::discard_all ? " reset=discard_all" : " reset=rollback_only";
+      extra += o.wait_policy == connpool::WaitPolicy::fifo ? " wait_policy=fifo"
+                                                           : " wait_policy=bounded_barging";
+    }
+    std::snprintf(line, sizeof line,
+                  "mode=%s threads=%d pool_size=%s requests=%llu seconds=%.3f "
+                  "throughput=%.1f p50_us=%.1f p99_us=%.1f max_us=%.1f errors=%llu",
+                  mode_name(o.mode), o.threads, pool ? std::to_string(o.pool_size).c_str() : "-",
+                  static_cast<unsigned long long>(s.requests), s.seconds, s.throughput, s.p50_us,
+                  s.p99_us, s.max_us, static_cast<unsigned long long>(s.errors));
+    std::cout << line << extra << '\n';
+  }
+  if (s.dropped > 0) {
+    std::cerr << "pg_bench: the latency buffers were full: " << s.dropped
+              << " requests counted but not in the percentiles\n";
+  }
+  if (s.errors > 0) {
+    std::cerr << "pg_bench: " << s.errors << " failed requests; first: " << s.first_error << '\n';
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  if (const auto status = parse_args(argc, argv, o)) {
+    return *status;
+  }
+  try {
+    Summary s;
+    switch (o.mode) {
+      case Mode::pool:
+        s = run_pool(o);
+        break;
+      case Mode::connect:
+        s = run_connect(o);
+        break;
+      case Mode::direct:
+        s = run_direct(o);
+        break;
+    }
+    print(o, s);
+    return s.errors == 0 ? 0 : kExitError;
+  } catch (const std::exception& e) {  // the pool's warm-up failed to connect
+    std::cerr << "pg_bench: " << e.what() << '\n';
+    return kExitError;
+  }
+}
