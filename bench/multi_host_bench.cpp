@@ -1,16 +1,18 @@
 // connpool - benchmarks of MultiHostPool's overhead over a single ConnectionPool
 // SPDX-License-Identifier: MIT
 
-// One thread, connections idle and never expiring, a connection type that does no I/O: what is
+// Connections idle and never expiring, a connection type that does no I/O: what is
 // measured is the bookkeeping. BM_Single_* is one ConnectionPool; BM_MultiHost/<strategy> is a
 // MultiHostPool of 3 hosts picking by that strategy; the difference is the balancer, the breaker
-// check and the in-use count. BM_HostPool_Stats is the price of one ConnectionPool::stats(), which
+// check and the in-use count, on one thread; BM_Threads_* share one pool among 2 and 4 threads.
+// BM_HostPool_Stats is the price of one ConnectionPool::stats(), which
 // is why MultiHostPool does not read it on every acquire (see HostEntry::look_at_pings). For
 // figures, run a Release build with --benchmark_repetitions=5
 // --benchmark_report_aggregates_only=true.
 
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <benchmark/benchmark.h>
@@ -86,6 +88,59 @@ void BM_MultiHost_AcquireHost(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_MultiHost_AcquireHost);
+
+// --- Several threads ---------------------------------------------------------------------
+// T threads share one pool: a ConnectionPool of 24 connections against a MultiHostPool of 3
+// hosts x 8, so both have a connection for every thread and the difference is the shared state
+// MultiHostPool adds (round_robin's turn, the per-host in-use counts). Thread 0 builds the pool
+// before the loop; Google Benchmark starts every thread's loop together.
+
+Single* shared_single = nullptr;
+Multi* shared_multi = nullptr;
+
+void BM_Threads_Single(benchmark::State& state) {
+  if (state.thread_index() == 0) {
+    shared_single = new Single{NullFactory{}, fixed_size(24)};
+  }
+  for (auto _ : state) {
+    auto handle = shared_single->acquire();
+    benchmark::DoNotOptimize(handle.get());
+  }
+  state.SetItemsProcessed(state.iterations());
+  if (state.thread_index() == 0) {
+    delete std::exchange(shared_single, nullptr);
+  }
+}
+BENCHMARK(BM_Threads_Single)->ThreadRange(2, 4)->UseRealTime();
+
+void BM_Threads_MultiHost(benchmark::State& state) {
+  const auto balance = static_cast<connpool::Balance>(state.range(0));
+  if (state.thread_index() == 0) {
+    shared_multi =
+        new Multi{{"h1", "h2", "h3"},
+                  NullHostFactory{},
+                  connpool::MultiHostOptions{.per_host = fixed_size(8), .balance = balance}};
+  }
+  for (auto _ : state) {
+    auto handle = shared_multi->acquire();
+    benchmark::DoNotOptimize(handle.get());
+  }
+  state.SetItemsProcessed(state.iterations());
+  if (state.thread_index() == 0) {
+    delete std::exchange(shared_multi, nullptr);
+    state.SetLabel(balance == connpool::Balance::round_robin    ? "round_robin"
+                   : balance == connpool::Balance::least_in_use ? "least_in_use"
+                   : balance == connpool::Balance::random       ? "random"
+                                                                : "power_of_two_choices");
+  }
+}
+BENCHMARK(BM_Threads_MultiHost)
+    ->ArgsProduct({{static_cast<int>(connpool::Balance::round_robin),
+                    static_cast<int>(connpool::Balance::least_in_use),
+                    static_cast<int>(connpool::Balance::random),
+                    static_cast<int>(connpool::Balance::power_of_two_choices)}})
+    ->ThreadRange(2, 4)
+    ->UseRealTime();
 
 /// One stats() of a pool of 8 connections: a lock and a walk of the slots.
 void BM_HostPool_Stats(benchmark::State& state) {

@@ -602,6 +602,41 @@ TEST_CASE("MultiHostPool: 8 threads over 3 hosts keep every host within max_size
   }
 }
 
+TEST_CASE("MultiHostPool: round_robin spreads the acquires of several threads evenly",
+          "[multi_host]") {
+  // Each thread takes turns on its own stripe of the turn counter (threads beyond the stripes
+  // share one); the hosts' shares stay even either way.
+  struct Tag {};
+  FakeHosts hosts(abc);
+  Pool<Tag> pool{abc, hosts.factory(), options(Balance::round_robin, 4)};
+  constexpr int threads = 4;
+  constexpr int rounds = 3'000;
+  std::atomic<int> errors{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&] {
+      for (int i = 0; i < rounds; ++i) {
+        try {
+          pool.acquire(connpool_test::generous_deadline).release();
+        } catch (...) {
+          errors.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& w : workers) {
+    w.join();
+  }
+  CHECK(errors == 0);
+  const auto s = pool.stats();
+  for (const auto& h : abc) {
+    INFO(h);
+    const auto acquired = host_stats<Pool<Tag>>(s, h).pool.acquired;
+    CHECK(acquired >= 3'600);  // 4,000 each, within 10 %
+    CHECK(acquired <= 4'400);
+  }
+}
+
 TEST_CASE("MultiHostPool: close() closes every host; handles may outlive the pool",
           "[multi_host]") {
   struct Tag {};

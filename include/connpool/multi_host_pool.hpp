@@ -9,6 +9,7 @@
 // MultiHostStats (here, around PoolStats from stats.hpp); NoHealthyHost is in errors.hpp.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <concepts>
@@ -195,6 +196,17 @@ struct MultiHostStats {
 
 namespace detail {
 
+/// The size of a cache line, for counters written by many threads.
+inline constexpr std::size_t cache_line_size = 64;
+
+/// A small number for this thread, distinct among the first threads that ask (0, 1, 2, ...),
+/// to spread per-thread writes over stripes of a counter.
+inline std::size_t thread_stripe() noexcept {
+  static std::atomic<std::size_t> next{0};
+  thread_local const std::size_t stripe = next.fetch_add(1, std::memory_order_relaxed);
+  return stripe;
+}
+
 /// What a MultiHostHandle knows of its host: the name, and where to report the connection's
 /// return. Also the reference count of the host's record (see HostEntry).
 template <class Host>
@@ -207,11 +219,11 @@ class HostLink {
 
   /// Connections of this host out through MultiHostHandles now.
   [[nodiscard]] std::size_t in_use() const noexcept {
-    return refs_.load(std::memory_order_relaxed) - 1;
+    return refs_.value.load(std::memory_order_relaxed) - 1;
   }
 
   /// A handle took a connection of this host.
-  void taken() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void taken() noexcept { refs_.value.fetch_add(1, std::memory_order_relaxed); }
 
   /// How a handle gave its connection back.
   enum class Return {
@@ -231,7 +243,7 @@ class HostLink {
 
   /// Drops one reference; the last one destroys the record.
   void unref() noexcept {
-    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if (refs_.value.fetch_sub(1, std::memory_order_acq_rel) == 1) {
       delete this;
     }
   }
@@ -246,8 +258,14 @@ class HostLink {
   // 1 for the MultiHostPool (dropped by its destructor) + 1 per connection out through a
   // handle. Why one counter for both: the in-use gauge that the balancer reads must be an
   // atomic anyway, and making it the reference count spares a second atomic write per acquire
-  // (a std::shared_ptr copy in each handle would be one).
-  std::atomic<std::size_t> refs_{1};
+  // (a std::shared_ptr copy in each handle would be one). Why a cache line of its own: every
+  // acquire and release on the host writes it, and the fields around it (the breaker's state,
+  // max_size, the host pool) are read by every acquire: sharing their line would make each of
+  // those reads miss whenever another thread has just taken or returned a connection.
+  struct alignas(cache_line_size) Count {
+    std::atomic<std::size_t> value{1};
+  };
+  Count refs_;
 };
 
 /// A circuit breaker over one host, driven by `Clock`.
@@ -1026,16 +1044,21 @@ class MultiHostPool {
     return best;
   }
 
-  /// round_robin's next turn.
+  /// round_robin's next turn: this thread's stripe of the turn counter.
   ///
-  /// Why a load and a store rather than fetch_add: two threads that race here may take the same
-  /// turn (a lost update), which leaves the spread even over many acquires, and the order exact
-  /// for a single thread; a locked read-modify-write would cost about 6 ns more per acquire
-  /// (bench/multi_host_bench.cpp), a fifth of MultiHostPool's overhead.
+  /// Why stripes: one counter written by every acquire of every thread bounces its cache line
+  /// between cores, which cost more than the rest of the acquire together (bench/
+  /// multi_host_bench.cpp, BM_Threads_MultiHost). Each thread takes turns on one of
+  /// turn_stripes counters (threads share a stripe only beyond that many), so one thread's
+  /// order is exact and the spread over many acquires is even.
+  /// Why a load and a store rather than fetch_add: two threads that share a stripe and race here
+  /// may take the same turn (a lost update), which leaves the spread even; a locked
+  /// read-modify-write would cost about 6 ns more per acquire.
   std::size_t next_turn() const noexcept {
-    const std::size_t turn = rr_.load(std::memory_order_relaxed);
-    rr_.store(turn + 1, std::memory_order_relaxed);
-    return turn;
+    std::atomic<std::size_t>& turn = turns_[detail::thread_stripe() % turn_stripes].value;
+    const std::size_t t = turn.load(std::memory_order_relaxed);
+    turn.store(t + 1, std::memory_order_relaxed);
+    return t;
   }
 
   /// The breaker's admission of `e`, reading Clock only when its circuit is not closed.
@@ -1258,7 +1281,11 @@ class MultiHostPool {
   const MultiHostOptions options_;
   const std::shared_ptr<Factory> factory_;  // shared with every host's pool
   std::atomic<bool> closed_{false};
-  mutable std::atomic<std::size_t> rr_{0};  // round_robin's turn
+  static constexpr std::size_t turn_stripes = 8;  // round_robin's turn counters
+  struct alignas(detail::cache_line_size) Turn {
+    std::atomic<std::size_t> value{0};
+  };
+  mutable std::array<Turn, turn_stripes> turns_{};  // round_robin's turns, per thread stripe
 
   mutable detail::Mutex admin_mutex_;  // guards entries_, snapshots_ and every store to current_
   std::vector<Entry*> entries_ CONNPOOL_GUARDED_BY(admin_mutex_);  // each holds a reference
