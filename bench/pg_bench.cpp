@@ -18,6 +18,12 @@
 //   connect  each request is PQconnectdb, SELECT 1, PQfinish: a service without a pool.
 //   direct   each thread keeps its own PGconn, no pool: the client-side limit, the same client
 //            work as pgbench with persistent connections.
+//   async    --threads N client coroutines on --io-threads T threads (default min(N, 2)) share a
+//            connpool::AsyncConnectionPool of --pool-size connections through Asio
+//            (connpool::asio::async_acquire; waiting coroutines resumed on the io_context); each
+//            query is libpq's asynchronous API (PQsendQuery, then the socket awaited readable
+//            until the result is in). pgbench's own design: N clients multiplexed on T threads.
+//            Built when standalone Asio is found (libasio-dev).
 //
 // Timing: the threads set up (direct mode connects), wait at a start barrier, run --warmup
 // seconds unrecorded, then --seconds recorded. The latency of a request is the steady_clock
@@ -30,7 +36,8 @@
 //
 // Usage: pg_bench [--conninfo S] [--mode pool|connect|direct] [--threads N] [--seconds S]
 //                 [--warmup S] [--pool-size N] [--reset discard_all|rollback_only]
-//                 [--wait-policy fifo|bounded_barging] [--starvation-bound-us N] [--json]
+//                 [--wait-policy fifo|bounded_barging] [--starvation-bound-us N]
+//                 [--io-threads T] [--json]
 //   --conninfo defaults to $CONNPOOL_PG_CONNINFO; without either, exits 77 (CTest: skipped).
 // Exit status: 0 success, 1 a request failed (a wrong result, a libpq error) or setup failed,
 // 2 bad usage, 77 no conninfo.
@@ -59,6 +66,12 @@
 
 #include "pg_connection.hpp"
 
+#if defined(CONNPOOL_PG_BENCH_HAVE_ASIO)
+#include <asio.hpp>
+
+#include <connpool/asio.hpp>
+#endif
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -73,7 +86,7 @@ constexpr int kExitSkip = 77;
 /// through the kernel's loopback takes several µs, so no thread completes 250,000 a second.
 constexpr double kMaxRequestsPerThreadPerSecond = 250'000;
 
-enum class Mode { pool, connect, direct };
+enum class Mode { pool, connect, direct, async };
 
 struct Options {
   std::string conninfo;
@@ -85,6 +98,7 @@ struct Options {
   SessionReset reset = SessionReset::discard_all;
   connpool::WaitPolicy wait_policy = connpool::WaitPolicy::fifo;
   std::chrono::microseconds starvation_bound = connpool::PoolOptions{}.starvation_bound;
+  int io_threads = 0;  // async mode; 0 = min(threads, 2)
   bool json = false;
 };
 
@@ -96,21 +110,25 @@ const char* mode_name(Mode m) {
       return "connect";
     case Mode::direct:
       return "direct";
+    case Mode::async:
+      return "async";
   }
   return "?";
 }
 
 void usage(std::ostream& out) {
-  out << "usage: pg_bench [--conninfo S] [--mode pool|connect|direct] [--threads N]\n"
+  out << "usage: pg_bench [--conninfo S] [--mode pool|connect|direct|async] [--threads N]\n"
          "                [--seconds S] [--warmup S] [--pool-size N]\n"
          "                [--reset discard_all|rollback_only] [--wait-policy "
          "fifo|bounded_barging]\n"
-         "                [--starvation-bound-us N] [--json]\n"
+         "                [--starvation-bound-us N] [--io-threads T] [--json]\n"
          "  --conninfo S     libpq conninfo (default: $CONNPOOL_PG_CONNINFO; without either,\n"
          "                   exit 77)\n"
          "  --mode M         pool: N threads share a connpool pool (default); connect: a new\n"
-         "                   connection per request; direct: one persistent PGconn per thread\n"
-         "  --threads N      client threads (default 1)\n"
+         "                   connection per request; direct: one persistent PGconn per thread;\n"
+         "                   async: N coroutines on --io-threads threads share an\n"
+         "                   AsyncConnectionPool (needs Asio at build time)\n"
+         "  --threads N      client threads (async mode: client coroutines; default 1)\n"
          "  --seconds S      measured seconds (default 5)\n"
          "  --warmup S       unrecorded seconds before (default 1)\n"
          "  --pool-size N    pool mode: min_size = max_size = N (default 4)\n"
@@ -120,6 +138,7 @@ void usage(std::ostream& out) {
          "  --wait-policy P  pool mode: fifo (default) or bounded_barging\n"
          "  --starvation-bound-us N  pool mode, bounded_barging: PoolOptions::starvation_bound\n"
          "                   (default 1000)\n"
+         "  --io-threads T   async mode: threads running the io_context (default min(N, 2))\n"
          "  --json           print the result as a JSON object\n"
          "Exit status: 0 ok, 1 errors, 2 bad usage, 77 no conninfo.\n";
 }
@@ -175,6 +194,8 @@ std::optional<int> parse_args(int argc, char** argv, Options& o) {
         o.mode = Mode::connect;
       } else if (value == "direct") {
         o.mode = Mode::direct;
+      } else if (value == "async") {
+        o.mode = Mode::async;
       } else {
         ok = false;
       }
@@ -196,6 +217,9 @@ std::optional<int> parse_args(int argc, char** argv, Options& o) {
       } else {
         ok = false;
       }
+    } else if (arg == "--io-threads") {
+      ok = parse_int(value, 1, n) && n <= 256;
+      o.io_threads = static_cast<int>(n);
     } else if (arg == "--starvation-bound-us") {
       ok = parse_int(value, 0, n);
       o.starvation_bound = std::chrono::microseconds(n);
@@ -327,21 +351,36 @@ double percentile_us(const std::vector<std::uint64_t>& v, std::size_t pct) {
   return static_cast<double>(v[rank - 1]) / 1000.0;
 }
 
-/// Runs `threads` threads; `setup(i)` runs first in thread i and returns its request callable
-/// (or nullopt when it failed, with the reason in the thread's first_error).
-template <class Setup>
-Summary run_threads(const Options& o, Setup setup) {
-  const auto n = static_cast<std::size_t>(o.threads);
-  std::vector<ThreadResult> results(n);
+/// One result per client, with latency buffers reserved for the whole run.
+std::vector<ThreadResult> make_results(const Options& o) {
+  std::vector<ThreadResult> results(static_cast<std::size_t>(o.threads));
   const auto capacity =
       static_cast<std::size_t>(std::ceil((o.seconds + 1.0) * kMaxRequestsPerThreadPerSecond));
   for (ThreadResult& r : results) {
     r.latencies_ns.reserve(capacity);
   }
+  return results;
+}
+
+/// Sets the measured period: the warm-up from `start`, then the measured seconds.
+void set_schedule(const Options& o, Schedule& schedule, Clock::time_point start) {
+  schedule.measure_start =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.warmup));
+  schedule.deadline = schedule.measure_start + std::chrono::duration_cast<Clock::duration>(
+                                                   std::chrono::duration<double>(o.seconds));
+}
+
+Summary summarize(const std::vector<ThreadResult>& results, const Schedule& schedule);
+
+/// Runs `threads` threads; `setup(i)` runs first in thread i and returns its request callable
+/// (or nullopt when it failed, with the reason in the thread's first_error).
+template <class Setup>
+Summary run_threads(const Options& o, Setup setup) {
+  const auto n = static_cast<std::size_t>(o.threads);
+  std::vector<ThreadResult> results = make_results(o);
   Schedule schedule;
   std::latch ready(static_cast<std::ptrdiff_t>(n));
   std::latch gate(1);
-  Clock::time_point start{};
   {
     std::vector<std::jthread> workers;
     workers.reserve(n);
@@ -360,14 +399,14 @@ Summary run_threads(const Options& o, Setup setup) {
       });
     }
     ready.wait();
-    start = Clock::now();
-    schedule.measure_start = start + std::chrono::duration_cast<Clock::duration>(
-                                         std::chrono::duration<double>(o.warmup));
-    schedule.deadline = schedule.measure_start + std::chrono::duration_cast<Clock::duration>(
-                                                     std::chrono::duration<double>(o.seconds));
+    set_schedule(o, schedule, Clock::now());
     gate.count_down();
   }  // joins
+  return summarize(results, schedule);
+}
 
+/// Merges the clients' results: counts, throughput over the measured period, percentiles.
+Summary summarize(const std::vector<ThreadResult>& results, const Schedule& schedule) {
   Summary sum;
   Clock::time_point last = schedule.measure_start;
   std::vector<std::uint64_t> all;
@@ -462,6 +501,177 @@ Summary run_direct(const Options& o) {
   });
 }
 
+#if defined(CONNPOOL_PG_BENCH_HAVE_ASIO)
+// --- async mode ----------------------------------------------------------------------------
+
+/// A PgConnection in nonblocking mode with its socket registered with an io_context, so that a
+/// coroutine can await the server's answer. libpq owns the descriptor: it is released from the
+/// stream_descriptor, never closed by it.
+class AsyncPg {
+ public:
+  AsyncPg(PgConnection conn, asio::io_context& io)
+      : conn_(std::move(conn)), socket_(io, PQsocket(conn_.native())) {
+    if (PQsetnonblocking(conn_.native(), 1) != 0) {
+      throw connpool_examples::PgError("postgres: PQsetnonblocking failed");
+    }
+  }
+  AsyncPg(AsyncPg&&) noexcept = default;
+  AsyncPg& operator=(AsyncPg&& other) noexcept {
+    if (this != &other) {
+      forget_socket();
+      conn_ = std::move(other.conn_);
+      socket_ = std::move(other.socket_);
+    }
+    return *this;
+  }
+  AsyncPg(const AsyncPg&) = delete;
+  AsyncPg& operator=(const AsyncPg&) = delete;
+  ~AsyncPg() { forget_socket(); }
+
+  void close() noexcept {
+    forget_socket();
+    conn_.close();
+  }
+  bool ping() { return conn_.ping(); }  // PQexec blocks whatever the mode: rare (500 ms bypass)
+  void reset() { conn_.reset(); }
+
+  /// `SELECT 1` without blocking the thread: sends it, then awaits the socket until the result
+  /// is in. Returns whether it was one row with "1"; else `error` gets libpq's message.
+  asio::awaitable<bool> select_one(std::string& error) {
+    PGconn* c = conn_.native();
+    if (PQsendQuery(c, "SELECT 1") == 0) {
+      note_error(error, PQerrorMessage(c));
+      co_return false;
+    }
+    int flushed = 0;
+    while ((flushed = PQflush(c)) == 1) {
+      co_await socket_.async_wait(asio::posix::stream_descriptor::wait_write, asio::use_awaitable);
+    }
+    if (flushed < 0) {
+      note_error(error, PQerrorMessage(c));
+      co_return false;
+    }
+    while (PQisBusy(c) != 0) {
+      co_await socket_.async_wait(asio::posix::stream_descriptor::wait_read, asio::use_awaitable);
+      if (PQconsumeInput(c) == 0) {
+        note_error(error, PQerrorMessage(c));
+        co_return false;
+      }
+    }
+    bool ok = false;
+    bool first = true;
+    while (PGresult* r = PQgetResult(c)) {
+      if (first) {
+        ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 1 &&
+             std::strcmp(PQgetvalue(r, 0, 0), "1") == 0;
+        if (!ok) {
+          note_error(error, PQresultErrorMessage(r));
+        }
+        first = false;
+      }
+      PQclear(r);
+    }
+    co_return ok;
+  }
+
+  [[nodiscard]] PGconn* native() const noexcept { return conn_.native(); }
+
+ private:
+  void forget_socket() noexcept {
+    if (socket_.is_open()) {
+      socket_.release();
+    }
+  }
+
+  PgConnection conn_;
+  asio::posix::stream_descriptor socket_;
+};
+
+struct AsyncPgFactory {
+  const Options* options;
+  asio::io_context* io;
+  AsyncPg operator()() const {
+    return AsyncPg(PgConnection::connect(options->conninfo, options->reset), *io);
+  }
+};
+
+using AsyncPool = connpool::AsyncConnectionPool<AsyncPg, AsyncPgFactory>;
+
+asio::awaitable<bool> async_request(AsyncPool& pool, std::string& error) {
+  try {
+    auto h = co_await connpool::asio::async_acquire(pool, asio::use_awaitable);
+    const bool ok = co_await h->select_one(error);
+    if (!ok && PQstatus(h->native()) != CONNECTION_OK) {
+      h.invalidate();
+    }
+    co_return ok;
+  } catch (const std::exception& e) {
+    note_error(error, e.what());
+    co_return false;
+  }
+}
+
+/// run_loop for one client coroutine.
+asio::awaitable<void> async_client(AsyncPool& pool, const Schedule& s, ThreadResult& r) {
+  Clock::time_point now = Clock::now();
+  while (now < s.measure_start) {
+    if (!co_await async_request(pool, r.first_error)) {
+      ++r.errors;
+    }
+    now = Clock::now();
+  }
+  Clock::time_point begin = std::max(now, s.measure_start);
+  for (;;) {
+    if (!co_await async_request(pool, r.first_error)) {
+      ++r.errors;
+    }
+    const Clock::time_point end = Clock::now();
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(end - begin).count();
+    if (r.latencies_ns.size() < r.latencies_ns.capacity()) {
+      r.latencies_ns.push_back(static_cast<std::uint64_t>(ns));
+    } else {
+      ++r.dropped;
+    }
+    ++r.requests;
+    if (end >= s.deadline) {
+      r.last_end = end;
+      co_return;
+    }
+    begin = end;
+  }
+}
+
+/// Async mode: --threads client coroutines on --io-threads threads share an
+/// AsyncConnectionPool; waiting coroutines are resumed on the io_context.
+Summary run_async(const Options& o, std::string& pool_stats) {
+  const int io_threads = o.io_threads > 0 ? o.io_threads : std::min(o.threads, 2);
+  asio::io_context io(io_threads);
+  std::vector<ThreadResult> results = make_results(o);
+  Schedule schedule;
+  {
+    AsyncPool pool{AsyncPgFactory{&o, &io},
+                   connpool::PoolOptions{.min_size = o.pool_size,
+                                         .max_size = o.pool_size,
+                                         .wait_policy = o.wait_policy,
+                                         .starvation_bound = o.starvation_bound},
+                   connpool::asio::make_scheduler(io)};
+    set_schedule(o, schedule, Clock::now());
+    for (ThreadResult& r : results) {
+      asio::co_spawn(io, async_client(pool, schedule, r), asio::detached);
+    }
+    {
+      std::vector<std::jthread> runners;
+      for (int t = 0; t < io_threads; ++t) {
+        runners.emplace_back([&io] { io.run(); });
+      }
+    }  // joins: every client has finished
+    pool_stats = pool.stats().to_json();
+    pool.close();
+  }
+  return summarize(results, schedule);
+}
+#endif
+
 std::string json_escape(std::string_view s) {
   std::string out;
   for (const char ch : s) {
@@ -489,7 +699,7 @@ std::string json_escape(std::string_view s) {
 }
 
 void print(const Options& o, const Summary& s) {
-  const bool pool = o.mode == Mode::pool;
+  const bool pool = o.mode == Mode::pool || o.mode == Mode::async;
   char line[512];
   if (o.json) {
     std::snprintf(
@@ -520,6 +730,10 @@ void print(const Options& o, const Summary& s) {
       extra += o.reset == SessionReset::discard_all ? " reset=discard_all" : " reset=rollback_only";
       extra += o.wait_policy == connpool::WaitPolicy::fifo ? " wait_policy=fifo"
                                                            : " wait_policy=bounded_barging";
+      if (o.mode == Mode::async) {
+        extra += " io_threads=" +
+                 std::to_string(o.io_threads > 0 ? o.io_threads : std::min(o.threads, 2));
+      }
     }
     std::snprintf(line, sizeof line,
                   "mode=%s threads=%d pool_size=%s requests=%llu seconds=%.3f "
@@ -557,6 +771,19 @@ int main(int argc, char** argv) {
       case Mode::direct:
         s = run_direct(o);
         break;
+      case Mode::async:
+#if defined(CONNPOOL_PG_BENCH_HAVE_ASIO)
+      {
+        std::string stats;
+        s = run_async(o, stats);
+        s.pool_stats_json = std::move(stats);
+        break;
+      }
+#else
+        std::cerr << "pg_bench: --mode async needs standalone Asio at build time "
+                     "(apt-get install libasio-dev, then rebuild)\n";
+        return kExitUsage;
+#endif
     }
     print(o, s);
     return s.errors == 0 ? 0 : kExitError;
