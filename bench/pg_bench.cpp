@@ -28,13 +28,14 @@
 // Timing: the threads set up (direct mode connects), wait at a start barrier, run --warmup
 // seconds unrecorded, then --seconds recorded. The latency of a request is the steady_clock
 // time from the end of the previous request (or the start of the measured period) to its end,
-// in ns, stored in a per-thread buffer reserved before the start (nothing else is allocated in
-// the loop, apart from what libpq does). The measured period ends with each thread's first
-// request that finishes after the deadline; throughput = measured requests / (the last
+// in ns, stored in a per-client buffer reserved before the start (nothing else is allocated in
+// the loop, apart from what libpq does); a request that ends inside the measured period counts
+// in it (LoopClock, shared by threads and coroutines). The measured period ends with each thread's
+// first request that finishes after the deadline; throughput = measured requests / (the last
 // thread's end - the start of the measured period). Percentiles are nearest-rank over all
 // threads' requests.
 //
-// Usage: pg_bench [--conninfo S] [--mode pool|connect|direct] [--threads N] [--seconds S]
+// Usage: pg_bench [--conninfo S] [--mode pool|connect|direct|async] [--threads N] [--seconds S]
 //                 [--warmup S] [--pool-size N] [--reset discard_all|rollback_only]
 //                 [--wait-policy fifo|bounded_barging] [--starvation-bound-us N]
 //                 [--io-threads T] [--json]
@@ -296,35 +297,53 @@ struct Schedule {
   Clock::time_point deadline{};
 };
 
+/// The bookkeeping of one client's closed loop, whatever runs its requests: call done() after
+/// each request. Requests that end before the measured period are warm-up and not recorded;
+/// a request's latency runs from the end of the previous one (or the start of the measured
+/// period) to its end.
+class LoopClock {
+ public:
+  LoopClock(const Schedule& s, ThreadResult& r) : s_(s), r_(r), begin_(Clock::now()) {}
+
+  /// Counts a request that just ended (`ok`: it succeeded); true when the client should stop.
+  bool done(bool ok) {
+    if (!ok) {
+      ++r_.errors;
+    }
+    const Clock::time_point end = Clock::now();
+    if (end <= s_.measure_start) {
+      begin_ = end;
+      return false;
+    }
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        end - std::max(begin_, s_.measure_start))
+                        .count();
+    if (r_.latencies_ns.size() < r_.latencies_ns.capacity()) {
+      r_.latencies_ns.push_back(static_cast<std::uint64_t>(ns));
+    } else {
+      ++r_.dropped;
+    }
+    ++r_.requests;
+    begin_ = end;
+    if (end >= s_.deadline) {
+      r_.last_end = end;
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  const Schedule& s_;
+  ThreadResult& r_;
+  Clock::time_point begin_;
+};
+
 /// The closed loop of one thread: warm-up, then the measured period. `request(error)` runs one
 /// request and returns whether it succeeded.
 template <class Request>
 void run_loop(const Schedule& s, ThreadResult& r, Request&& request) {
-  Clock::time_point now = Clock::now();
-  while (now < s.measure_start) {
-    if (!request(r.first_error)) {
-      ++r.errors;
-    }
-    now = Clock::now();
-  }
-  Clock::time_point begin = std::max(now, s.measure_start);
-  for (;;) {
-    if (!request(r.first_error)) {
-      ++r.errors;
-    }
-    const Clock::time_point end = Clock::now();
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(end - begin).count();
-    if (r.latencies_ns.size() < r.latencies_ns.capacity()) {
-      r.latencies_ns.push_back(static_cast<std::uint64_t>(ns));
-    } else {
-      ++r.dropped;
-    }
-    ++r.requests;
-    if (end >= s.deadline) {
-      r.last_end = end;
-      return;
-    }
-    begin = end;
+  LoopClock loop(s, r);
+  while (!loop.done(request(r.first_error))) {
   }
 }
 
@@ -611,33 +630,10 @@ asio::awaitable<bool> async_request(AsyncPool& pool, std::string& error) {
   }
 }
 
-/// run_loop for one client coroutine.
+/// One client coroutine's closed loop (run_loop's).
 asio::awaitable<void> async_client(AsyncPool& pool, const Schedule& s, ThreadResult& r) {
-  Clock::time_point now = Clock::now();
-  while (now < s.measure_start) {
-    if (!co_await async_request(pool, r.first_error)) {
-      ++r.errors;
-    }
-    now = Clock::now();
-  }
-  Clock::time_point begin = std::max(now, s.measure_start);
-  for (;;) {
-    if (!co_await async_request(pool, r.first_error)) {
-      ++r.errors;
-    }
-    const Clock::time_point end = Clock::now();
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(end - begin).count();
-    if (r.latencies_ns.size() < r.latencies_ns.capacity()) {
-      r.latencies_ns.push_back(static_cast<std::uint64_t>(ns));
-    } else {
-      ++r.dropped;
-    }
-    ++r.requests;
-    if (end >= s.deadline) {
-      r.last_end = end;
-      co_return;
-    }
-    begin = end;
+  LoopClock loop(s, r);
+  while (!loop.done(co_await async_request(pool, r.first_error))) {
   }
 }
 
@@ -672,32 +668,6 @@ Summary run_async(const Options& o, std::string& pool_stats) {
 }
 #endif
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  for (const char ch : s) {
-    switch (ch) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        if (static_cast<unsigned char>(ch) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(ch));
-          out += buf;
-        } else {
-          out += ch;
-        }
-    }
-  }
-  return out;
-}
-
 void print(const Options& o, const Summary& s) {
   const bool pool = o.mode == Mode::pool || o.mode == Mode::async;
   char line[512];
@@ -718,7 +688,9 @@ void print(const Options& o, const Summary& s) {
         static_cast<unsigned long long>(s.dropped));
     std::cout << line;
     if (!s.first_error.empty()) {
-      std::cout << ",\"first_error\":\"" << json_escape(s.first_error) << '"';
+      std::string error;
+      connpool::detail::append_json_string(error, s.first_error);  // the pool's JSON escaping
+      std::cout << ",\"first_error\":" << error;
     }
     if (pool) {
       std::cout << ",\"pool_stats\":" << s.pool_stats_json;

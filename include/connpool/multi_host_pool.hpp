@@ -156,13 +156,13 @@ struct MultiHostStats {
       }
       first = false;
       out += "{\"host\":";
-      append_json_string(out, host_to_string(h.host));
+      detail::append_json_string(out, host_to_string(h.host));
       out += ",\"state\":\"";
       out += to_string(h.state);
       out += "\",\"consecutive_failures\":";
       out += std::to_string(h.consecutive_failures);
       out += ",\"last_error\":";
-      append_json_string(out, h.last_error);
+      detail::append_json_string(out, h.last_error);
       out += ",\"pool\":";
       out += h.pool.to_json();
       out += '}';
@@ -171,26 +171,6 @@ struct MultiHostStats {
     out += total.to_json();
     out += '}';
     return out;
-  }
-
- private:
-  static void append_json_string(std::string& out, std::string_view s) {
-    static constexpr char hex[] = "0123456789abcdef";
-    out += '"';
-    for (const char c : s) {
-      const auto u = static_cast<unsigned char>(c);
-      if (c == '"' || c == '\\') {
-        out += '\\';
-        out += c;
-      } else if (u < 0x20) {
-        out += "\\u00";
-        out += hex[u >> 4];
-        out += hex[u & 0xF];
-      } else {
-        out += c;
-      }
-    }
-    out += '"';
   }
 };
 

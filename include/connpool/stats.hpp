@@ -17,6 +17,31 @@
 
 namespace connpool {
 
+namespace detail {
+
+/// Appends `s` to `out` as a JSON string: quoted, with '"', '\\' and control characters
+/// escaped.
+inline void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  out += '"';
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      out += "\\u00";
+      out += hex[u >> 4];
+      out += hex[u & 0xF];
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+}
+
+}  // namespace detail
+
 /// A snapshot of a pool's statistics.
 ///
 /// Once the pool is quiet every figure is exact. Taken while other threads use the pool, the
