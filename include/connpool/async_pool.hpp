@@ -8,6 +8,7 @@
 // InlineScheduler. Task<T>, for asynchronous factories, is in task.hpp; the Asio adapter in
 // asio.hpp.
 
+#include <atomic>
 #include <chrono>
 #include <concepts>
 #include <coroutine>
@@ -100,12 +101,28 @@ class AnyScheduler {
   void (*schedule_)(void*, std::coroutine_handle<>) noexcept = nullptr;
 };
 
-/// The coroutine behind an acquire that has to wait or to create asynchronously: started by
-/// the acquire's await_suspend, it transfers to the awaiting coroutine when it ends.
+/// Where an acquire's driver coroutine stands, in the race between its end and the
+/// destruction of the coroutine that awaits it (see AcquireDriver).
+enum class DriverPhase : int {
+  running,    // suspended or running; the awaiting coroutine waits for it
+  finished,   // it ended: it resumes (or resumed) the awaiting coroutine
+  abandoned,  // the awaiting coroutine is gone: it cleans up and frees itself when it ends
+};
+
+/// The coroutine behind an acquire that has to wait or to create asynchronously: started by the
+/// acquire's await_suspend, it transfers to the awaiting coroutine when it ends.
+///
+/// Its frame holds everything the wait needs (`State`, a base of its promise), so that the wait
+/// does not depend on the awaiting coroutine's frame: when that one is destroyed while suspended,
+/// the driver is abandoned, and if the pool has already decided its wait (its resumption is queued
+/// in a scheduler, say), it runs to its end later, gives back what it got, and frees itself
+/// without resuming anyone.
+template <class State>
 class AcquireDriver {
  public:
-  struct promise_type {
+  struct promise_type : State {
     std::coroutine_handle<> continuation;
+    std::atomic<DriverPhase> phase{DriverPhase::running};
 
     AcquireDriver get_return_object() noexcept {
       return AcquireDriver(std::coroutine_handle<promise_type>::from_promise(*this));
@@ -115,7 +132,13 @@ class AcquireDriver {
       struct Final {
         bool await_ready() noexcept { return false; }
         std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) noexcept {
-          return h.promise().continuation;  // symmetric transfer to the awaiting coroutine
+          promise_type& p = h.promise();
+          if (p.phase.exchange(DriverPhase::finished, std::memory_order_acq_rel) ==
+              DriverPhase::abandoned) {
+            h.destroy();  // nobody awaits it: the handle it may hold gives its connection back
+            return std::noop_coroutine();
+          }
+          return p.continuation;  // symmetric transfer to the awaiting coroutine
         }
         void await_resume() noexcept {}
       };
@@ -123,6 +146,10 @@ class AcquireDriver {
     }
     void return_void() noexcept {}
     void unhandled_exception() noexcept { std::terminate(); }  // the body catches everything
+
+    [[nodiscard]] bool abandoned() const noexcept {
+      return phase.load(std::memory_order_acquire) == DriverPhase::abandoned;
+    }
   };
 
   AcquireDriver() = default;
@@ -138,21 +165,37 @@ class AcquireDriver {
   AcquireDriver& operator=(const AcquireDriver&) = delete;
   ~AcquireDriver() { destroy(); }
 
-  /// Sets who continues when the driver ends, and returns the handle to start it.
-  std::coroutine_handle<> start(std::coroutine_handle<> continuation) noexcept {
-    h_.promise().continuation = continuation;
-    return h_;
+  explicit operator bool() const noexcept { return static_cast<bool>(h_); }
+  [[nodiscard]] promise_type& promise() const noexcept { return h_.promise(); }
+  [[nodiscard]] std::coroutine_handle<> handle() const noexcept { return h_; }
+
+  /// Lets go of the frame without destroying it: it frees itself (abandoned).
+  void release() noexcept { h_ = nullptr; }
+
+  /// Destroys the frame now (suspended, or finished).
+  void destroy() noexcept {
+    if (h_) {
+      std::exchange(h_, nullptr).destroy();
+    }
   }
 
  private:
   explicit AcquireDriver(std::coroutine_handle<promise_type> h) : h_(h) {}
-  void destroy() noexcept {
-    if (h_) {
-      h_.destroy();
-    }
-  }
 
   std::coroutine_handle<promise_type> h_;
+};
+
+/// `co_await ThisPromise<P>{}` in a coroutine whose promise is `P`: a reference to it, without
+/// suspending.
+template <class P>
+struct ThisPromise {
+  P* promise = nullptr;
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<P> h) noexcept {
+    promise = &h.promise();
+    return false;
+  }
+  P& await_resume() const noexcept { return *promise; }
 };
 
 }  // namespace detail
@@ -177,9 +220,9 @@ class AcquireDriver {
 ///
 /// Thread safety: all member functions may be called concurrently, from coroutines and
 /// threads. A PooledHandle may not be shared between threads without synchronisation.
-/// Lifetime: handles may outlive the pool (releasing one then closes the connection). The pool
-/// must outlive every co_await on it that has not completed; close() or the destructor ends
-/// them with PoolClosed first, and the scheduler must still accept them then.
+/// Lifetime: handles may outlive the pool (releasing one then closes the connection), and so
+/// may acquires in flight: close() or the destructor ends their waits with PoolClosed, through
+/// the scheduler. A coroutine suspended in an acquire may be destroyed (see acquire()).
 ///
 /// Example:
 ///     connpool::AsyncConnectionPool pool{[]() -> connpool::Task<Db> { co_return co_await
@@ -230,10 +273,7 @@ class AsyncConnectionPool {
   AsyncConnectionPool& operator=(AsyncConnectionPool&&) = delete;
 
   /// close(), then lets go of the shared state (the last outstanding handle frees it).
-  ~AsyncConnectionPool() {
-    core_->close();
-    core_->owner_gone();
-  }
+  ~AsyncConnectionPool() { core_->release_owner(); }
 
   /// Borrows a connection, waiting up to options().acquire_timeout: `co_await pool.acquire()`.
   ///
@@ -248,7 +288,9 @@ class AsyncConnectionPool {
   /// resumes it (InlineScheduler: the thread that released the connection, closed the pool, or
   /// the pool's timer thread on a timeout; with an asynchronous factory, the thread on which the
   /// factory's awaitable completed).
-  /// Lifetime: a coroutine suspended here must not be destroyed; cancel it with a stop token.
+  /// Lifetime: a coroutine suspended here may be destroyed: its wait leaves the queue (or, if
+  /// the wait already ended and the resumption is queued in the scheduler, what it was given
+  /// goes back to the pool when that resumption runs), and nothing is resumed.
   [[nodiscard]] acquire_operation acquire() {
     return acquire_operation(this, detail::to_wait_duration(core_->options().acquire_timeout), {});
   }
@@ -333,6 +375,136 @@ class AsyncConnectionPool {
  private:
   using WaiterT = typename Core::WaiterT;
   using SlotT = typename Core::SlotT;
+  using CoreRef = typename Core::CoreRef;
+
+  /// What an acquire that suspends keeps in its driver's frame (see detail::AcquireDriver).
+  struct DriveState {
+    /// The pool's waiter, with the way back to this state.
+    struct Waiter : WaiterT {
+      DriveState* state = nullptr;
+    };
+
+    CoreRef core;  // the pool's shared state, kept alive while the acquire is in flight
+    detail::AnyScheduler scheduler;  // the pool's: resumes the driver when its wait ends
+    std::optional<WaitClock::duration> timeout;  // nullopt: try_acquire
+    std::optional<WaitClock::time_point> deadline;
+    std::stop_token stop;
+    bool capacity = false;  // holds a unit of capacity (with a connect permit): must create
+    bool try_only = false;  // try_acquire: never queues
+    std::optional<PooledHandle<Conn>> result;
+    std::exception_ptr error;
+    std::coroutine_handle<> self;  // the driver, for the completion
+    Waiter waiter;
+  };
+  using Driver = detail::AcquireDriver<DriveState>;
+  using DrivePromise = typename Driver::promise_type;
+
+  /// Ends a wait: resumes the driver through the scheduler. Runs outside the pool's lock.
+  static void on_complete(detail::Resumable* r) noexcept {
+    DriveState* st = static_cast<typename DriveState::Waiter*>(static_cast<WaiterT*>(r))->state;
+    // Copied: once resumed, the driver (and the state in its frame) may be gone at any moment.
+    const detail::AnyScheduler scheduler = st->scheduler;
+    scheduler.schedule(st->self);
+  }
+
+  /// Suspends the driver in the pool's queue, unless enqueue_async() serves it at once.
+  struct Wait {
+    DriveState* st;
+    bool await_ready() noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> driver) noexcept {
+      st->self = driver;
+      // Once queued, another thread may resume the driver before this returns: nothing of the
+      // state is touched after the call.
+      return st->core->enqueue_async(st->waiter, &AsyncConnectionPool::on_complete, st->deadline);
+    }
+    void await_resume() noexcept {}
+  };
+
+  struct Cancel {
+    Core* core;
+    WaiterT* waiter;
+    void operator()() const noexcept { core->cancel_async(*waiter); }
+  };
+
+  /// The body of the driver: queues (or awaits an asynchronous factory) until it has a result
+  /// or an error, in its promise. Abandoned, it gives back what it holds and ends.
+  CONNPOOL_CORO_NO_SANITIZE_FUNCTION static Driver drive() {
+    DrivePromise& st = co_await detail::ThisPromise<DrivePromise>{};
+    Core& core = *st.core.get();
+    try {
+      if (st.timeout) {
+        st.deadline = WaitClock::now() + *st.timeout;
+      }
+      std::optional<std::stop_callback<Cancel>> cancel;
+      for (bool first = true;; first = false) {
+        if (st.abandoned()) {
+          if (std::exchange(st.capacity, false)) {
+            core.give_up_capacity();
+          }
+          co_return;
+        }
+        if (std::exchange(st.capacity, false)) {
+          // Below max_size: create, outside the lock (DESIGN 3). A failure frees the place.
+          if constexpr (!async_factory) {
+            st.result = core.create_for_caller();
+          } else {
+            SlotT* slot = nullptr;
+            std::optional<Conn> conn;
+            try {
+              slot = core.begin_create();
+              conn.emplace(co_await std::invoke(core.factory()));
+            } catch (...) {
+              core.abort_create(slot);
+              throw;
+            }
+            st.result = core.finish_create(slot, std::move(*conn));
+          }
+          co_return;
+        }
+        if (st.try_only) {
+          co_return;  // nothing idle, no room: nullopt
+        }
+        if (!first && st.stop.stop_requested()) {
+          // Queueing again (its connection failed its check-out): a stop requested meanwhile.
+          throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
+        }
+        if (!cancel && st.stop.stop_possible()) {
+          // Before queueing: a stop already requested marks the waiter cancelled at once.
+          cancel.emplace(st.stop, Cancel{&core, &st.waiter});
+        }
+        st.waiter.state = &st;
+        co_await Wait{&st};
+        if (SlotT* slot = std::exchange(st.waiter.slot, nullptr)) {
+          st.result = core.check_out_granted(slot, std::exchange(st.waiter.fresh, false));
+          if (st.result) {
+            co_return;
+          }
+          // It failed validation: its place is ours, to connect when a permit is free.
+          st.capacity = core.permit_for_capacity();
+        } else if (std::exchange(st.waiter.may_create, false)) {
+          st.capacity = true;
+        } else {
+          throw_outcome(core, st);
+        }
+      }
+    } catch (...) {
+      st.error = std::current_exception();
+    }
+  }
+
+  [[noreturn]] static void throw_outcome(const Core& core, const DriveState& st) {
+    const WaiterT& w = st.waiter;
+    if (w.closed) {
+      throw PoolClosed();
+    }
+    if (w.cancelled) {
+      throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
+    }
+    if (w.unavailable) {
+      core.throw_unavailable(w.why_unavailable, st.timeout.value_or(WaitClock::duration::zero()));
+    }
+    core.throw_timeout(st.timeout.value_or(WaitClock::duration::zero()), w.snapshot);
+  }
 
   /// The awaitable of acquire() (Try = false) and try_acquire() (Try = true).
   template <bool Try>
@@ -342,7 +514,10 @@ class AsyncConnectionPool {
     Operation& operator=(const Operation&) = delete;
     Operation(Operation&&) = delete;
     Operation& operator=(Operation&&) = delete;
-    ~Operation() = default;
+
+    /// After the await, frees the driver. Destroyed while its coroutine is suspended in it (the
+    /// coroutine's frame was destroyed), abandons the wait (abandon()).
+    ~Operation() { (void)abandon(); }
 
     /// Everything that needs no waiting: the fast path, an idle connection, or creation by a
     /// synchronous factory. Allocates nothing when a connection is idle.
@@ -374,13 +549,36 @@ class AsyncConnectionPool {
 
     /// Starts the driver coroutine, which queues (or awaits an asynchronous factory) and
     /// transfers back to `caller` when it has a result.
+    ///
+    /// Throws: std::bad_alloc (allocating the driver's frame), at the co_await; a unit of
+    /// capacity taken in await_ready() is given back first.
     std::coroutine_handle<> await_suspend(std::coroutine_handle<> caller) {
-      scheduler_ = pool_->scheduler_;
-      driver_ = drive();
-      return driver_.start(caller);
+      Core* core = pool_->core_;
+      try {
+        driver_ = drive();
+      } catch (...) {
+        if (std::exchange(capacity_, false)) {
+          core->give_up_capacity();
+        }
+        throw;
+      }
+      DrivePromise& st = driver_.promise();
+      st.core = CoreRef(core);
+      st.scheduler = pool_->scheduler_;
+      st.timeout = timeout_;
+      st.stop = std::move(stop_);
+      st.capacity = std::exchange(capacity_, false);
+      st.try_only = Try;
+      st.continuation = caller;
+      return driver_.handle();
     }
 
     auto await_resume() {
+      if (driver_) {
+        DrivePromise& st = driver_.promise();
+        error_ = std::exchange(st.error, nullptr);
+        result_ = std::move(st.result);
+      }
       if (error_) {
         std::rethrow_exception(error_);
       }
@@ -391,6 +589,38 @@ class AsyncConnectionPool {
       }
     }
 
+    /// Abandons a wait that has not ended, because the coroutine awaiting this operation is
+    /// being destroyed while suspended in it: the wait leaves the pool's queue, or, if the pool
+    /// already decided it (its resumption queued in a scheduler, or an asynchronous factory at
+    /// work), its driver gives back what it gets and frees itself. Either way nothing resumes
+    /// the awaiting coroutine. Returns true if so; false if the wait had already ended (the
+    /// awaiting coroutine is resumed, or is being resumed), or was never suspended.
+    ///
+    /// Thread safety: may race with the end of the wait on another thread; exactly one of them
+    /// wins (an atomic exchange of the driver's phase).
+    bool abandon() noexcept {
+      if (!driver_) {
+        return false;
+      }
+      DrivePromise& st = driver_.promise();
+      if (st.phase.load(std::memory_order_acquire) != detail::DriverPhase::running) {
+        return false;  // finished: the await completed (the driver is freed with this object)
+      }
+      if (st.core->withdraw_async(st.waiter)) {
+        // It waited in the queue: nothing will resume it, and it holds nothing to give back.
+        st.phase.store(detail::DriverPhase::abandoned, std::memory_order_relaxed);
+        driver_.destroy();
+        return true;
+      }
+      detail::DriverPhase expected = detail::DriverPhase::running;
+      if (!st.phase.compare_exchange_strong(expected, detail::DriverPhase::abandoned,
+                                            std::memory_order_acq_rel)) {
+        return false;
+      }
+      driver_.release();  // it frees itself when it ends
+      return true;
+    }
+
    private:
     friend class AsyncConnectionPool;
 
@@ -399,127 +629,28 @@ class AsyncConnectionPool {
               std::stop_token stop)
         : pool_(pool), timeout_(timeout), stop_(std::move(stop)) {}
 
-    /// The pool's waiter, with the way back to its operation.
-    struct Waiter : WaiterT {
-      Operation* op = nullptr;
-    };
-
-    /// Ends a wait: resumes the driver through the scheduler. Runs outside the pool's lock.
-    static void on_complete(detail::Resumable* r) noexcept {
-      Operation* op = static_cast<Waiter*>(static_cast<WaiterT*>(r))->op;
-      // Copied: once resumed, the operation (and its reference) may be gone at any moment.
-      const detail::AnyScheduler scheduler = op->scheduler_;
-      scheduler.schedule(op->driver_handle_);
-    }
-
-    /// Suspends the driver in the pool's queue, unless enqueue_async() serves it at once.
-    struct Wait {
-      Operation* op;
-      bool await_ready() noexcept { return false; }
-      bool await_suspend(std::coroutine_handle<> driver) noexcept {
-        op->driver_handle_ = driver;
-        // Once queued, another thread may resume the driver before this returns: nothing of
-        // the operation is touched after the call.
-        return op->pool_->core_->enqueue_async(op->waiter_, &Operation::on_complete, op->deadline_);
-      }
-      void await_resume() noexcept {}
-    };
-
-    struct Cancel {
-      Core* core;
-      WaiterT* waiter;
-      void operator()() const noexcept { core->cancel_async(*waiter); }
-    };
-
-    CONNPOOL_CORO_NO_SANITIZE_FUNCTION detail::AcquireDriver drive() {
-      Core& core = *pool_->core_;
-      try {
-        if (timeout_) {
-          deadline_ = WaitClock::now() + *timeout_;
-        }
-        std::optional<std::stop_callback<Cancel>> cancel;
-        for (;;) {
-          if (std::exchange(capacity_, false)) {
-            // Below max_size: create, outside the lock (DESIGN 3). A failure frees the place.
-            if constexpr (!async_factory) {
-              result_ = core.create_for_caller();
-            } else {
-              SlotT* slot = nullptr;
-              std::optional<Conn> conn;
-              try {
-                slot = core.begin_create();
-                conn.emplace(co_await std::invoke(core.factory()));
-              } catch (...) {
-                core.abort_create(slot);
-                throw;
-              }
-              result_ = core.finish_create(slot, std::move(*conn));
-            }
-            co_return;
-          }
-          if constexpr (Try) {
-            co_return;  // nothing idle, no room: nullopt
-          } else {
-            if (!cancel && stop_.stop_possible()) {
-              // Before queueing: a stop already requested marks the waiter cancelled at once.
-              cancel.emplace(stop_, Cancel{&core, &waiter_});
-            }
-            waiter_.op = this;
-            co_await Wait{this};
-            if (SlotT* slot = std::exchange(waiter_.slot, nullptr)) {
-              result_ = core.check_out_granted(slot, std::exchange(waiter_.fresh, false));
-              if (result_) {
-                co_return;
-              }
-              // It failed validation: its place is ours, to connect when a permit is free.
-              capacity_ = core.permit_for_capacity();
-            } else if (std::exchange(waiter_.may_create, false)) {
-              capacity_ = true;
-            } else {
-              throw_outcome(core);
-            }
-          }
-        }
-      } catch (...) {
-        error_ = std::current_exception();
-      }
-    }
-
-    [[noreturn]] void throw_outcome(const Core& core) const {
-      if (waiter_.closed) {
-        throw PoolClosed();
-      }
-      if (waiter_.cancelled) {
-        throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
-      }
-      if (waiter_.unavailable) {
-        core.throw_unavailable(waiter_.why_unavailable,
-                               timeout_.value_or(WaitClock::duration::zero()));
-      }
-      core.throw_timeout(timeout_.value_or(WaitClock::duration::zero()), waiter_.snapshot);
-    }
-
-    AsyncConnectionPool* pool_;
+    AsyncConnectionPool* pool_;                   // used until the driver starts, never after
     std::optional<WaitClock::duration> timeout_;  // nullopt: try_acquire
     std::stop_token stop_;
-    std::optional<WaitClock::time_point> deadline_;
     bool awaited_ = false;
-    bool capacity_ = false;  // holds a unit of capacity: must create
+    bool capacity_ = false;  // await_ready() took a unit of capacity: the driver must create
     std::optional<PooledHandle<Conn>> result_;
     std::exception_ptr error_;
-    detail::AnyScheduler scheduler_;  // the pool's, copied when it suspends
-    detail::AcquireDriver driver_;
-    std::coroutine_handle<> driver_handle_;
-    Waiter waiter_;
+    Driver driver_;  // owned until abandon() lets it free itself
   };
 
   static Core* make_core(Factory factory, const PoolOptions& options) {
     options.validate();
-    std::unique_ptr<Core> core(new Core(std::move(factory), options));
-    core->warm_up();
-    core->start_maintenance();
-    core->start_timer();
-    return core.release();
+    Core* core = new Core(std::move(factory), options);
+    try {
+      core->warm_up();
+      core->start_maintenance();
+      core->start_timer();
+    } catch (...) {
+      core->release_owner();  // closes what warm-up opened; frees the core
+      throw;
+    }
+    return core;
   }
 
   detail::AnyScheduler scheduler_;

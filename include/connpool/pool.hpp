@@ -93,10 +93,7 @@ class ConnectionPool {
   ConnectionPool& operator=(ConnectionPool&&) = delete;
 
   /// close(), then lets go of the shared state (the last outstanding handle frees it).
-  ~ConnectionPool() {
-    core_->close();
-    core_->owner_gone();
-  }
+  ~ConnectionPool() { core_->release_owner(); }
 
   /// Borrows a connection, waiting up to options().acquire_timeout.
   ///
@@ -162,10 +159,15 @@ class ConnectionPool {
  private:
   static Core* make_core(Factory factory, const PoolOptions& options) {
     options.validate();
-    std::unique_ptr<Core> core(new Core(std::move(factory), options));
-    core->warm_up();
-    core->start_maintenance();
-    return core.release();
+    Core* core = new Core(std::move(factory), options);
+    try {
+      core->warm_up();
+      core->start_maintenance();
+    } catch (...) {
+      core->release_owner();  // closes what warm-up opened; frees the core
+      throw;
+    }
+    return core;
   }
 
   Core* core_;  // owned; shared with outstanding handles (see detail::PoolCore)

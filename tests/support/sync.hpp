@@ -7,10 +7,18 @@
 // means a hang or a lost wake-up: the test then fails instead of stalling the suite. The
 // deadlines are long because TSan on two cores slows everything down 5-15x.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
+#include <string>
 #include <thread>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace connpool_test {
 
@@ -28,6 +36,40 @@ bool eventually(Pred pred, std::chrono::milliseconds within = generous_deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return true;
+}
+
+/// The calling thread's kernel id (Linux), or 0 elsewhere.
+inline long this_thread_tid() noexcept {
+#if defined(__linux__)
+  return static_cast<long>(::syscall(SYS_gettid));
+#else
+  return 0;
+#endif
+}
+
+/// Waits until the thread `tid` (from this_thread_tid(), published through `tid`) sleeps in the
+/// kernel (state S or D in /proc), e.g. parked on a condition variable rather than still
+/// spinning; true when it does within `within`. Where /proc is not available it only waits for
+/// the id to be published.
+inline bool blocked_eventually(const std::atomic<long>& tid,
+                               std::chrono::milliseconds within = generous_deadline) {
+  return eventually(
+      [&] {
+        const long id = tid.load();
+        if (id == 0) {
+          return false;
+        }
+        std::ifstream stat("/proc/self/task/" + std::to_string(id) + "/stat");
+        if (!stat) {
+          return true;  // no /proc here: nothing more to check
+        }
+        std::string line;
+        std::getline(stat, line);
+        const std::size_t close = line.rfind(')');  // the name may contain spaces
+        return close != std::string::npos && close + 2 < line.size() &&
+               (line[close + 2] == 'S' || line[close + 2] == 'D');
+      },
+      within);
 }
 
 /// A one-shot event: closed until open() is called, then open for ever. Thread-safe. A waiter

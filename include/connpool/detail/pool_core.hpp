@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <chrono>
 #include <concepts>
 #include <condition_variable>
@@ -137,7 +138,7 @@ struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   Slot* next_free = nullptr;     // in the free-slot list; guarded by the pool's mutex
   Slot* next_closing = nullptr;  // in a SlotChain of its owner
   // Releasers between publishing this slot idle and their last access to the pool: the pool
-  // is not freed while any slot's count is non-zero (see PoolCore::destroy_if_last).
+  // is not freed while any slot's count is non-zero (see PoolCore::destroy).
   std::atomic<std::uint32_t> publishers{0};
   // Bumped each time the slot receives a new connection: a thread's hint names the connection it
   // released, and must not lead to another one that reuses the slot after it was closed.
@@ -167,8 +168,8 @@ struct ThreadHint {
   std::uint32_t incarnation = 0;  // the slot's connection it was set for (Slot::incarnation)
 };
 inline thread_local ThreadHint thread_hints[4];
-/// The pool whose timer thread this is (PoolCore::timer_loop), or null.
-inline thread_local const void* timer_thread_of = nullptr;
+/// The pool whose internal thread (maintenance or timer) this is, or null.
+inline thread_local const void* internal_thread_of = nullptr;
 inline std::atomic<std::uint64_t> next_pool_id{1};
 
 /// What a pool offers the registry: taking back an idle slot whose hint another pool evicted.
@@ -278,6 +279,10 @@ struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
   std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max();
   Snapshot snapshot;              // async: the counts when it timed out
   DeadlineNode<Waiter> deadline;  // async: linked while a deadline is pending
+  // async: the outcome of its current wait is set (by a grant, a timeout, close(), a
+  // cancellation, or enqueue_async() at once), for its driver to take up; a stop request that
+  // comes later leaves it alone. Cleared when it queues again.
+  bool decided = false;
   // Raised with every change above, so the waiter can spin on it without the lock.
   std::atomic<bool> signalled{false};
 
@@ -286,6 +291,7 @@ struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
   void signal() noexcept {
     signalled.store(true, std::memory_order_release);
     if (complete != nullptr) {
+      decided = true;
       resume_queue().push(this);  // completed once this thread has released the lock
     } else {
       cv.notify_one();  // under the pool's lock: the node lives on the waiter's stack
@@ -328,10 +334,17 @@ enum class Failure { none, timeout, closed, cancelled, unavailable };
 /// then reads waiters_count_, a waiter raises waiters_count_ and then scans, both sequentially
 /// consistent (Dekker), so at least one of them sees the other.
 ///
-/// Lifetime: heap-allocated; deleted by whichever comes last of the owner's destructor and the
-/// closing of the last connection that was out (last_locked() picks exactly one thread), once no
-/// releaser is still between publishing its slot and its last access (Slot::publishers). That
-/// is what lets handles outlive the pool, and be released while it is being destroyed.
+/// Lifetime: heap-allocated, and reference-counted (refs_). The count is held by the owner (one,
+/// dropped by release_owner()), by every unit of capacity (one per connection open or being
+/// opened, so every handle out keeps the core alive), by each internal thread while it runs, by
+/// each asynchronous acquire in flight, and by every call that may free a unit of capacity
+/// while it runs (CoreRef). The one route to deletion is unref() taking the count to zero;
+/// destroy() then waits for releasers still between publishing a slot and their last access
+/// (Slot::publishers), which hold no count so that the fast path writes no shared line. So
+/// handles may outlive the pool, and user code anywhere in the pool (a hook, a ping, a coroutine
+/// resumed inline) may close or destroy it: the thread it runs on still holds a count.
+/// Units of capacity are only given up under the lock by a thread that holds another count, so
+/// the count never reaches zero under the lock.
 ///
 /// Invariants (with mutex_ held):
 ///   open_ = slots holding a connection + creations in flight; open_ <= max_size.
@@ -372,13 +385,12 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   PoolCore& operator=(const PoolCore&) = delete;
 
   ~PoolCore() {
-    // Reached when no connection is out and the owner is gone, or when construction failed.
+    // Reached through destroy() only: the count is zero, so the owner closed the pool, no
+    // connection is open, and no internal thread runs any more (one that let go last is
+    // returning from run_internal() on this very thread, and cannot join itself).
     PoolRegistry::instance().remove(id_);
-    close();
     for (std::jthread* t : {&thread_, &timer_}) {
       if (t->joinable()) {
-        // close() was called from that thread itself (by a factory, or a coroutine the timer
-        // resumed), which could not join itself; it is finishing its last pass.
         if (t->get_id() == std::this_thread::get_id()) {
           t->detach();
         } else {
@@ -407,8 +419,51 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Starts the maintenance thread when health_check_interval > 0 (DESIGN 8).
   void start_maintenance() {
     if (options_.health_check_interval.count() > 0 || options_.leak_threshold.count() > 0) {
-      thread_ = std::jthread([this] { maintenance_loop(); });
+      thread_ = start_internal(&PoolCore::maintenance_loop);
     }
+  }
+
+  // --- Lifetime (see the class comment) ------------------------------------------------------
+
+  /// A count on the core, held for a scope: by calls that may give up units of capacity, and by
+  /// asynchronous acquires in flight. Dropping the last one frees the core.
+  class CoreRef {
+   public:
+    CoreRef() noexcept = default;
+    explicit CoreRef(PoolCore* core) noexcept : core_(core) { core->ref(); }
+    CoreRef(CoreRef&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
+    CoreRef& operator=(CoreRef&& other) noexcept {
+      if (this != &other) {
+        reset();
+        core_ = std::exchange(other.core_, nullptr);
+      }
+      return *this;
+    }
+    CoreRef(const CoreRef&) = delete;
+    CoreRef& operator=(const CoreRef&) = delete;
+    ~CoreRef() { reset(); }
+
+    /// Lets go now; the core may be gone afterwards.
+    void reset() noexcept {
+      if (PoolCore* c = std::exchange(core_, nullptr)) {
+        c->unref();
+      }
+    }
+    [[nodiscard]] PoolCore* get() const noexcept { return core_; }
+    PoolCore* operator->() const noexcept { return core_; }
+
+   private:
+    PoolCore* core_ = nullptr;
+  };
+
+  /// The owner (ConnectionPool, AsyncConnectionPool) lets go: closes the pool, waits for the
+  /// internal threads (except the one this runs on, when a hook or an inline-resumed coroutine
+  /// destroys the pool from it: that thread holds its own count and ends its loop afterwards),
+  /// then drops the owner's count. The core may be gone when it returns.
+  void release_owner() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    close();
+    join_internal_threads(true);
+    unref();
   }
 
   /// The acquire algorithm behind acquire() and try_acquire().
@@ -439,6 +494,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (std::optional<Handle> h = acquire_fast(have_capacity)) {
       return h;
     }
+    const CoreRef keep(this);  // a unit of capacity given up below may be the last count
     bool have_permit = false;
     for (;;) {
       SlotT* slot = nullptr;
@@ -490,6 +546,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     const DrainOnExit drain;  // the look below may serve other asynchronous waiters
     UniqueLock lk(mutex_);
     w.complete = nullptr;  // queued again after a failed check-out: no completion until below
+    // Every return but the last decides the outcome at once: a stop request must not change it
+    // while the driver reads it.
+    w.decided = true;
     if (w.cancelled) {
       return false;
     }
@@ -540,10 +599,38 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       return false;
     }
     w.complete = complete;
+    w.decided = false;
     if (deadline) {
       insert_deadline_locked(w, *deadline);
     }
     return true;
+  }
+
+  /// The asynchronous waiter `w` is abandoned (the coroutine awaiting it was destroyed): takes it
+  /// off the queue if it waits there. Returns true if it did: nothing will complete `w`. False if
+  /// it is not queued: its wait ended and its completion is pending (or ran), or it is not
+  /// waiting at all.
+  bool withdraw_async(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const DrainOnExit drain;  // bounded_barging may pass a wake-up on
+    UniqueLock lk(mutex_);
+    if (!IntrusiveList<WaiterT>::is_linked(&w)) {
+      return false;
+    }
+    remove_waiter_locked(w, w.woken);
+    unlink_deadline_locked(w);
+    w.decided = true;
+    return true;
+  }
+
+  /// Gives up a unit of capacity and the connect permit that came with it, unused (the
+  /// asynchronous acquire that held them could not go on): the next waiter may have them.
+  void give_up_capacity() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const CoreRef keep(this);
+    const DrainOnExit drain;
+    UniqueLock lk(mutex_);
+    --connecting_;
+    free_capacity_locked();
+    serve_capacity_locked();
   }
 
   /// Throws the AcquireTimeout of an acquire that failed early because connects back off past
@@ -584,6 +671,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// takes a connect permit and returns true (the caller connects), or, when none is free,
   /// gives the capacity up and returns false (the caller queues again).
   bool permit_for_capacity() CONNPOOL_EXCLUDES(mutex_) {
+    const CoreRef keep(this);
     const DrainOnExit drain;
     UniqueLock lk(mutex_);
     if (!closed_.load(std::memory_order_relaxed) && connect_permitted_locked(WaitClock::now())) {
@@ -595,9 +683,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   /// Starts the thread that ends asynchronous waits at their deadlines (AsyncConnectionPool).
-  void start_timer() {
-    timer_ = std::jthread([this] { timer_loop(); });
-  }
+  void start_timer() { timer_ = start_internal(&PoolCore::timer_loop); }
 
   PoolStats stats() const CONNPOOL_EXCLUDES(mutex_) {
     PoolStats s;
@@ -636,7 +722,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// keepalive (PoolOptions::keepalive_interval), then refills to min_size. Returns how many
   /// connections it closed.
   std::size_t prune() CONNPOOL_EXCLUDES(mutex_) {
-    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
+    const CoreRef keep(this);  // user code below (close, ping, factory) may destroy the owner
+    const DrainOnExit drain;   // completions of asynchronous waiters served here, last
     const TimePoint now = clock_now<Clock>();
     std::vector<SlotT*> claimed;
     std::vector<SlotT*> to_ping;
@@ -680,7 +767,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       serve_waiters_locked();
     }
     std::size_t n = expired.size;
-    destroy_if_last(close_slots(expired));
+    close_slots(expired);
     if (!to_ping.empty()) {
       n += keepalive(to_ping);
     }
@@ -697,6 +784,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (n == 0) {
       throw std::invalid_argument("connpool: set_max_size: max_size must be at least 1 (got 0)");
     }
+    const CoreRef keep(this);
     const DrainOnExit drain;
     SlotChain<SlotT> surplus;
     {
@@ -727,13 +815,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       // Growing: waiters (there are only waiters when nothing is idle) may create now.
       serve_capacity_locked();
     }
-    destroy_if_last(close_slots(surplus));
+    close_slots(surplus);
   }
 
   /// Changes min_size at run time; raising it opens connections now (on this thread).
   ///
   /// Throws: std::invalid_argument if `n` exceeds max_size.
   void set_min_size(std::size_t n) CONNPOOL_EXCLUDES(mutex_) {
+    const CoreRef keep(this);
     {
       UniqueLock lk(mutex_);
       const std::size_t max = max_size_.load(std::memory_order_relaxed);
@@ -752,6 +841,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// refills to min_size. Connections being opened now count as open now. For a credentials
   /// rotation or a failover. Returns how many it closed at once.
   std::size_t evict_all() CONNPOOL_EXCLUDES(mutex_) {
+    const CoreRef keep(this);
     const DrainOnExit drain;
     SlotChain<SlotT> idle;
     {
@@ -766,7 +856,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
     }
     const std::size_t n = idle.size;
-    destroy_if_last(close_slots(idle));
+    close_slots(idle);
     refill();
     return n;
   }
@@ -774,11 +864,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// DESIGN 7: idempotent. Closes idle connections now, wakes waiters with PoolClosed, and
   /// joins the maintenance thread; in-use connections are closed when they come back.
   void close() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const CoreRef keep(this);
     const DrainOnExit drain;  // the waiters' PoolClosed completions, once all else is done
     SlotChain<SlotT> idle;
     {
       UniqueLock lk(mutex_);
       if (closed_.load(std::memory_order_relaxed)) {
+        lk.unlock();
+        join_internal_threads(false);  // "stops promptly": gone when close() returns
         return;
       }
       // A releaser that publishes kIdle after the claim below sees closed_ and closes its
@@ -798,24 +891,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       maintenance_cv_.notify_all();
       timer_cv_.notify_all();
     }
-    for (std::jthread* t : {&thread_, &timer_}) {
-      if (t->joinable() && t->get_id() != std::this_thread::get_id()) {
-        t->join();
-      }
-    }
-    destroy_if_last(close_slots(idle));
-  }
-
-  /// The owning ConnectionPool is being destroyed, after close(): deletes this object now, or
-  /// leaves that to the give-back of the last connection that is out.
-  void owner_gone() noexcept CONNPOOL_EXCLUDES(mutex_) {
-    bool last = false;
-    {
-      UniqueLock lk(mutex_);
-      owner_gone_ = true;
-      last = last_locked();
-    }
-    destroy_if_last(last);
+    join_internal_threads(false);
+    close_slots(idle);
   }
 
   void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_) {
@@ -874,18 +951,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   void forget(SlotBase<Conn>* base) noexcept override CONNPOOL_EXCLUDES(mutex_) {
-    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
+    const CoreRef keep(this);  // the slot's unit of capacity may be the last count
+    const DrainOnExit drain;   // completions of asynchronous waiters served here, last
     auto* s = static_cast<SlotT*>(base);
     s->conn.reset();  // destroys the moved-from Conn, outside the lock
-    bool last = false;
-    {
-      UniqueLock lk(mutex_);
-      ++counters_.detached;
-      retire_locked(s);
-      free_capacity_locked();
-      last = last_locked();
-    }
-    destroy_if_last(last);
+    UniqueLock lk(mutex_);
+    ++counters_.detached;
+    retire_locked(s);
+    free_capacity_locked();
   }
 
  private:
@@ -895,7 +968,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   struct CancelWaiter {
     PoolCore* core;
     WaiterT* waiter;
-    void operator()() const noexcept { core->cancel_waiter(*waiter); }
+    void operator()() const noexcept { core->cancel_waiter(*waiter, false); }
   };
 
   // --- Claims, hints, publication -------------------------------------------------------------
@@ -989,7 +1062,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// published). Ends the publication of `self` (see Slot::publishers); the pool may be gone
   /// when it returns.
   void after_publish_slow(SlotT* self) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
+    const CoreRef keep(this);  // taken while `self` still keeps the core from being freed
+    const DrainOnExit drain;   // completions of asynchronous waiters served here, last
     SlotChain<SlotT> idle;
     {
       UniqueLock lk(mutex_);
@@ -999,9 +1073,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         idle = claim_all_idle_locked();
       }
     }
-    const bool last = close_slots(idle);
+    // The publication ends before any user code runs (close hooks below), so that no thread
+    // waiting in destroy() for it can wait on that code.
     self->publishers.fetch_sub(1, std::memory_order_release);
-    destroy_if_last(last);
+    close_slots(idle);
   }
 
   /// Claims every idle slot, for closing.
@@ -1071,7 +1146,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     // registered without holding mutex_ (it runs inline when stop was already requested, and it
     // locks mutex_), and destroyed after mutex_ is released (its destructor waits for a
     // callback running in another thread, which needs mutex_).
-    const DrainOnExit drain;  // declared first: runs last, once everything here is done
+    const CoreRef keep(this);  // user code below may destroy the owner; units are given up
+    const DrainOnExit drain;   // runs after everything here is done
     WaiterT waiter;
     std::optional<WaitClock::time_point> deadline;
     std::optional<std::stop_callback<CancelWaiter>> cancel;
@@ -1263,7 +1339,15 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       const WaitClock::time_point now = WaitClock::now();
       backoff_until_ = now + std::chrono::duration_cast<WaitClock::duration>(base * jitter);
       fail_early_locked(now);
-      timer_cv_.notify_all();  // the timer thread serves waiters when the backoff ends
+      // Whoever waits must wake when the backoff ends, to connect then: the timer thread serves
+      // the asynchronous waiters; each blocked thread sleeps until its deadline and is woken
+      // here to sleep until the backoff ends instead (wait_locked()).
+      timer_cv_.notify_all();
+      for (WaiterT* w = waiters_.front(); w != nullptr; w = IntrusiveList<WaiterT>::next(w)) {
+        if (!w->is_async()) {
+          w->cv.notify_one();
+        }
+      }
     }
     serve_capacity_locked();
   }
@@ -1533,23 +1617,29 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
   }
 
-  void cancel_waiter(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_) {
+  /// A stop request for the waiter `w`. A blocked thread (`async` false) is woken and leaves
+  /// the queue itself. An asynchronous waiter leaves the queue now, if it waits there; one not
+  /// queued yet is marked, and enqueue_async() ends its wait at once; one whose wait ended
+  /// (served, timed out, closed) keeps that outcome.
+  void cancel_waiter(WaiterT& w, bool async) noexcept CONNPOOL_EXCLUDES(mutex_) {
     const DrainOnExit drain;
     UniqueLock lk(mutex_);
-    w.cancelled = true;
-    if (!w.is_async()) {
-      w.signal();  // it leaves the queue itself
-    } else if (IntrusiveList<WaiterT>::is_linked(&w)) {
-      remove_waiter_locked(w, false);
-      unlink_deadline_locked(w);
+    if (!async) {
+      w.cancelled = true;
       w.signal();
+    } else if (IntrusiveList<WaiterT>::is_linked(&w)) {
+      remove_waiter_locked(w, w.woken);
+      unlink_deadline_locked(w);
+      w.cancelled = true;
+      w.signal();
+    } else if (!w.decided) {
+      w.cancelled = true;
     }
-    // Otherwise it was served already, or is not queued yet (enqueue_async() sees `cancelled`).
   }
 
  public:
-  /// Ends the wait of the asynchronous waiter `w` with AcquireCancelled, unless it was served.
-  void cancel_async(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_) { cancel_waiter(w); }
+  /// Ends the wait of the asynchronous waiter `w` with AcquireCancelled, unless it ended already.
+  void cancel_async(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_) { cancel_waiter(w, true); }
 
  private:
   // --- Deadlines of asynchronous waiters -------------------------------------------------------
@@ -1581,7 +1671,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Why one thread per pool rather than a timer per waiter: 10,000 waiting coroutines cost one
   /// sleeping thread and an O(1) list link each, not 10,000 timers.
   void timer_loop() noexcept CONNPOOL_EXCLUDES(mutex_) {
-    timer_thread_of = this;
     UniqueLock lk(mutex_);
     while (!closed_.load(std::memory_order_relaxed)) {
       const WaitClock::time_point now = WaitClock::now();
@@ -1600,14 +1689,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
       if (!resume_queue().empty()) {
         // The completions run on this thread (with the default inline scheduler, the resumed
-        // coroutines themselves), and may close or destroy the pool: destroy_if_last() then
-        // leaves the deletion to this loop.
+        // coroutines themselves), and may close or destroy the pool: this thread's count keeps
+        // the core alive until run_internal() lets go.
         lk.unlock();
         resume_queue().drain(true);
-        if (delete_deferred_.load(std::memory_order_acquire)) {
-          delete this;
-          return;
-        }
         lk.lock();
         continue;
       }
@@ -1681,7 +1766,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       serve_waiters_locked();
     }
     const std::size_t n = dead.size;
-    destroy_if_last(close_slots(dead));
+    close_slots(dead);
     return n;
   }
 
@@ -1834,14 +1919,19 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   // --- Creation, closing, capacity -------------------------------------------------------------
 
+  /// A unit of capacity is taken: one more open connection, and one more count on the core.
   void reserve_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
     ++open_;
     open_count_.store(open_, std::memory_order_relaxed);
+    ref();
   }
 
+  /// A unit of capacity is given up, by a thread that holds another count (never the last).
   void release_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
     --open_;
     open_count_.store(open_, std::memory_order_relaxed);
+    [[maybe_unused]] const std::size_t before = refs_.fetch_sub(1, std::memory_order_release);
+    assert(before > 1 && "connpool: the last count on a pool was dropped under its lock");
   }
 
   /// A unit of capacity is free: it goes to the oldest waiter, which then creates a
@@ -1936,13 +2026,16 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
   }
 
-  /// The creation of a caller's connection failed: counts it and frees the unit of capacity.
-  /// A connect for a caller failed with `error`: counts it, frees the unit of capacity, and
-  /// returns the connect permit.
+  /// A connect for a caller failed with `error`: counts it, gives up the unit of capacity and
+  /// returns the connect permit. The caller holds another count.
+  ///
+  /// Why the unit is not handed to a waiter directly: the failed connect still holds its permit
+  /// until connect_ended_locked(), so with max_connecting reached no waiter could take it; that
+  /// function serves the waiters once the permit is back (or the backoff has started).
   void creation_failed(std::exception_ptr error) noexcept CONNPOOL_EXCLUDES(mutex_) {
     UniqueLock lk(mutex_);
     ++counters_.create_failures;
-    free_capacity_locked();
+    release_capacity_locked();
     connect_ended_locked(std::move(error));
   }
 
@@ -1970,6 +2063,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   ///
   /// Throws: the factory's exception, unchanged (DESIGN 3), with the place freed; PoolClosed.
   Handle create_for_caller() CONNPOOL_EXCLUDES(mutex_) {
+    const CoreRef keep(this);
     const DrainOnExit drain;  // a failure gives the capacity to a waiter, maybe asynchronous
     SlotT* s = nullptr;
     try {
@@ -1994,6 +2088,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// Throws: PoolClosed, if the pool closed meanwhile (the connection is closed).
   Handle finish_create(SlotT* s, Conn&& conn) CONNPOOL_EXCLUDES(mutex_) {
+    const CoreRef keep(this);
     const DrainOnExit drain;
     s->conn.emplace(std::move(conn));
     try {
@@ -2010,6 +2105,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// The asynchronous factory threw (or begin_create() did, with `s` null).
   void abort_create(SlotT* s, std::exception_ptr error = std::current_exception()) noexcept
       CONNPOOL_EXCLUDES(mutex_) {
+    const CoreRef keep(this);
     const DrainOnExit drain;
     if (s != nullptr) {
       give_back_slot(s);
@@ -2038,12 +2134,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     try {
       s = create_slot();
     } catch (...) {
-      {
-        UniqueLock lk(mutex_);
-        ++counters_.create_failures;
-        free_capacity_locked();
-        connect_ended_locked(std::current_exception());
-      }
+      creation_failed(std::current_exception());
       if (throw_errors) {
         throw;
       }
@@ -2093,12 +2184,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     return ok;
   }
 
-  /// Closes the connections of the owned slots in `chain` and frees their places. Returns true
-  /// if that was the last connection of a pool whose owner is gone: the caller must then end
-  /// with destroy_if_last(true).
-  [[nodiscard]] bool close_slots(SlotChain<SlotT> chain) noexcept CONNPOOL_EXCLUDES(mutex_) {
+  /// Closes the connections of the owned slots in `chain` and frees their places. The caller
+  /// holds a count besides the slots' units of capacity (see the class comment).
+  void close_slots(SlotChain<SlotT> chain) noexcept CONNPOOL_EXCLUDES(mutex_) {
     if (chain.size == 0) {
-      return false;
+      return;
     }
     std::uint64_t failures = 0;
     for (SlotT* s = chain.head; s != nullptr; s = s->next_closing) {
@@ -2113,37 +2203,29 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       free_capacity_locked();
       s = next;
     }
-    return last_locked();
   }
 
   void close_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
+    const CoreRef keep(this);  // the slot's unit of capacity may be the last count
+    const DrainOnExit drain;   // completions of asynchronous waiters served here, last
     SlotChain<SlotT> chain;
     chain.push(s);
-    destroy_if_last(close_slots(chain));
+    close_slots(chain);
   }
 
-  /// Whether the pool is to be freed now: its owner is gone and no connection is left. True
-  /// once only.
-  bool last_locked() CONNPOOL_REQUIRES(mutex_) {
-    if (!owner_gone_ || open_ != 0 || dying_) {
-      return false;
+  void ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+
+  /// Drops a count; the last one frees the core (the one route to deletion).
+  void unref() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      destroy();
     }
-    dying_ = true;
-    return true;
   }
 
-  /// Frees this object if `last`, once no releaser is still between publishing a slot and its
-  /// last access to the pool (a short wait: a few loads, at most a lock). The caller must not
-  /// touch the pool afterwards.
-  void destroy_if_last(bool last) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    if (!last) {
-      return;
-    }
-    if (timer_thread_of == this) {
-      delete_deferred_.store(true, std::memory_order_release);  // timer_loop() deletes it
-      return;
-    }
+  /// Frees this object, once no releaser is still between publishing a slot and its last access
+  /// to the pool (a short wait: a few loads, at most a lock and no user code). Never called
+  /// with the lock held.
+  void destroy() noexcept CONNPOOL_EXCLUDES(mutex_) {
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
     for (std::size_t i = 0; i < n; ++i) {
       while (dir()[i]->publishers.load(std::memory_order_acquire) != 0) {
@@ -2151,6 +2233,48 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
     }
     delete this;
+  }
+
+  /// Starts an internal thread running `loop`; the thread holds a count while it runs.
+  std::jthread start_internal(void (PoolCore::*loop)() noexcept) {
+    ref();
+    try {
+      return std::jthread(&PoolCore::run_internal, this, loop);
+    } catch (...) {
+      refs_.fetch_sub(1, std::memory_order_relaxed);  // the owner still holds one
+      throw;
+    }
+  }
+
+  /// The body of an internal thread. Why a static function: the count is dropped last, when no
+  /// frame of this thread is inside the core any more, so it may free the core itself.
+  static void run_internal(PoolCore* self, void (PoolCore::*loop)() noexcept) noexcept {
+    internal_thread_of = self;
+    (self->*loop)();
+    internal_thread_of = nullptr;
+    self->unref();
+  }
+
+  /// Joins the internal threads, except the calling one. `owner`: the owner lets go on one of
+  /// them (a hook or an inline-resumed coroutine destroyed the pool there), which is detached:
+  /// it holds its own count and ends its loop once the pool is closed. Each thread object is
+  /// taken out under join_mutex_, so that two callers never join one thread.
+  void join_internal_threads(bool owner) noexcept {
+    for (std::jthread* member : {&thread_, &timer_}) {
+      std::jthread t;
+      {
+        const std::lock_guard<std::mutex> lock(join_mutex_);
+        if (!member->joinable() || (!owner && member->get_id() == std::this_thread::get_id())) {
+          continue;
+        }
+        t = std::move(*member);
+      }
+      if (t.get_id() == std::this_thread::get_id()) {
+        t.detach();
+      } else {
+        t.join();
+      }
+    }
   }
 
   /// The owned slot `s` has no connection any more: onto the free-slot list.
@@ -2312,14 +2436,12 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   std::atomic<std::uint64_t> next_conn_id_{1};  // PoolEvent::connection_id of the next one
   std::atomic<std::uint64_t> leaks_{0};         // PoolStats::leaks
 
-  mutable Mutex mutex_;  // guards idle_, free_slots_, waiters_, open_, owner_gone_, counters_,
+  mutable Mutex mutex_;  // guards idle_, free_slots_, waiters_, open_, counters_,
                          // the fields of every queued Waiter, and the writes of the mirrors
   IntrusiveList<SlotT> idle_ CONNPOOL_GUARDED_BY(mutex_);       // LIFO: front = most recent
   SlotT* free_slots_ CONNPOOL_GUARDED_BY(mutex_) = nullptr;     // slots without a connection
   IntrusiveList<WaiterT> waiters_ CONNPOOL_GUARDED_BY(mutex_);  // FIFO: front = oldest
   std::size_t open_ CONNPOOL_GUARDED_BY(mutex_) = 0;
-  bool owner_gone_ CONNPOOL_GUARDED_BY(mutex_) = false;
-  bool dying_ CONNPOOL_GUARDED_BY(mutex_) = false;  // the last_locked() that frees it has run
   // bounded_barging: waiters granted something that have not taken it up yet.
   std::size_t handoffs_pending_ CONNPOOL_GUARDED_BY(mutex_) = 0;
   // Connect-storm control (max_connecting, max_connect_backoff).
@@ -2331,10 +2453,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // Asynchronous waiters with a deadline, earliest first.
   IntrusiveList<DeadlineT> deadlines_ CONNPOOL_GUARDED_BY(mutex_);
   std::condition_variable timer_cv_;  // waited on with mutex_ by timer_; earlier deadline, close()
-  std::atomic<bool> delete_deferred_{false};  // the last owner let go on timer_: it deletes
-  std::jthread timer_;  // asynchronous deadlines (start_timer()); joined by close()
+  std::jthread timer_;                // asynchronous deadlines (start_timer()); joined by close()
   std::condition_variable maintenance_cv_;  // waited on with mutex_; notified by close()
   std::jthread thread_;  // maintenance; started after warm-up, joined by close() (woken by closed_)
+  // Guards taking thread_ and timer_ out of these members to join them (join_internal_threads).
+  std::mutex join_mutex_;
+  // Holders of the core (see the class comment): the owner, each unit of capacity (open_), each
+  // internal thread, each CoreRef. 0 = being freed.
+  std::atomic<std::size_t> refs_{1};
 };
 
 }  // namespace connpool::detail
