@@ -755,4 +755,92 @@ TEST_CASE("ExecutorScheduler: make_scheduler of an execution context uses its ex
   REQUIRE(connpool::asio::make_scheduler(io).get_executor() == io.get_executor());
 }
 
+// --- Shutting an io_context down with operations waiting ---------------------------------------
+
+/// Counts live instances, to check that a handler (or a coroutine frame) was destroyed.
+struct LiveCount {
+  explicit LiveCount(std::atomic<int>& n) : live(&n) { live->fetch_add(1); }
+  LiveCount(const LiveCount& other) : live(other.live) { live->fetch_add(1); }
+  LiveCount& operator=(const LiveCount&) = delete;
+  ~LiveCount() { live->fetch_sub(1); }
+  std::atomic<int>* live;
+};
+
+// Issue 12, defect 2: a server stops and destroys its io_context while a coroutine (or a callback
+// operation) waits in async_acquire. The operation leaves the pool's queue and goes with the
+// context, its handler destroyed unrun, as Asio's own operations go; when the held connection
+// comes back later, nothing completes on the dead context.
+TEST_CASE("async_acquire: an io_context stopped and destroyed while an operation waits",
+          "[asio][lifetime]") {
+  const bool awaitable = GENERATE(true, false);
+  const bool inline_scheduler = GENERATE(true, false);
+  CAPTURE(awaitable, inline_scheduler);
+  FakeState state;
+  std::atomic<int> live{0};
+  std::atomic<int> completed{0};
+  std::optional<asio::io_context> io(std::in_place);
+  std::optional<Pool> pool;
+  if (inline_scheduler) {
+    pool.emplace(FakeFactory(state), options(1));
+  } else {
+    pool.emplace(FakeFactory(state), options(1), connpool::asio::make_scheduler(*io));
+  }
+  Handle held = acquire_now(*pool);
+  if (awaitable) {
+    asio::co_spawn(
+        *io,
+        [&]() -> asio::awaitable<void> {
+          const LiveCount alive(live);
+          Handle h = co_await connpool::asio::async_acquire(*pool, asio::use_awaitable);
+          completed.fetch_add(1);
+        },
+        asio::detached);
+  } else {
+    connpool::asio::async_acquire(
+        *pool,
+        asio::bind_executor(*io, [&completed, alive = LiveCount(live)](std::exception_ptr, Handle) {
+          completed.fetch_add(1);
+        }));
+  }
+  io->poll();  // runs the coroutine until it waits in the pool
+  REQUIRE(pool->stats().pending == 1);
+  REQUIRE(live.load() == 1);
+  io->stop();
+  io.reset();  // destroyed with the operation waiting
+  CHECK(live.load() == 0);
+  CHECK(pool->stats().pending == 0);
+  held.release();  // nobody waits: the connection goes back to the idle set
+  CHECK(completed.load() == 0);
+  CHECK(pool->stats().idle == 1);
+  CHECK(pool->stats().in_use == 0);
+  pool.reset();
+  CHECK(state.live.load() == 0);
+}
+
+// The same when the pool has already handed the connection over and the operation's completion
+// is on its way to the context: the context waits for it to be posted, then destroys it unrun, and
+// the connection goes back.
+TEST_CASE(
+    "async_acquire: an io_context destroyed with a completion queued gives the connection "
+    "back",
+    "[asio][lifetime]") {
+  FakeState state;
+  std::atomic<int> live{0};
+  std::atomic<int> completed{0};
+  std::optional<asio::io_context> io(std::in_place);
+  Pool pool(FakeFactory(state), options(1));
+  Handle held = acquire_now(pool);
+  connpool::asio::async_acquire(
+      pool, asio::bind_executor(*io, [&completed, alive = LiveCount(live)](
+                                         std::exception_ptr, Handle) { completed.fetch_add(1); }));
+  REQUIRE(pool.stats().pending == 1);
+  held.release();  // granted: the completion is posted to io, which nobody runs
+  REQUIRE(pool.stats().in_use == 1);
+  io.reset();
+  CHECK(completed.load() == 0);
+  CHECK(live.load() == 0);
+  CHECK(pool.stats().in_use == 0);
+  CHECK(pool.stats().idle == 1);
+}
+
 }  // namespace

@@ -11,8 +11,11 @@
 
 #include <chrono>
 #include <concepts>
+#include <condition_variable>
 #include <coroutine>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <stop_token>
 #include <type_traits>
 #include <utility>
@@ -22,14 +25,17 @@
 #include <asio/async_result.hpp>
 #include <asio/cancellation_type.hpp>
 #include <asio/dispatch.hpp>
+#include <asio/execution/context.hpp>
 #include <asio/execution/executor.hpp>
 #include <asio/execution_context.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/is_executor.hpp>
 #include <asio/post.hpp>
+#include <asio/query.hpp>
 
 #include <connpool/async_pool.hpp>
 #include <connpool/detail/awaitable.hpp>
+#include <connpool/detail/intrusive_list.hpp>
 #include <connpool/handle.hpp>
 #include <connpool/pool.hpp>
 
@@ -77,6 +83,136 @@ struct AsioCancelOnSignal {
       // not run (and the operation's state destroyed) under the emit's feet.
       const AsioNoInlineScope no_inline;
       stop->request_stop();
+    }
+  }
+};
+
+/// An async_acquire operation as its execution context's AsioAcquireRegistry knows it.
+struct AsioOpEntry : ListHook<AsioOpEntry> {
+  std::coroutine_handle<> frame;                 // the operation's coroutine (asio_run_acquire)
+  void* op = nullptr;                            // the pool's acquire operation it awaits
+  bool (*abandon)(void* op) noexcept = nullptr;  // that operation's abandon()
+};
+
+/// The async_acquire operations of one Asio execution context (an io_context, say) that wait in
+/// a pool, so that they go when the context is shut down (destroyed), as Asio's own operations
+/// do: each leaves its pool's queue and is destroyed with its handler, which is never invoked.
+/// Shared (std::shared_ptr) by the context's AsioAcquireService and by every operation, which
+/// so can tell, after its wait, whether the context is still there to complete on.
+class AsioAcquireRegistry {
+ public:
+  /// Lists `e` while it waits. False if the context is shut down already.
+  bool add(AsioOpEntry* e) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (!alive_) {
+      return false;
+    }
+    ops_.push_back(e);
+    return true;
+  }
+
+  /// Unlists `e` (if still listed) once its wait ended. Returns true if the context is alive,
+  /// and then counts a delivery in progress until delivered(): shutdown() waits for it, so that
+  /// the completion is posted (or dispatched) before the context goes.
+  bool remove_for_delivery(AsioOpEntry* e) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (IntrusiveList<AsioOpEntry>::is_linked(e)) {
+      ops_.remove(e);
+    }
+    if (!alive_) {
+      return false;
+    }
+    ++delivering_;
+    return true;
+  }
+
+  void delivered() noexcept {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (--delivering_ == 0) {
+      cv_.notify_all();
+    }
+  }
+
+  /// The context shuts down: every listed operation whose wait can still be abandoned is
+  /// destroyed (its frame, and its handler unrun); one whose wait has just ended finds the
+  /// context gone and ends without completing. Waits for deliveries in progress.
+  void shutdown() noexcept {
+    std::unique_lock<std::mutex> lock(mutex_);
+    alive_ = false;
+    while (!ops_.empty()) {
+      AsioOpEntry* e = ops_.pop_front();
+      if (e->abandon(e->op)) {
+        lock.unlock();
+        e->frame.destroy();  // no other thread resumes it now
+        lock.lock();
+      }
+    }
+    cv_.wait(lock, [this] { return delivering_ == 0; });
+  }
+
+ private:
+  std::mutex mutex_;            // guards alive_, ops_, delivering_
+  std::condition_variable cv_;  // delivering_ dropped to 0
+  bool alive_ = true;
+  IntrusiveList<AsioOpEntry> ops_;
+  int delivering_ = 0;
+};
+
+/// The Asio service that shuts an execution context's async_acquire operations down with it.
+class AsioAcquireService final : public ::asio::execution_context::service {
+ public:
+  using key_type = AsioAcquireService;
+  static inline ::asio::execution_context::id id;
+
+  explicit AsioAcquireService(::asio::execution_context& context)
+      : ::asio::execution_context::service(context),
+        registry_(std::make_shared<AsioAcquireRegistry>()) {}
+
+  [[nodiscard]] std::shared_ptr<AsioAcquireRegistry> registry() const { return registry_; }
+
+ private:
+  void shutdown() override { registry_->shutdown(); }
+
+  std::shared_ptr<AsioAcquireRegistry> registry_;
+};
+
+/// The registry of the execution context of `executor`; null for an executor without one (the
+/// promise executor of use_future runs its completions inline, wherever they are decided).
+template <class Executor>
+std::shared_ptr<AsioAcquireRegistry> asio_registry_of(const Executor& executor) {
+  if constexpr (::asio::can_query<const Executor&, ::asio::execution::context_t>::value) {
+    return ::asio::use_service<AsioAcquireService>(
+               ::asio::query(executor, ::asio::execution::context))
+        .registry();
+  } else if constexpr (requires { executor.context(); }) {
+    return ::asio::use_service<AsioAcquireService>(executor.context()).registry();
+  } else {
+    return nullptr;
+  }
+}
+
+/// `co_await AsioThisFrame{}`: the handle of the calling coroutine, without suspending.
+struct AsioThisFrame {
+  std::coroutine_handle<> frame;
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    frame = h;
+    return false;
+  }
+  std::coroutine_handle<> await_resume() const noexcept { return frame; }
+};
+
+/// Clears a cancellation slot when the frame that installed a handler in it goes, however it
+/// goes (completed, destroyed unrun by the executor, or destroyed by the context's shutdown).
+template <class Slot>
+struct AsioSlotClearer {
+  Slot* slot;
+  explicit AsioSlotClearer(Slot* s) noexcept : slot(s) {}
+  AsioSlotClearer(const AsioSlotClearer&) = delete;
+  AsioSlotClearer& operator=(const AsioSlotClearer&) = delete;
+  ~AsioSlotClearer() {
+    if (slot->is_connected()) {
+      slot->clear();
     }
   }
 };
@@ -166,6 +302,7 @@ struct AsioDeliver {
   Slot* slot;
   std::exception_ptr* error;
   PooledHandle<Conn>* result;
+  AsioAcquireRegistry* registry;  // null if the operation never registered (it failed before)
 
   bool await_ready() const noexcept { return false; }
 
@@ -173,11 +310,17 @@ struct AsioDeliver {
     // Copied out first: once posted or dispatched, the frame (and this awaiter in it) may be
     // destroyed at any moment, on any thread.
     const Executor ex = *executor;
+    // Kept alive by the registry's count of deliveries: the context does not go before
+    // delivered() (the frame's own reference may be gone by then).
+    AsioAcquireRegistry* const reg = registry;
     AsioCompletion<Handler, Slot, Conn> completion(frame, handler, slot, error, result);
     if (asio_no_inline_depth() > 0) {
       ::asio::post(ex, std::move(completion));
     } else {
       ::asio::dispatch(ex, std::move(completion));
+    }
+    if (reg != nullptr) {
+      reg->delivered();
     }
   }
 
@@ -202,18 +345,34 @@ asio_run_acquire(Pool& pool, std::chrono::steady_clock::duration timeout, Handle
   const ::asio::executor_work_guard<Executor> work(executor);
   std::stop_source stop;
   Slot slot = ::asio::get_associated_cancellation_slot(handler);
+  const AsioSlotClearer<Slot> clear_slot{&slot};
   std::exception_ptr error;
   PooledHandle<Conn> result;
+  std::shared_ptr<AsioAcquireRegistry> registry;
+  AsioOpEntry entry;
   try {
+    registry = asio_registry_of(executor);
     if (slot.is_connected()) {
       slot.assign(AsioCancelOnSignal{&stop});
     }
-    result = co_await pool.acquire(timeout, stop.get_token());
+    auto op = pool.acquire(timeout, stop.get_token());
+    entry.frame = co_await AsioThisFrame{};
+    entry.op = &op;
+    entry.abandon = [](void* o) noexcept { return static_cast<decltype(op)*>(o)->abandon(); };
+    if (registry && !registry->add(&entry)) {
+      co_return;  // the context is shut down: the operation goes, its handler unrun
+    }
+    // If the context is shut down while this waits, this frame is destroyed right here.
+    result = co_await op;
   } catch (...) {
     error = std::current_exception();
   }
+  if (registry && !registry->remove_for_delivery(&entry)) {
+    co_return;  // the context was shut down while the wait ended: nothing to complete on
+  }
   static_assert(std::is_trivially_destructible_v<AsioDeliver<Executor, Handler, Slot, Conn>>);
-  co_await AsioDeliver<Executor, Handler, Slot, Conn>{&executor, &handler, &slot, &error, &result};
+  co_await AsioDeliver<Executor, Handler, Slot, Conn>{&executor, &handler, &slot,
+                                                      &error,    &result,  registry.get()};
 }
 
 /// Whether `E` is an Asio executor (a standard one, or a Networking TS one).
@@ -269,17 +428,17 @@ using acquire_signature = void(std::exception_ptr, PooledHandle<Conn>);
 /// ignored: the operation completes with the connection. As everywhere in Asio, emit the signal
 /// on the handler's executor (through a strand when several threads run it).
 ///
-/// Preconditions: the pool is not destroyed before it has ended the operation: close() and the
-/// destructor end a waiting operation with PoolClosed, through the pool's scheduler, which must
-/// still run that resumption.
 /// Throws: std::invalid_argument, from this call, if `timeout` is negative; std::bad_alloc.
 /// Every other error goes to the completion handler.
 /// Thread safety: may be called concurrently with anything else on the pool, from any thread.
 /// Lifetime: the operation keeps outstanding work on the handler's associated executor until the
 /// handler has run (an executor_work_guard), so io_context::run() does not return while the
-/// operation waits in the pool, which Asio cannot see. That executor's context must outlive the
-/// operation; destroyed with the completion still queued, it destroys the completion uncalled,
-/// and the handle inside gives its connection back to the pool.
+/// operation waits in the pool, which Asio cannot see. The pool may be closed or destroyed
+/// first: the operation then completes with PoolClosed. The executor's context may be stopped
+/// and destroyed at any time, as with Asio's own operations: an operation waiting in the pool
+/// leaves its queue and is destroyed with its handler, never invoked; one whose completion is
+/// queued in the context is destroyed uncalled, and the handle inside gives its connection back
+/// to the pool.
 /// Complexity: one coroutine frame allocated (with operator new) per operation, besides what the
 /// pool's acquire and the executor's post/dispatch allocate.
 /// Resumes on: the handler always runs on its associated executor (for use_awaitable, the
