@@ -33,6 +33,7 @@
 
 #include <connpool/concepts.hpp>
 #include <connpool/detail/awaitable.hpp>
+#include <connpool/detail/expiry.hpp>
 #include <connpool/detail/intrusive_list.hpp>
 #include <connpool/detail/resume_queue.hpp>
 #include <connpool/detail/slot.hpp>
@@ -130,7 +131,8 @@ struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   // Written by the owner at each check-out when holds are observed, read by the leak scan.
   std::atomic<std::int64_t> held_since{0};  // steady_clock ticks; 0 = not observed
   std::atomic<std::thread::id> holder{};
-  std::atomic<bool> leak_reported{false};
+  // The held_since of the check-out last reported as a leak (see leak_due()); 0 = none.
+  std::atomic<std::int64_t> leak_reported_since{0};
   OwnerCounter acquired;         // check-outs of this slot
   OwnerCounter reused;           // ... of a connection that existed before
   OwnerCounter released;         // give-backs (return or close) of this slot
@@ -145,14 +147,29 @@ struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   std::atomic<std::uint32_t> incarnation{0};
 };
 
-/// A list of owned slots (to be closed), linked through Slot::next_closing; allocates nothing.
+/// A list of owned slots (to be closed, or pinged), linked through Slot::next_closing; allocates
+/// nothing, so that a maintenance pass that has claimed slots cannot fail to give them back.
 template <class SlotT>
 struct SlotChain {
   SlotT* head = nullptr;
+  SlotT* tail = nullptr;
   std::size_t size = 0;
+  /// Links `s` at the front.
   void push(SlotT* s) noexcept {
     s->next_closing = head;
     head = s;
+    tail = tail != nullptr ? tail : s;
+    ++size;
+  }
+  /// Links `s` at the back (the chain keeps the order of appends).
+  void append(SlotT* s) noexcept {
+    s->next_closing = nullptr;
+    if (tail != nullptr) {
+      tail->next_closing = s;
+    } else {
+      head = s;
+    }
+    tail = s;
     ++size;
   }
 };
@@ -725,8 +742,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     const CoreRef keep(this);  // user code below (close, ping, factory) may destroy the owner
     const DrainOnExit drain;   // completions of asynchronous waiters served here, last
     const TimePoint now = clock_now<Clock>();
-    std::vector<SlotT*> claimed;
-    std::vector<SlotT*> to_ping;
+    std::vector<SlotT*> claimed;  // allocated before any claim: std::bad_alloc loses nothing
+    SlotChain<SlotT> to_ping;
     SlotChain<SlotT> expired;
     {
       UniqueLock lk(mutex_);
@@ -745,7 +762,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
       // Stalest first; among equals, the oldest connection.
       std::sort(claimed.begin(), claimed.end(), [](const SlotT* a, const SlotT* b) {
-        return a->last_used != b->last_used ? a->last_used < b->last_used : a->id < b->id;
+        return staler(a->last_used, a->id, b->last_used, b->id);
       });
       std::size_t open_after = open_;
       const std::uint64_t generation = generation_.load(std::memory_order_relaxed);
@@ -759,7 +776,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           --open_after;
         } else if (keepalive_due(*s, now)) {
           unlink_locked(s);  // out of the idle set while it is pinged
-          to_ping.push_back(s);
+          to_ping.append(s);
         } else {
           s->state.store(kIdle, std::memory_order_seq_cst);
         }
@@ -768,7 +785,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     std::size_t n = expired.size;
     close_slots(expired);
-    if (!to_ping.empty()) {
+    if (to_ping.size != 0) {
       n += keepalive(to_ping);
     }
     refill();
@@ -926,7 +943,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     if (keep && uses_ages_) {
       const TimePoint now = clock_now<Clock>();
-      if (s->lifetime.count() > 0 && now - s->created_at >= s->lifetime) {
+      if (lifetime_over(s->created_at, s->lifetime, now)) {
         keep = false;  // DESIGN 6: an expired connection is closed, not kept
         s->close_reason = CloseReason::expired;
       } else {
@@ -1720,8 +1737,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Whether the idle connection `s` has gone unused and unpinged for keepalive_interval.
   bool keepalive_due(const SlotT& s, TimePoint now) const noexcept {
     if constexpr (Pingable<Conn>) {
-      return options_.keepalive_interval.count() > 0 &&
-             now - std::max(s.last_used, s.last_checked) >= options_.keepalive_interval;
+      return detail::keepalive_due(s.last_used, s.last_checked, options_.keepalive_interval, now);
     } else {
       return false;
     }
@@ -1730,11 +1746,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Pings the owned slots of `slots` outside the lock: those alive go back to the idle set
   /// (at the bottom: they had been idle longest), the others are closed. Returns how many it
   /// closed.
-  std::size_t keepalive(const std::vector<SlotT*>& slots) CONNPOOL_EXCLUDES(mutex_) {
+  std::size_t keepalive(SlotChain<SlotT> slots) noexcept CONNPOOL_EXCLUDES(mutex_) {
     SlotChain<SlotT> dead;
-    std::vector<SlotT*> alive;
-    alive.reserve(slots.size());
-    for (SlotT* s : slots) {
+    SlotChain<SlotT> alive;
+    for (SlotT* next = slots.head; next != nullptr;) {
+      SlotT* s = std::exchange(next, next->next_closing);
       bool ok = false;
       if constexpr (Pingable<Conn>) {
         try {
@@ -1745,7 +1761,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
       if (ok) {
         s->last_checked = clock_now<Clock>();
-        alive.push_back(s);
+        alive.append(s);
       } else {
         s->close_reason = CloseReason::keepalive_failed;
         dead.push(s);
@@ -1754,7 +1770,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     {
       UniqueLock lk(mutex_);
       counters_.validation_failures += dead.size;
-      for (SlotT* s : alive) {
+      for (SlotT* next = alive.head; next != nullptr;) {
+        SlotT* s = std::exchange(next, next->next_closing);
         if (closed_.load(std::memory_order_relaxed)) {
           s->close_reason = CloseReason::pool_closed;
           dead.push(s);
@@ -1803,7 +1820,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       s->held_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                           std::memory_order_relaxed);
       s->holder.store(std::this_thread::get_id(), std::memory_order_relaxed);
-      s->leak_reported.store(false, std::memory_order_relaxed);
       if (options_.on_acquire) {
         emit(options_.on_acquire, PoolEventKind::acquire, *s);
       }
@@ -1833,8 +1849,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // --- Checks ---------------------------------------------------------------------------------
 
   /// A directory of `n` entries with the published slots copied; the old one stays readable.
+  ///
+  /// Throws: std::bad_alloc, with nothing changed (both allocations come first).
   void grow_directory_locked(std::size_t n) CONNPOOL_REQUIRES(mutex_) {
     std::unique_ptr<SlotT*[]> bigger(new SlotT*[n]);
+    directories_.reserve(directories_.size() + 1);  // the push_back below cannot throw
     const std::size_t count = slot_count_.load(std::memory_order_relaxed);
     SlotT** old = dir();
     std::copy(old, old + count, bigger.get());
@@ -1845,11 +1864,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// Whether `s` has outlived max_lifetime, or max_idle while the pool may shrink (DESIGN 6).
   bool judge_expiry(const SlotT& s, TimePoint now, bool may_idle_expire) const noexcept {
-    if (s.lifetime.count() > 0 && now - s.created_at >= s.lifetime) {
-      return true;
-    }
-    return may_idle_expire && options_.max_idle.count() > 0 &&
-           now - s.last_used >= options_.max_idle;
+    return lifetime_over(s.created_at, s.lifetime, now) ||
+           (may_idle_expire && idle_over(s.last_used, options_.max_idle, now));
   }
 
   /// judge() at the present time; without reading the clock when no decision depends on it.
@@ -1866,10 +1882,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       return Verdict::expired;
     }
     if constexpr (Pingable<Conn>) {
-      // Why the bypass: a connection used a moment ago is almost surely alive, and a ping is a
-      // network round trip (HikariCP's aliveBypassWindowMs, 500 ms by default there too).
       if (options_.validate_on_acquire &&
-          now - std::max(s.last_used, s.last_checked) >= options_.validation_bypass) {
+          validation_due(s.last_used, s.last_checked, options_.validation_bypass, now)) {
         return Verdict::needs_ping;
       }
     }
@@ -2086,12 +2100,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     return s;
   }
 
-  /// Throws: PoolClosed, if the pool closed meanwhile (the connection is closed).
+  /// Throws: PoolClosed, if the pool closed meanwhile (the connection is closed); what Conn's
+  /// move constructor throws (a failed create: the slot, the unit of capacity and the connect
+  /// permit are given back, and create_failures counts it).
   Handle finish_create(SlotT* s, Conn&& conn) CONNPOOL_EXCLUDES(mutex_) {
     const CoreRef keep(this);
     const DrainOnExit drain;
-    s->conn.emplace(std::move(conn));
     try {
+      s->conn.emplace(std::move(conn));  // Conn's move constructor may throw
       install(s);
     } catch (...) {
       s->conn.reset();
@@ -2378,13 +2394,16 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     const auto threshold =
         std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.leak_threshold)
             .count();
-    std::vector<LeakReport> reports;
     const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    std::vector<LeakReport> reports;
+    reports.reserve(n);  // before any is recorded as reported: std::bad_alloc loses no report
     for (std::size_t i = 0; i < n; ++i) {
       SlotT& slot = *dir()[i];
       const std::int64_t since = slot.held_since.load(std::memory_order_relaxed);
-      if (slot.state.load(std::memory_order_relaxed) != kInUse || since == 0 ||
-          now - since < threshold || slot.leak_reported.exchange(true)) {
+      if (slot.state.load(std::memory_order_relaxed) != kInUse ||
+          !leak_due(since, now, threshold,
+                    slot.leak_reported_since.load(std::memory_order_relaxed)) ||
+          slot.leak_reported_since.exchange(since, std::memory_order_relaxed) == since) {
         continue;
       }
       LeakReport r;
