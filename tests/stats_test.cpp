@@ -495,3 +495,25 @@ TEST_CASE("PoolStats: to_prometheus() labels, escaping and bad names", "[stats][
                     "connpool: to_prometheus: invalid metric prefix \"my app\"");
   CHECK_NOTHROW(s.to_prometheus("ns:sub_system"));
 }
+
+TEST_CASE("PoolStats: to_prometheus() refuses reserved, repeated and colliding label names",
+          "[stats][metrics]") {
+  // Prometheus rejects a scrape whose sample repeats a label name, and keeps names starting
+  // with "__" for itself; `state` is the label of the connections family.
+  PoolStats s;
+  CHECK_THROWS_WITH(s.to_prometheus("connpool", {{"__name__", "x"}}),
+                    "connpool: to_prometheus: label name \"__name__\" is reserved (names "
+                    "starting with \"__\" are Prometheus' own)");
+  CHECK_THROWS_AS(s.to_prometheus("connpool", {{"pool", "a"}, {"__meta", "x"}}),
+                  std::invalid_argument);
+  CHECK_THROWS_WITH(s.to_prometheus("connpool", {{"pool", "a"}, {"region", "eu"}, {"pool", "b"}}),
+                    "connpool: to_prometheus: label name \"pool\" given twice");
+  CHECK_THROWS_WITH(s.to_prometheus("connpool", {{"state", "primary"}}),
+                    "connpool: to_prometheus: label name \"state\" is the connections family's "
+                    "own label (state=\"idle\"/\"in_use\"); choose another name");
+  CHECK_THROWS_AS(s.to_prometheus("connpool", {{"bad-name", "x"}}), std::invalid_argument);
+  // Near misses are fine.
+  const auto m = prometheus_samples(
+      s.to_prometheus("connpool", {{"_pool", "a"}, {"state_of", "b"}, {"role", "primary"}}, false));
+  CHECK(m.at(R"(connpool_connections{_pool="a",state_of="b",role="primary",state="idle"})") == "0");
+}

@@ -151,8 +151,12 @@ struct PoolStats {
   /// as the format requires. To expose several pools in one response, give each its own
   /// labels and keep the HELP/TYPE lines of the first only (`with_help = false` for the others).
   ///
-  /// Throws: std::invalid_argument if `prefix` or a label name is not a valid Prometheus name
-  /// ([a-zA-Z_:][a-zA-Z0-9_:]* for the prefix, no ':' in label names).
+  /// Throws: std::invalid_argument, with a message naming the prefix or label, if `prefix` or a
+  /// label name is not a valid Prometheus name ([a-zA-Z_:][a-zA-Z0-9_:]* for the prefix, no ':'
+  /// in label names), if a label name starts with "__" (reserved by Prometheus for its own use),
+  /// if a label name is given twice, or if a label is named "state", the label by which the
+  /// connections family tells idle from in-use connections (a sample with two labels of one name
+  /// is rejected by Prometheus, and fails the whole scrape).
   /// Example:
   ///     std::string body = pool.stats().to_prometheus("myapp_db", {{"pool", "orders"}});
   [[nodiscard]] std::string to_prometheus(
@@ -161,8 +165,9 @@ struct PoolStats {
       bool with_help = true) const {
     check_name(prefix, true, "metric prefix");
     std::string label_text;
-    for (const auto& [name, value] : labels) {
-      check_name(name, false, "label name");
+    for (auto label = labels.begin(); label != labels.end(); ++label) {
+      const auto& [name, value] = *label;
+      check_label_name(name, labels.begin(), label);
       label_text += label_text.empty() ? "" : ",";
       label_text += name;
       label_text += "=\"";
@@ -237,6 +242,34 @@ struct PoolStats {
   }
 
  private:
+  using Label = std::pair<std::string_view, std::string_view>;
+
+  // The label the connections family adds to its samples (state="idle", state="in_use").
+  static constexpr std::string_view own_label = "state";
+
+  /// Throws std::invalid_argument unless `name` may be added to every sample: a valid label
+  /// name, not reserved, not `own_label`, and not among the names in [first, last).
+  static void check_label_name(std::string_view name, const Label* first, const Label* last) {
+    check_name(name, false, "label name");
+    auto fail = [name](const char* why) {
+      throw std::invalid_argument("connpool: to_prometheus: label name \"" + std::string(name) +
+                                  "\" " + why);
+    };
+    if (name.starts_with("__")) {
+      fail("is reserved (names starting with \"__\" are Prometheus' own)");
+    }
+    if (name == own_label) {
+      fail(
+          "is the connections family's own label (state=\"idle\"/\"in_use\"); choose another "
+          "name");
+    }
+    for (; first != last; ++first) {
+      if (first->first == name) {
+        fail("given twice");
+      }
+    }
+  }
+
   static void check_name(std::string_view name, bool colon_ok, const char* what) {
     auto letter = [](char c) {
       return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
