@@ -19,12 +19,96 @@ namespace connpool {
 
 namespace detail {
 
+/// The first unit of a UTF-8 string: a well-formed sequence, or the maximal subpart of an
+/// ill-formed one.
+struct Utf8Unit {
+  std::size_t size;  ///< bytes it spans, 1 to 4
+  bool valid;        ///< whether it is a well-formed sequence (one code point)
+};
+
+/// Reads the first unit of the non-empty `s`, by the byte ranges of Unicode's table of
+/// well-formed UTF-8 (Unicode 15, section 3.9, table 3-7): a well-formed sequence, or else the
+/// maximal subpart of an ill-formed one, the longest run that starts like a well-formed sequence
+/// (at least the first byte).
+///
+/// A lead byte that cannot start any sequence (0x80..0xC1: continuation bytes and the leads of
+/// overlong 2-byte forms; 0xF5..0xFF) is a subpart of its own. After a valid lead, the second
+/// byte's range excludes overlong 3- and 4-byte forms (E0, F0), UTF-16 surrogates (ED) and code
+/// points above U+10FFFF (F4); the subpart ends before the first byte out of range, or at the end
+/// of `s`.
+/// Why maximal subparts: one U+FFFD per subpart is the practice Unicode recommends and the WHATWG
+/// Encoding Standard requires, so the replaced text reads as a browser would show it.
+/// Preconditions: `s` is not empty.
+/// Complexity: reads at most 4 bytes.
+inline Utf8Unit next_utf8_unit(std::string_view s) noexcept {
+  const auto lead = static_cast<unsigned char>(s[0]);
+  if (lead < 0x80) {
+    return {1, true};
+  }
+  std::size_t length = 0;    // of the well-formed sequence this lead starts
+  unsigned char low = 0x80;  // the range of the second byte
+  unsigned char high = 0xBF;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) {
+      low = 0xA0;  // below: an overlong form
+    } else if (lead == 0xED) {
+      high = 0x9F;  // above: a surrogate, U+D800..U+DFFF
+    }
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) {
+      low = 0x90;  // below: an overlong form
+    } else if (lead == 0xF4) {
+      high = 0x8F;  // above: beyond U+10FFFF
+    }
+  } else {
+    return {1, false};
+  }
+  std::size_t i = 1;
+  for (; i < length && i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < low || c > high) {
+      return {i, false};
+    }
+    low = 0x80;
+    high = 0xBF;
+  }
+  return {i, i == length};
+}
+
+/// Appends `s` to `out` as well-formed UTF-8: each ill-formed sequence (maximal subpart, see
+/// next_utf8_unit) becomes U+FFFD REPLACEMENT CHARACTER, valid multi-byte sequences are copied
+/// unchanged, and each ASCII byte goes through `ascii(c)`, which appends it, escaped as the
+/// output format requires.
+template <class Ascii>
+void append_utf8_replacing_invalid(std::string& out, std::string_view s, Ascii&& ascii) {
+  while (!s.empty()) {
+    const Utf8Unit unit = next_utf8_unit(s);
+    if (!unit.valid) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+    } else if (unit.size == 1) {
+      ascii(s[0]);
+    } else {
+      out.append(s.data(), unit.size);
+    }
+    s.remove_prefix(unit.size);
+  }
+}
+
 /// Appends `s` to `out` as a JSON string: quoted, with '"', '\\' and control characters
-/// escaped.
+/// escaped, and each ill-formed UTF-8 sequence replaced with U+FFFD (JSON text is UTF-8, RFC 8259
+/// section 8.1, and a parser may reject anything else).
+///
+/// Why replace rather than fail: the strings written are names and error messages (a driver's
+/// message in another encoding, one cut mid-character), and statistics must not throw because
+/// of them; the replacement keeps the rest of the text readable.
 inline void append_json_string(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
   out += '"';
-  for (const char c : s) {
+  append_utf8_replacing_invalid(out, s, [&out](char c) {
     const auto u = static_cast<unsigned char>(c);
     if (c == '"' || c == '\\') {
       out += '\\';
@@ -36,7 +120,7 @@ inline void append_json_string(std::string& out, std::string_view s) {
     } else {
       out += c;
     }
-  }
+  });
   out += '"';
 }
 
@@ -148,7 +232,8 @@ struct PoolStats {
   ///     <prefix>_max_connections                 gauge     max_size
   ///
   /// `labels` are added to every sample (e.g. {{"pool", "orders"}}); their values are escaped
-  /// as the format requires. To expose several pools in one response, give each its own
+  /// as the format requires, and each ill-formed UTF-8 sequence in them is replaced with U+FFFD
+  /// (the format requires UTF-8). To expose several pools in one response, give each its own
   /// labels and keep the HELP/TYPE lines of the first only (`with_help = false` for the others).
   ///
   /// Throws: std::invalid_argument, with a message naming the prefix or label, if `prefix` or a
@@ -171,7 +256,7 @@ struct PoolStats {
       label_text += label_text.empty() ? "" : ",";
       label_text += name;
       label_text += "=\"";
-      for (const char c : value) {
+      detail::append_utf8_replacing_invalid(label_text, value, [&label_text](char c) {
         switch (c) {
           case '\\':
             label_text += "\\\\";
@@ -185,7 +270,7 @@ struct PoolStats {
           default:
             label_text += c;
         }
-      }
+      });
       label_text += '"';
     }
     std::string out;
