@@ -30,6 +30,7 @@
 #include "catch.hpp"
 #include "fake_conn.hpp"
 #include "sync.hpp"
+#include "utf8.hpp"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -677,6 +678,33 @@ TEST_CASE("MultiHostPool: stats() reports each host and the total as JSON", "[mu
   CHECK(json.rfind("{\"hosts\":[{\"host\":\"a\",\"state\":\"closed\"", 0) == 0);
   CHECK(json.find("\"host\":\"b \\\"quoted\\\"\"") != std::string::npos);
   CHECK(json.find("\"total\":{\"created\":2") != std::string::npos);
+}
+
+TEST_CASE("MultiHostPool: stats().to_json() is valid UTF-8 when a host's last error is not",
+          "[multi_host]") {
+  // A driver's message may carry bytes of another encoding (Latin-1 "\xE9") or a character cut
+  // short; the JSON replaces each ill-formed sequence with U+FFFD and keeps the rest.
+  struct Tag {};
+  FakeHosts hosts({"good"});
+  struct Factory {
+    FakeHosts* hosts;
+    FakeConn operator()(const std::string& host) const {
+      if (host == "bad") {
+        throw std::runtime_error("connect: caf\xE9 \xC3\xA9t\xC3");
+      }
+      return hosts->factory()(host);
+    }
+  };
+  connpool::MultiHostPool<FakeConn, Factory, std::string, connpool::ManualClock<Tag>> pool{
+      std::vector<std::string>{"bad", "good"}, Factory{&hosts}, options(Balance::round_robin)};
+  CHECK(pool.acquire().host() == "good");  // "bad" threw, and the acquire failed over
+  const auto s = pool.stats();
+  CHECK(host_stats<Tag>(s, "bad").last_error == "connect: caf\xE9 \xC3\xA9t\xC3");
+  const std::string json = s.to_json();
+  INFO(json);
+  CHECK(connpool_test::is_valid_utf8(json));
+  CHECK(json.find("\"last_error\":\"connect: caf\xEF\xBF\xBD \xC3\xA9t\xEF\xBF\xBD\"") !=
+        std::string::npos);
 }
 
 TEST_CASE("MultiHostPool: bad options and duplicate hosts are rejected", "[multi_host]") {

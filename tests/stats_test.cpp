@@ -11,18 +11,23 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
+#include <vector>
 
 #include <connpool/connpool.hpp>
 
 #include "catch.hpp"
 #include "fake_conn.hpp"
+#include "utf8.hpp"
 
 using namespace std::chrono_literals;
 using connpool::PoolStats;
 using connpool_test::Approx;
 using connpool_test::FakeFactory;
 using connpool_test::FakeState;
+using connpool_test::is_valid_utf8;
+using namespace std::string_view_literals;
 
 namespace {
 
@@ -494,4 +499,113 @@ TEST_CASE("PoolStats: to_prometheus() labels, escaping and bad names", "[stats][
   CHECK_THROWS_WITH(s.to_prometheus("my app"),
                     "connpool: to_prometheus: invalid metric prefix \"my app\"");
   CHECK_NOTHROW(s.to_prometheus("ns:sub_system"));
+}
+
+TEST_CASE("PoolStats: to_prometheus() refuses reserved, repeated and colliding label names",
+          "[stats][metrics]") {
+  // Prometheus rejects a scrape whose sample repeats a label name, and keeps names starting
+  // with "__" for itself; `state` is the label of the connections family.
+  PoolStats s;
+  CHECK_THROWS_WITH(s.to_prometheus("connpool", {{"__name__", "x"}}),
+                    "connpool: to_prometheus: label name \"__name__\" is reserved (names "
+                    "starting with \"__\" are Prometheus' own)");
+  CHECK_THROWS_AS(s.to_prometheus("connpool", {{"pool", "a"}, {"__meta", "x"}}),
+                  std::invalid_argument);
+  CHECK_THROWS_WITH(s.to_prometheus("connpool", {{"pool", "a"}, {"region", "eu"}, {"pool", "b"}}),
+                    "connpool: to_prometheus: label name \"pool\" given twice");
+  CHECK_THROWS_WITH(s.to_prometheus("connpool", {{"state", "primary"}}),
+                    "connpool: to_prometheus: label name \"state\" is the connections family's "
+                    "own label (state=\"idle\"/\"in_use\"); choose another name");
+  CHECK_THROWS_AS(s.to_prometheus("connpool", {{"bad-name", "x"}}), std::invalid_argument);
+  // Near misses are fine.
+  const auto m = prometheus_samples(
+      s.to_prometheus("connpool", {{"_pool", "a"}, {"state_of", "b"}, {"role", "primary"}}, false));
+  CHECK(m.at(R"(connpool_connections{_pool="a",state_of="b",role="primary",state="idle"})") == "0");
+}
+
+TEST_CASE("PoolStats: to_prometheus() label values are valid UTF-8, ill-formed bytes replaced",
+          "[stats][metrics]") {
+  // The text format requires UTF-8 label values: each ill-formed sequence becomes U+FFFD, as in
+  // to_json(); valid multi-byte characters pass unchanged, and escaping still applies.
+  PoolStats s;
+  const std::string value = "caf\xC3\xA9 \xFF\xE2\x82\"\\\n\xC3";
+  const std::string text = s.to_prometheus("connpool", {{"pool", value}}, false);
+  INFO(text);
+  CHECK(is_valid_utf8(text));
+  const auto m = prometheus_samples(text);
+  CHECK(m.at("connpool_max_connections{pool=\"caf\xC3\xA9 \xEF\xBF\xBD\xEF\xBF\xBD\\\"\\\\\\n"
+             "\xEF\xBF\xBD\"}") == "0");
+}
+
+namespace {
+
+/// `s` written by detail::append_json_string.
+std::string json_string(std::string_view s) {
+  std::string out;
+  connpool::detail::append_json_string(out, s);
+  return out;
+}
+
+const std::string fffd = "\xEF\xBF\xBD";  // U+FFFD REPLACEMENT CHARACTER in UTF-8
+
+}  // namespace
+
+TEST_CASE("detail::append_json_string: keeps valid UTF-8 and escapes what JSON requires",
+          "[stats][json]") {
+  CHECK(json_string("") == "\"\"");
+  CHECK(json_string("a\"b\\c\n\t\x1F\x7F") == "\"a\\\"b\\\\c\\u000a\\u0009\\u001f\x7F\"");
+  CHECK(json_string("\0x"sv) == "\"\\u0000x\"");
+  // Valid sequences of each length, at the edges of the ranges Unicode allows.
+  const std::string valid =
+      "caf\xC3\xA9 \xC2\x80 \xDF\xBF \xE0\xA0\x80 \xE2\x82\xAC \xED\x9F\xBF \xEE\x80\x80 "
+      "\xEF\xBF\xBF \xF0\x90\x80\x80 \xF0\x9F\x98\x80 \xF4\x8F\xBF\xBF";
+  CHECK(json_string(valid) == "\"" + valid + "\"");
+  // It appends.
+  std::string out = "x";
+  connpool::detail::append_json_string(out, "y");
+  CHECK(out == "x\"y\"");
+}
+
+TEST_CASE("detail::append_json_string: each ill-formed UTF-8 sequence becomes one U+FFFD",
+          "[stats][json]") {
+  // Replacement by maximal subparts (Unicode 15, section 3.9, U+FFFD substitution; the WHATWG
+  // Encoding Standard's UTF-8 decoder): a lead byte and the continuation bytes that could still
+  // complete it make one U+FFFD; a byte that cannot start a sequence makes one.
+  struct Case {
+    const char* what;
+    std::string_view in;
+    std::string out;  // between the quotes
+  };
+  const std::string r = fffd;
+  const std::vector<Case> cases = {
+      {"stray continuation byte", "x\x80y", "x" + r + "y"},
+      {"two stray continuation bytes", "\x80\xBF", r + r},
+      {"truncated 2-byte sequence at the end", "ab\xC3", "ab" + r},
+      {"truncated 3-byte sequence at the end", "\xE2\x82", r},
+      {"truncated 4-byte sequence before ASCII", "\xF0\x9F\x98x", r + "x"},
+      {"lead byte followed by a lead byte", "\xC3\xC3\xA9", r + "\xC3\xA9"},
+      {"truncated sequence before a quote", "\xE2\x82\"", r + "\\\""},
+      {"truncated sequence before a control character", "\xC3\n", r + "\\u000a"},
+      {"overlong 2-byte (C0, C1 never start a sequence)", "\xC0\xAF\xC1\xBF", r + r + r + r},
+      {"overlong 3-byte", "\xE0\x80\xAF", r + r + r},
+      {"overlong 4-byte", "\xF0\x80\x80\xAF", r + r + r + r},
+      {"surrogate U+D800", "\xED\xA0\x80", r + r + r},
+      {"surrogate U+DFFF", "\xED\xBF\xBF", r + r + r},
+      {"above U+10FFFF (F4 90)", "\xF4\x90\x80\x80", r + r + r + r},
+      {"above U+10FFFF (F5)", "\xF5\x80\x80\x80", r + r + r + r},
+      {"bytes FE and FF", "\xFE\xFF", r + r},
+      // The example of Unicode 15's Table 3-8: 61 F1 80 80 E1 80 C2 62 80 63 80 BF 64.
+      {"Unicode Table 3-8",
+       "a\xF1\x80\x80\xE1\x80\xC2"
+       "b\x80"
+       "c\x80\xBF"
+       "d",
+       "a" + r + r + r + "b" + r + "c" + r + r + "d"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.what);
+    const std::string out = json_string(c.in);
+    CHECK(out == "\"" + c.out + "\"");
+    CHECK(is_valid_utf8(out));
+  }
 }

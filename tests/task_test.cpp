@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 
 #include <coroutine>
+#include <cstddef>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -91,6 +92,45 @@ static_assert(std::is_same_v<decltype(sync_wait(std::declval<Task<int>>())), int
 static_assert(std::is_same_v<decltype(sync_wait(std::declval<Task<int&>>())), int&>);
 static_assert(std::is_same_v<decltype(sync_wait(std::declval<Task<>>())), void>);
 
+namespace {
+
+struct Base {
+  int id = 0;
+};
+struct Derived : Base {};
+
+/// Whether a Task<T>'s body may `co_return` an expression of type `Arg` (an lvalue when `Arg` is
+/// an lvalue reference, otherwise an rvalue).
+template <class T, class Arg>
+concept CanCoReturn = requires(typename Task<T>::promise_type& promise, Arg&& arg) {
+  promise.return_value(static_cast<Arg&&>(arg));
+};
+
+}  // namespace
+
+// A Task<T&> co_returns an lvalue that T binds to directly; a value that T would bind through a
+// temporary would dangle once the body ends, and does not compile.
+static_assert(CanCoReturn<const int&, int&>);
+static_assert(CanCoReturn<const int&, const int&>);
+static_assert(CanCoReturn<int&, int&>);
+static_assert(CanCoReturn<const std::string&, std::string&>);
+static_assert(CanCoReturn<const Base&, Derived&>);  // derived to base: no temporary
+static_assert(CanCoReturn<Base&, Derived&>);
+static_assert(!CanCoReturn<const int&, int>);  // `co_return 42;`, and a local (moved from)
+static_assert(!CanCoReturn<const std::string&, std::string>);
+static_assert(!CanCoReturn<const std::string&, const char (&)[8]>);  // `co_return "literal";`
+static_assert(!CanCoReturn<const long&, int&>);  // converts through a temporary long
+static_assert(!CanCoReturn<const Base&, Derived>);
+static_assert(!CanCoReturn<int&, int>);
+static_assert(!CanCoReturn<int&, const int&>);  // would drop const
+static_assert(!CanCoReturn<int&, long&>);
+// A Task<T> of a value type takes whatever initialises a T.
+static_assert(CanCoReturn<int, int>);
+static_assert(CanCoReturn<int, const int&>);
+static_assert(CanCoReturn<std::string, const char (&)[8]>);
+static_assert(CanCoReturn<std::unique_ptr<int>, std::unique_ptr<int>>);
+static_assert(!CanCoReturn<std::unique_ptr<int>, std::unique_ptr<int>&>);  // no copy
+
 // Task is move-only and converts to bool only explicitly.
 static_assert(!std::is_copy_constructible_v<Task<int>>);
 static_assert(!std::is_copy_assignable_v<Task<int>>);
@@ -145,6 +185,20 @@ Task<int&> pick(bool first, int& a, int& b) {
     co_return a;
   }
   co_return b;
+}
+
+const int global_answer = 42;
+
+Task<const int&> global_answer_ref() {
+  co_return global_answer;
+}
+
+Task<const std::string&> longer_of(const std::string& a, const std::string& b) {
+  co_return a.size() >= b.size() ? a : b;
+}
+
+Task<const Base&> as_base(const Derived& d) {
+  co_return d;
 }
 
 Task<int> throws_runtime_error() {
@@ -375,6 +429,28 @@ TEST_CASE("Task: a Task<T&> yields a reference to the object it returned", "[tas
   sync_wait(outer(a, b));
   CHECK(a == 1);
   CHECK(b == 20);
+}
+
+TEST_CASE("Task: a Task<const T&> yields a reference to the lvalue it returned", "[task]") {
+  // Only an lvalue that the reference binds to directly compiles (see the CanCoReturn table
+  // above): `co_return 42;` or `co_return "literal";` would hand back a dangling reference.
+  const int& answer = sync_wait(global_answer_ref());
+  CHECK(&answer == &global_answer);
+
+  const std::string shorter = "ab";
+  const std::string longer = "abc";
+  const std::string& r = sync_wait(longer_of(shorter, longer));
+  CHECK(&r == &longer);
+
+  const Derived d{};
+  const Base& b = sync_wait(as_base(d));
+  CHECK(&b == static_cast<const Base*>(&d));
+
+  auto outer = [](const std::string& x, const std::string& y) -> Task<std::size_t> {
+    const std::string& s = co_await longer_of(x, y);
+    co_return s.size();
+  };
+  CHECK(sync_wait(outer(longer, shorter)) == 3);
 }
 
 TEST_CASE("Task: an exception from the body is rethrown at the co_await, through two levels",

@@ -19,12 +19,96 @@ namespace connpool {
 
 namespace detail {
 
+/// The first unit of a UTF-8 string: a well-formed sequence, or the maximal subpart of an
+/// ill-formed one.
+struct Utf8Unit {
+  std::size_t size;  ///< bytes it spans, 1 to 4
+  bool valid;        ///< whether it is a well-formed sequence (one code point)
+};
+
+/// Reads the first unit of the non-empty `s`, by the byte ranges of Unicode's table of
+/// well-formed UTF-8 (Unicode 15, section 3.9, table 3-7): a well-formed sequence, or else the
+/// maximal subpart of an ill-formed one, the longest run that starts like a well-formed sequence
+/// (at least the first byte).
+///
+/// A lead byte that cannot start any sequence (0x80..0xC1: continuation bytes and the leads of
+/// overlong 2-byte forms; 0xF5..0xFF) is a subpart of its own. After a valid lead, the second
+/// byte's range excludes overlong 3- and 4-byte forms (E0, F0), UTF-16 surrogates (ED) and code
+/// points above U+10FFFF (F4); the subpart ends before the first byte out of range, or at the end
+/// of `s`.
+/// Why maximal subparts: one U+FFFD per subpart is the practice Unicode recommends and the WHATWG
+/// Encoding Standard requires, so the replaced text reads as a browser would show it.
+/// Preconditions: `s` is not empty.
+/// Complexity: reads at most 4 bytes.
+inline Utf8Unit next_utf8_unit(std::string_view s) noexcept {
+  const auto lead = static_cast<unsigned char>(s[0]);
+  if (lead < 0x80) {
+    return {1, true};
+  }
+  std::size_t length = 0;    // of the well-formed sequence this lead starts
+  unsigned char low = 0x80;  // the range of the second byte
+  unsigned char high = 0xBF;
+  if (lead >= 0xC2 && lead <= 0xDF) {
+    length = 2;
+  } else if (lead >= 0xE0 && lead <= 0xEF) {
+    length = 3;
+    if (lead == 0xE0) {
+      low = 0xA0;  // below: an overlong form
+    } else if (lead == 0xED) {
+      high = 0x9F;  // above: a surrogate, U+D800..U+DFFF
+    }
+  } else if (lead >= 0xF0 && lead <= 0xF4) {
+    length = 4;
+    if (lead == 0xF0) {
+      low = 0x90;  // below: an overlong form
+    } else if (lead == 0xF4) {
+      high = 0x8F;  // above: beyond U+10FFFF
+    }
+  } else {
+    return {1, false};
+  }
+  std::size_t i = 1;
+  for (; i < length && i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < low || c > high) {
+      return {i, false};
+    }
+    low = 0x80;
+    high = 0xBF;
+  }
+  return {i, i == length};
+}
+
+/// Appends `s` to `out` as well-formed UTF-8: each ill-formed sequence (maximal subpart, see
+/// next_utf8_unit) becomes U+FFFD REPLACEMENT CHARACTER, valid multi-byte sequences are copied
+/// unchanged, and each ASCII byte goes through `ascii(c)`, which appends it, escaped as the
+/// output format requires.
+template <class Ascii>
+void append_utf8_replacing_invalid(std::string& out, std::string_view s, Ascii&& ascii) {
+  while (!s.empty()) {
+    const Utf8Unit unit = next_utf8_unit(s);
+    if (!unit.valid) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+    } else if (unit.size == 1) {
+      ascii(s[0]);
+    } else {
+      out.append(s.data(), unit.size);
+    }
+    s.remove_prefix(unit.size);
+  }
+}
+
 /// Appends `s` to `out` as a JSON string: quoted, with '"', '\\' and control characters
-/// escaped.
+/// escaped, and each ill-formed UTF-8 sequence replaced with U+FFFD (JSON text is UTF-8, RFC 8259
+/// section 8.1, and a parser may reject anything else).
+///
+/// Why replace rather than fail: the strings written are names and error messages (a driver's
+/// message in another encoding, one cut mid-character), and statistics must not throw because
+/// of them; the replacement keeps the rest of the text readable.
 inline void append_json_string(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789abcdef";
   out += '"';
-  for (const char c : s) {
+  append_utf8_replacing_invalid(out, s, [&out](char c) {
     const auto u = static_cast<unsigned char>(c);
     if (c == '"' || c == '\\') {
       out += '\\';
@@ -36,7 +120,7 @@ inline void append_json_string(std::string& out, std::string_view s) {
     } else {
       out += c;
     }
-  }
+  });
   out += '"';
 }
 
@@ -148,11 +232,16 @@ struct PoolStats {
   ///     <prefix>_max_connections                 gauge     max_size
   ///
   /// `labels` are added to every sample (e.g. {{"pool", "orders"}}); their values are escaped
-  /// as the format requires. To expose several pools in one response, give each its own
+  /// as the format requires, and each ill-formed UTF-8 sequence in them is replaced with U+FFFD
+  /// (the format requires UTF-8). To expose several pools in one response, give each its own
   /// labels and keep the HELP/TYPE lines of the first only (`with_help = false` for the others).
   ///
-  /// Throws: std::invalid_argument if `prefix` or a label name is not a valid Prometheus name
-  /// ([a-zA-Z_:][a-zA-Z0-9_:]* for the prefix, no ':' in label names).
+  /// Throws: std::invalid_argument, with a message naming the prefix or label, if `prefix` or a
+  /// label name is not a valid Prometheus name ([a-zA-Z_:][a-zA-Z0-9_:]* for the prefix, no ':'
+  /// in label names), if a label name starts with "__" (reserved by Prometheus for its own use),
+  /// if a label name is given twice, or if a label is named "state", the label by which the
+  /// connections family tells idle from in-use connections (a sample with two labels of one name
+  /// is rejected by Prometheus, and fails the whole scrape).
   /// Example:
   ///     std::string body = pool.stats().to_prometheus("myapp_db", {{"pool", "orders"}});
   [[nodiscard]] std::string to_prometheus(
@@ -161,12 +250,13 @@ struct PoolStats {
       bool with_help = true) const {
     check_name(prefix, true, "metric prefix");
     std::string label_text;
-    for (const auto& [name, value] : labels) {
-      check_name(name, false, "label name");
+    for (auto label = labels.begin(); label != labels.end(); ++label) {
+      const auto& [name, value] = *label;
+      check_label_name(name, labels.begin(), label);
       label_text += label_text.empty() ? "" : ",";
       label_text += name;
       label_text += "=\"";
-      for (const char c : value) {
+      detail::append_utf8_replacing_invalid(label_text, value, [&label_text](char c) {
         switch (c) {
           case '\\':
             label_text += "\\\\";
@@ -180,7 +270,7 @@ struct PoolStats {
           default:
             label_text += c;
         }
-      }
+      });
       label_text += '"';
     }
     std::string out;
@@ -237,6 +327,34 @@ struct PoolStats {
   }
 
  private:
+  using Label = std::pair<std::string_view, std::string_view>;
+
+  // The label the connections family adds to its samples (state="idle", state="in_use").
+  static constexpr std::string_view own_label = "state";
+
+  /// Throws std::invalid_argument unless `name` may be added to every sample: a valid label
+  /// name, not reserved, not `own_label`, and not among the names in [first, last).
+  static void check_label_name(std::string_view name, const Label* first, const Label* last) {
+    check_name(name, false, "label name");
+    auto fail = [name](const char* why) {
+      throw std::invalid_argument("connpool: to_prometheus: label name \"" + std::string(name) +
+                                  "\" " + why);
+    };
+    if (name.starts_with("__")) {
+      fail("is reserved (names starting with \"__\" are Prometheus' own)");
+    }
+    if (name == own_label) {
+      fail(
+          "is the connections family's own label (state=\"idle\"/\"in_use\"); choose another "
+          "name");
+    }
+    for (; first != last; ++first) {
+      if (first->first == name) {
+        fail("given twice");
+      }
+    }
+  }
+
   static void check_name(std::string_view name, bool colon_ok, const char* what) {
     auto letter = [](char c) {
       return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';

@@ -83,7 +83,12 @@ class TaskPromise : public TaskPromiseBase, public CoroutineResult<T> {
 /// costs stack frames until the loop's coroutine suspends. clang makes it at every level.
 ///
 /// `T` is void, a movable type (move-only types such as std::unique_ptr<int> included), or an
-/// lvalue reference.
+/// lvalue reference. A Task<T&> (const T& included) must `co_return` an lvalue that the
+/// reference binds to directly and that outlives the task: `co_return 42;` in a
+/// Task<const int&>, `co_return "literal";` in a Task<const std::string&> (a temporary
+/// std::string), or `co_return x;` of a local or by-value parameter would hand the awaiter a
+/// dangling reference, and does not compile (a deleted `return_value`; see
+/// detail::BindsWithoutTemporary).
 ///
 /// Throws: from `co_await`: std::logic_error if the task is empty (default-constructed or
 /// moved-from) or was awaited before, checked before anything is resumed; otherwise whatever

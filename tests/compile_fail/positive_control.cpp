@@ -55,6 +55,18 @@ void make_movable_pool() {
   (void)pool.try_acquire();
 }
 
+// task_ref_to_temporary.cpp and task_ref_to_converted_temporary.cpp done right: a Task<const T&>
+// co_returns an lvalue that outlives the task.
+const int the_answer = 42;
+
+connpool::Task<const int&> answer() {
+  co_return the_answer;
+}
+
+connpool::Task<const std::string&> name(const std::string& s) {
+  co_return s;
+}
+
 // CTAD, as in DESIGN.md.
 std::string ctad() {
   connpool::ConnectionPool pool{[] { return Conn{}; }, connpool::PoolOptions{.max_size = 2}};

@@ -97,6 +97,40 @@ using await_result_t =
     decltype(std::declval<std::add_lvalue_reference_t<decltype(get_awaiter(std::declval<A>()))>>()
                  .await_resume());
 
+/// Whether `co_return` of an expression of type `Arg` (an lvalue when `Arg` is an lvalue
+/// reference, an rvalue otherwise) may initialise the lvalue reference `Ref` that a coroutine
+/// hands back: only when the expression is an lvalue that `Ref` binds to directly, so that the
+/// referent is not a temporary that dies at the end of the co_return.
+///
+/// Rejected: an rvalue (a temporary such as `42`; a local of the coroutine or a by-value
+/// parameter, which `co_return x;` tries as an rvalue first and which die with the frame; an
+/// xvalue too, which return_value cannot tell from a temporary), and an lvalue that converts to
+/// the referenced type through a temporary (a string literal for a const std::string&, an int for
+/// a const long&). For an lvalue this is C++23's !std::reference_converts_from_temporary, by hand
+/// for C++20: the lvalue binds directly when its type is reference-compatible with the referenced
+/// type (the same type, or a class derived from it, no less cv-qualified), or when the reference
+/// cannot bind a temporary at all (its referenced type is not const, or is volatile).
+/// Conservative for a class whose conversion function returns a `const R&`: rejected although it
+/// binds without a temporary; `co_return x.get();` (or the like) says the same directly.
+template <class Ref, class Arg>
+concept BindsWithoutTemporary = std::is_lvalue_reference_v<Ref> &&
+    std::is_lvalue_reference_v<Arg> && std::is_convertible_v<Arg, Ref> &&
+    (std::is_convertible_v<std::remove_reference_t<Arg>*, std::remove_reference_t<Ref>*> ||
+     !std::is_const_v<std::remove_reference_t<Ref>> ||
+     std::is_volatile_v<std::remove_reference_t<Ref>>);
+
+/// Whether `co_return` of an `Arg` to the lvalue reference `Ref` is rejected because it would
+/// dangle: `Ref` would accept an lvalue of that type, but this expression binds it to a
+/// temporary or is an rvalue (see BindsWithoutTemporary).
+template <class Ref, class Arg>
+concept WouldDangle = std::is_lvalue_reference_v<Ref> && !BindsWithoutTemporary<Ref, Arg> &&
+                      std::is_convertible_v<std::remove_reference_t<Arg>&, Ref>;
+
+/// Whether `co_return` of an `Arg` initialises the result `T` of a coroutine that produces a
+/// value (not a reference).
+template <class T, class Arg>
+concept InitialisesValue = !std::is_reference_v<T> && std::constructible_from<T, Arg>;
+
 /// Where a coroutine's promise keeps what the body produced: nothing yet, the value given to
 /// `co_return` (a pointer for a T&), or the exception that escaped the body. The promise types
 /// of Task and sync_wait derive from it, which gives them return_value and unhandled_exception.
@@ -107,16 +141,33 @@ class CoroutineResult {
                 "connpool: a coroutine's result must be void, a T& or a movable type");
 
  public:
+  /// `co_return value;` for a value T: the result is initialised from `value`.
   template <class U = T>
-  requires std::constructible_from<T, U&&>
+  requires InitialisesValue<T, U&&>
   void return_value(U&& value) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
-    if constexpr (std::is_lvalue_reference_v<T>) {
-      T ref = static_cast<U&&>(value);
-      state_.template emplace<1>(std::addressof(ref));
-    } else {
-      state_.template emplace<1>(static_cast<U&&>(value));
-    }
+    state_.template emplace<1>(static_cast<U&&>(value));
   }
+
+  /// `co_return x;` for a T&: the result refers to the lvalue `x`, which must outlive the
+  /// awaiter's use of the result.
+  template <class U>
+  requires BindsWithoutTemporary<T, U>
+  void return_value(U&& value) noexcept {
+    T ref = value;
+    state_.template emplace<1>(std::addressof(ref));
+  }
+
+  /// `co_return` for a T& of an rvalue, or of an lvalue that T binds only through a temporary,
+  /// does not compile: the reference would dangle once the co_return's full-expression (or the
+  /// frame) is gone, just as `const int& f() { return 42; }` is ill-formed since C++26 (P2748)
+  /// and `int& f() { int x = 0; return x; }` since C++23 (P2266). Co_return an lvalue that
+  /// outlives the task, or make the task produce a value (Task<std::string>, not
+  /// Task<const std::string&>).
+  /// Why deleted rather than a static_assert: requires-expressions see that the co_return is
+  /// invalid, and the diagnostic still names return_value and points here.
+  template <class U>
+  requires WouldDangle<T, U>
+  void return_value(U&& value_that_would_dangle) = delete;
 
   void unhandled_exception() noexcept { state_.template emplace<2>(std::current_exception()); }
 
