@@ -632,7 +632,10 @@ class MultiHostHandle {
 /// host only and respects its circuit.
 ///
 /// Hosts can be added and removed at run time. A removed host's pool is closed: idle
-/// connections now, connections out when they come back; it is never picked again.
+/// connections now, connections out when they come back; it is never picked again. An acquire
+/// that was trying or waiting on a host when it was removed goes on, within its deadline, with
+/// the current hosts (those added meanwhile included), and throws NoHealthyHost only when none
+/// of them can serve.
 ///
 /// Locking: the host list is an immutable snapshot published through an atomic pointer, so an
 /// acquire reads it with one load and no lock; add_host() and remove_host() build a new
@@ -1128,81 +1131,148 @@ class MultiHostPool {
     throw NoHealthyHost(msg);
   }
 
+  /// Where one acquire stands: the host list it works on and the hosts that failed in it.
+  struct Search {
+    explicit Search(const Snapshot& s) : snap(&s), failed(s.hosts.size()) {}
+    const Snapshot* snap;      // never freed before the pool (see the class comment)
+    detail::IndexSet failed;   // indices into snap->hosts: failed or unavailable in this acquire
+    bool failed_once = false;  // a host failed or left: the deadline now bounds phase 1 too
+  };
+
   /// acquire() with `timeout`, or try_acquire() when it is empty (then nullopt = all busy).
   std::optional<handle_type> acquire_any(std::optional<WaitClock::duration> wait,
                                          const std::stop_token* stop) {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }
-    const Snapshot& snap = *current_.load(std::memory_order_acquire);
-    const std::size_t n = snap.hosts.size();
-    if (n == 0) {
-      throw_no_healthy_host(snap);
+    Search s(*current_.load(std::memory_order_acquire));
+    if (s.snap->hosts.empty()) {
+      throw_no_healthy_host(*s.snap);
     }
     // Why the coarse clock (detail::clock_now): the deadline must start now, before a connect
     // that may take long, but a precise steady_clock read would cost a third of the fast path;
     // the coarse one is the same clock at tick resolution (1-4 ms), ample for a deadline.
     const WaitClock::duration timeout = wait.value_or(WaitClock::duration::zero());
     const WaitClock::time_point deadline = detail::clock_now<WaitClock>() + timeout;
-    auto remaining = [&] {
-      return std::max(deadline - detail::clock_now<WaitClock>(), WaitClock::duration::zero());
-    };
-    detail::IndexSet failed(n);  // failed or unavailable in this acquire
     std::optional<handle_type> out;
-    bool failed_once = false;
     for (;;) {
       // Phase 1: hosts with spare capacity, without waiting.
-      detail::IndexSet skip = failed;
-      std::size_t i = 0;
-      bool again = false;
-      while (Entry* e = pick(snap, skip, i, std::exchange(again, true))) {
-        if (failed_once && timeout > WaitClock::duration::zero() &&
-            remaining() == WaitClock::duration::zero()) {
-          throw_timeout(timeout, snap);
-        }
-        const Admit admit = admit_now(*e);
-        if (admit == Admit::no) {
-          skip.insert(i);
-          continue;
-        }
-        switch (attempt(*e, admit, std::nullopt, nullptr, out)) {
-          case Attempt::got:
-            return out;
-          case Attempt::full:
-            skip.insert(i);
-            break;
-          case Attempt::failed:
-          case Attempt::gone:
-            failed.insert(i);
-            skip.insert(i);
-            failed_once = true;
-            break;
-        }
+      const Attempt spare = take_spare(s, timeout, deadline, out);
+      if (spare == Attempt::got) {
+        return out;
+      }
+      if (spare == Attempt::gone) {
+        reload(s);
+        continue;
       }
       // Phase 2: every admitted host is busy: wait on the least busy one.
-      Entry* e = pick_to_wait(snap, failed, i);
+      std::size_t i = 0;
+      Entry* e = pick_to_wait(*s.snap, s.failed, i);
       if (e == nullptr) {
-        throw_no_healthy_host(snap);
+        throw_no_healthy_host(*s.snap);
       }
       if (!wait) {
         return std::nullopt;  // try_acquire: a healthy host is busy
       }
       const Admit admit = admit_now(*e);
       if (admit == Admit::no) {
-        failed.insert(i);
+        s.failed.insert(i);
         continue;
       }
-      switch (attempt(*e, admit, remaining(), stop, out)) {
+      switch (attempt(*e, admit, remaining(deadline), stop, out)) {
         case Attempt::got:
           return out;
         case Attempt::full:
           break;  // not reached: a waiting acquire returns or throws
         case Attempt::failed:
+          s.failed.insert(i);
+          s.failed_once = true;
+          break;
         case Attempt::gone:
-          failed.insert(i);
-          failed_once = true;
+          s.failed.insert(i);
+          s.failed_once = true;
+          reload(s);
           break;
       }
+    }
+  }
+
+  static WaitClock::duration remaining(WaitClock::time_point deadline) noexcept {
+    return std::max(deadline - detail::clock_now<WaitClock>(), WaitClock::duration::zero());
+  }
+
+  /// Phase 1 of an acquire: tries, in the balancer's order, each admitted host of `s` that has
+  /// spare capacity and has not failed yet, without waiting. Returns `got` (a handle in `out`),
+  /// `gone` (a host was removed meanwhile: the caller reloads the host list) or `full` (no host
+  /// served; those that failed are in s.failed).
+  ///
+  /// Throws: AcquireTimeout when a failover has used up the deadline.
+  Attempt take_spare(Search& s,
+                     WaitClock::duration timeout,
+                     WaitClock::time_point deadline,
+                     std::optional<handle_type>& out) {
+    detail::IndexSet skip = s.failed;
+    std::size_t i = 0;
+    bool again = false;
+    while (Entry* e = pick(*s.snap, skip, i, std::exchange(again, true))) {
+      if (s.failed_once && timeout > WaitClock::duration::zero() &&
+          remaining(deadline) == WaitClock::duration::zero()) {
+        throw_timeout(timeout, *s.snap);
+      }
+      const Admit admit = admit_now(*e);
+      if (admit == Admit::no) {
+        skip.insert(i);
+        continue;
+      }
+      switch (attempt(*e, admit, std::nullopt, nullptr, out)) {
+        case Attempt::got:
+          return Attempt::got;
+        case Attempt::full:
+          skip.insert(i);
+          break;
+        case Attempt::failed:
+          s.failed.insert(i);
+          skip.insert(i);
+          s.failed_once = true;
+          break;
+        case Attempt::gone:
+          s.failed.insert(i);
+          s.failed_once = true;
+          return Attempt::gone;
+      }
+    }
+    return Attempt::full;
+  }
+
+  /// Moves `s` to the current host list after a host's pool said PoolClosed: the host was
+  /// removed (remove_host() publishes the new list before it closes the host's pool), or the
+  /// whole pool is closing. Hosts that failed in this acquire stay failed; hosts added meanwhile
+  /// become candidates.
+  ///
+  /// Why: an acquire that kept the list it started with would, in a rolling replacement (a
+  /// caller waiting on a, then add_host(b), remove_host(a)), end with NoHealthyHost blaming a
+  /// while b could serve. Complexity: O(old hosts x current hosts), on this rare path only.
+  ///
+  /// Throws: PoolClosed after close(); NoHealthyHost when no host is left.
+  void reload(Search& s) {
+    if (closed_.load(std::memory_order_acquire)) {
+      throw PoolClosed();
+    }
+    const Snapshot& cur = *current_.load(std::memory_order_acquire);
+    if (&cur != s.snap) {
+      detail::IndexSet failed(cur.hosts.size());
+      for (std::size_t i = 0; i < cur.hosts.size(); ++i) {
+        for (std::size_t j = 0; j < s.snap->hosts.size(); ++j) {
+          if (s.snap->hosts[j] == cur.hosts[i] && s.failed.contains(j)) {
+            failed.insert(i);
+          }
+        }
+      }
+      s.snap = &cur;
+      s.failed = std::move(failed);
+    }
+    if (cur.hosts.empty()) {
+      throw_no_healthy_host(cur);
     }
   }
 
