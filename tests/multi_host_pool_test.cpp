@@ -557,6 +557,97 @@ TEST_CASE("MultiHostPool: a stop request ends a wait with AcquireCancelled, blam
   CHECK(pool.stats().total.pending == 0);
 }
 
+namespace {
+
+/// What a waiting acquire on another thread ended with: the host that served it, or the
+/// exception's message prefixed with its kind. Read it after joining the thread.
+struct WaitOutcome {
+  std::string host;
+  std::string error;
+};
+
+/// Starts acquire(generous_deadline) on a thread of its own, which is joined when the returned
+/// std::jthread is destroyed (also when a REQUIRE fails first).
+template <class P>
+std::jthread acquire_in_thread(P& pool, WaitOutcome& out) {
+  return std::jthread([&pool, &out] {
+    try {
+      auto h = pool.acquire(connpool_test::generous_deadline);
+      out.host = h.host();
+    } catch (const connpool::NoHealthyHost& e) {
+      out.error = std::string("NoHealthyHost: ") + e.what();
+    } catch (const std::exception& e) {
+      out.error = std::string("other: ") + e.what();
+    }
+  });
+}
+
+}  // namespace
+
+TEST_CASE("MultiHostPool: a wait on a host removed meanwhile moves to the current hosts",
+          "[multi_host]") {
+  // A rolling replacement: a caller waits on a (its only connection is out), b is added and a
+  // removed. The wait must go on with the current host list (b, idle), not end with
+  // NoHealthyHost blaming the host that left.
+  struct Tag {};
+  FakeHosts hosts({"a", "b", "c"});
+  Pool<Tag> pool{{"a"}, hosts.factory(), options(Balance::round_robin, 1)};
+  auto held = pool.acquire();
+  REQUIRE(held.host() == "a");
+  WaitOutcome outcome;
+  std::jthread waiter = acquire_in_thread(pool, outcome);
+  REQUIRE(connpool_test::eventually([&] { return pool.stats().total.pending == 1; }));
+
+  SECTION("replaced by an idle host: the waiter is served there") {
+    pool.add_host("b");
+    pool.remove_host("a");
+    waiter.join();
+    CHECK(outcome.error == "");
+    CHECK(outcome.host == "b");
+    CHECK(hosts["b"].factory_calls == 1);
+  }
+  SECTION("replaced by a busy host: the waiter waits there for the rest of its deadline") {
+    pool.add_host("c");
+    auto c = pool.acquire("c");
+    pool.remove_host("a");
+    REQUIRE(connpool_test::eventually([&] { return pool.stats().total.pending == 1; }));
+    c.release();
+    waiter.join();
+    CHECK(outcome.error == "");
+    CHECK(outcome.host == "c");
+  }
+  SECTION("no host left: NoHealthyHost says so, and blames no host") {
+    pool.remove_host("a");
+    waiter.join();
+    CHECK(outcome.host.empty());
+    CHECK(outcome.error == "NoHealthyHost: connpool: no healthy host: the pool has no hosts");
+  }
+  CHECK(held.host() == "a");
+  held.release();
+  CHECK(hosts["a"].live == 0);  // closed on return to the removed host
+}
+
+TEST_CASE("MultiHostPool: a wait on a removed host, with other hosts busy, waits on them",
+          "[multi_host]") {
+  struct Tag {};
+  FakeHosts hosts({"a", "b"});
+  Pool<Tag> pool{{"a", "b"}, hosts.factory(), options(Balance::least_in_use, 1)};
+  auto a = pool.acquire();
+  auto b = pool.acquire();
+  REQUIRE(a.host() == "a");
+  REQUIRE(b.host() == "b");
+  WaitOutcome outcome;
+  std::jthread waiter = acquire_in_thread(pool, outcome);  // waits on a (a tie: the first)
+  REQUIRE(connpool_test::eventually(
+      [&] { return host_stats<Pool<Tag>>(pool.stats(), "a").pool.pending == 1; }));
+  pool.remove_host("a");
+  REQUIRE(connpool_test::eventually([&] { return pool.stats().total.pending == 1; }));
+  b.release();
+  waiter.join();
+  CHECK(outcome.error == "");
+  CHECK(outcome.host == "b");
+}
+
 TEST_CASE("MultiHostPool: 8 threads over 3 hosts keep every host within max_size",
           "[multi_host][stress]") {
   struct Tag {};

@@ -1,0 +1,268 @@
+// connpool - the record of one MultiHostPool host: its pool, its health, its reference count
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// HostEntry is one host of a MultiHostPool: its ConnectionPool, its HostHealth (the circuit
+// breaker of breaker.hpp behind a mutex, and the last error) and its in-use count, which is also
+// the reference count (HostLink, all a MultiHostHandle sees of it). Picking a host is in
+// balancer.hpp, the acquire across hosts in multi_host_pool.hpp. Lock rule: each HostHealth has
+// a mutex of its own, never held while user code runs or another lock is taken.
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include <connpool/detail/balancer.hpp>
+#include <connpool/detail/breaker.hpp>
+#include <connpool/detail/thread_annotations.hpp>
+#include <connpool/multi_host_options.hpp>
+#include <connpool/options.hpp>
+#include <connpool/pool.hpp>
+
+namespace connpool::detail {
+
+/// What a MultiHostHandle knows of its host: the name, and where to report the connection's
+/// return. Also the reference count of the host's record (see HostEntry).
+template <class Host>
+class HostLink {
+ public:
+  HostLink(const HostLink&) = delete;
+  HostLink& operator=(const HostLink&) = delete;
+
+  [[nodiscard]] const Host& host() const noexcept { return host_; }
+
+  /// Connections of this host out through MultiHostHandles now.
+  [[nodiscard]] std::size_t in_use() const noexcept {
+    return refs_.value.load(std::memory_order_relaxed) - 1;
+  }
+
+  /// A handle took a connection of this host.
+  void taken() noexcept { refs_.value.fetch_add(1, std::memory_order_relaxed); }
+
+  /// How a handle gave its connection back.
+  enum class Return {
+    released,     ///< release() or the destructor: the connection served; a success
+    invalidated,  ///< invalidate(): a failure of the host
+    detached,     ///< detach(): neither
+  };
+
+  /// A handle gave its connection back. May destroy the record, when the pool is gone and
+  /// this was the last handle.
+  void returned(Return how) noexcept {
+    if (how != Return::detached) {
+      handle_returned(how == Return::invalidated);
+    }
+    unref();
+  }
+
+  /// Drops one reference; the last one destroys the record.
+  void unref() noexcept {
+    if (refs_.value.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      delete this;
+    }
+  }
+
+ protected:
+  explicit HostLink(Host host) : host_(std::move(host)) {}
+  virtual ~HostLink() = default;
+  virtual void handle_returned(bool failed) noexcept = 0;
+
+ private:
+  const Host host_;
+  // 1 for the MultiHostPool (dropped by its destructor) + 1 per connection out through a
+  // handle. Why one counter for both: the in-use gauge that the balancer reads must be an
+  // atomic anyway, and making it the reference count spares a second atomic write per acquire
+  // (a std::shared_ptr copy in each handle would be one). Why a cache line of its own: every
+  // acquire and release on the host writes it, and the fields around it (the breaker's state,
+  // max_size, the host pool) are read by every acquire: sharing their line would make each of
+  // those reads miss whenever another thread has just taken or returned a connection.
+  struct alignas(cache_line_size) Count {
+    std::atomic<std::size_t> value{1};
+  };
+  Count refs_;
+};
+
+/// The health of one host: its circuit breaker (Breaker, the rules) behind a mutex of its own,
+/// and the message of its last failure, driven by `Clock`.
+///
+/// Why a mutex of its own rather than the pool's: breakers change only on failures and state
+/// changes, and a lock per host keeps a failing host from slowing the others. The fast path
+/// takes no lock: closed() and may_admit() read the breaker's atomics, and success() on a
+/// healthy host is two loads.
+///
+/// Thread safety: all members may be called concurrently. Clock is read outside the lock.
+template <class Clock>
+class HostHealth {
+  using TimePoint = typename Clock::time_point;
+
+ public:
+  using Admit = typename Breaker<TimePoint>::Admit;
+
+  HostHealth(std::size_t threshold, std::chrono::milliseconds cooldown) noexcept
+      : breaker_(threshold, cooldown) {}
+
+  [[nodiscard]] bool closed() const noexcept { return breaker_.closed(); }
+
+  /// Whether the host may be picked at `now`, without reserving the probe.
+  [[nodiscard]] bool may_admit(TimePoint now) const noexcept { return breaker_.may_admit(now); }
+
+  /// Admits one acquire (see Breaker::admit); locks only when the circuit is not closed.
+  Admit admit(TimePoint now) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    if (breaker_.closed()) {
+      return Admit::normal;
+    }
+    UniqueLock lk(mutex_);
+    return breaker_.admit(now);
+  }
+
+  /// A success on the host. Costs two loads when already healthy.
+  void success() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    if (breaker_.healthy()) {
+      return;
+    }
+    UniqueLock lk(mutex_);
+    (void)breaker_.success();
+  }
+
+  /// `n` failures on the host, the last of which said `why`.
+  void failure(std::size_t n, std::string_view why) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const TimePoint now = Clock::now();
+    UniqueLock lk(mutex_);
+    try {
+      last_error_.assign(why);
+    } catch (...) {  // out of memory: keep the previous message
+    }
+    (void)breaker_.failure(n, now);
+  }
+
+  /// The probe ended without a verdict: the next acquire may probe instead.
+  void abandon_probe() noexcept CONNPOOL_EXCLUDES(mutex_) {
+    UniqueLock lk(mutex_);
+    breaker_.abandon_probe();
+  }
+
+  struct View {
+    HealthState state;
+    std::size_t failures;
+    std::string last_error;
+  };
+
+  /// The state, the count and the last error, consistent with each other.
+  [[nodiscard]] View view() const CONNPOOL_EXCLUDES(mutex_) {
+    UniqueLock lk(mutex_);
+    return View{breaker_.state(), breaker_.failures(), last_error_};
+  }
+
+  [[nodiscard]] std::string last_error() const CONNPOOL_EXCLUDES(mutex_) {
+    UniqueLock lk(mutex_);
+    return last_error_;
+  }
+
+ private:
+  mutable Mutex mutex_;  // guards last_error_ and serialises every mutating call on breaker_
+  std::string last_error_ CONNPOOL_GUARDED_BY(mutex_);  // "" until the first failure
+  // Not CONNPOOL_GUARDED_BY: its const members are read without the lock by design.
+  Breaker<TimePoint> breaker_;
+};
+
+/// Calls to a MultiHostPool host factory made by this thread. An acquire compares it before and
+/// after, to learn cheaply whether it took the slow path (a connect) on its host.
+inline thread_local std::uint64_t host_factory_calls = 0;
+
+/// One host of a MultiHostPool: its ConnectionPool, its health and its in-use count.
+///
+/// Lifetime: reference-counted through HostLink. The MultiHostPool holds one reference until
+/// it is destroyed (also for removed hosts: see MultiHostPool's class comment) and each handle
+/// one, so a handle may outlive both the pool and its host's removal.
+template <class Conn, class Factory, class Host, class Clock>
+class HostEntry final : public HostLink<Host> {
+ public:
+  /// The factory of the host's ConnectionPool: calls the user's factory with the host and
+  /// reports the outcome to the breaker (also for connects made by warm-up and maintenance).
+  struct HostFactory {
+    std::shared_ptr<Factory> factory;
+    HostEntry* entry;
+
+    Conn operator()() const {
+      ++host_factory_calls;
+      try {
+        return Conn((*factory)(entry->host()));
+      } catch (const std::exception& e) {
+        entry->health.failure(1, e.what());
+        throw;
+      } catch (...) {
+        entry->health.failure(1, "unknown exception from the factory");
+        throw;
+      }
+    }
+  };
+
+  HostEntry(Host host, std::shared_ptr<Factory> factory, const MultiHostOptions& options)
+      : HostLink<Host>(std::move(host)),
+        max_size(options.per_host.max_size),
+        health(options.failure_threshold, options.cooldown),
+        pool(HostFactory{std::move(factory), this}, host_options(options.per_host)) {}
+
+  /// The options of a host's ConnectionPool: per_host, without the pool's own connect backoff.
+  ///
+  /// Why: the circuit breaker is MultiHostPool's backoff, on `Clock` and with a single probe.
+  /// A second backoff inside the host pool (PoolOptions::max_connect_backoff, on the real
+  /// clock) would make the probe find the host "busy" instead of trying it, and would fail a
+  /// wait on that host early even while other hosts could serve.
+  static PoolOptions host_options(PoolOptions o) {
+    o.max_connect_backoff = std::chrono::milliseconds(0);
+    return o;
+  }
+
+  /// Reads how many validation pings failed on this host since the last look, and counts them
+  /// as failures when `count` (the acquire on the host failed).
+  ///
+  /// Why only on slow paths: the host pool counts failed pings in stats().validation_failures,
+  /// and stats() takes that pool's lock and walks its slots. Alone it is cheap (about 6 ns for 8
+  /// connections, bench/multi_host_bench.cpp), but the pool's fast path takes no lock at all, so
+  /// a stats() per acquire would make every thread on a host contend on that lock. A failed ping
+  /// closes the connection and the acquire goes on, to another idle connection or a connect. If it
+  /// then succeeds, the host answers and the pings only found stale connections (a server's idle
+  /// timeout, a restart): not the host's failure. If it fails, the pings are part of the evidence.
+  /// So the counter is read after an acquire that connected (`count` false: only to move the
+  /// baseline) or failed (`count` true). Pings that failed in acquires served by another idle
+  /// connection are counted at the next failing look.
+  void look_at_pings(bool count) noexcept {
+    std::uint64_t now = 0;
+    try {
+      now = pool.stats().validation_failures;
+    } catch (...) {
+      return;
+    }
+    std::uint64_t seen = pings_seen.load(std::memory_order_relaxed);
+    while (seen < now && !pings_seen.compare_exchange_weak(seen, now)) {
+    }
+    if (count && seen < now) {
+      health.failure(static_cast<std::size_t>(now - seen), "validation ping failed");
+    }
+  }
+
+  const std::size_t max_size;  // per_host.max_size, read by the balancer on every acquire
+  HostHealth<Clock> health;
+  // The host pool's validation_failures at the last look (look_at_pings): the pings counted or
+  // passed over already. Only grows.
+  std::atomic<std::uint64_t> pings_seen{0};
+  ConnectionPool<Conn, HostFactory, Clock> pool;  // last: its warm-up reports to `health`
+
+ private:
+  void handle_returned(bool failed) noexcept override {
+    if (failed) {
+      health.failure(1, "connection invalidated");
+    } else {
+      health.success();
+    }
+  }
+};
+
+}  // namespace connpool::detail
