@@ -484,7 +484,7 @@ class AsyncConnectionPool {
         } else if (std::exchange(st.waiter.may_create, false)) {
           st.capacity = true;
         } else {
-          throw_outcome(core, st);
+          throw_outcome(st);
         }
       }
     } catch (...) {
@@ -492,7 +492,7 @@ class AsyncConnectionPool {
     }
   }
 
-  [[noreturn]] static void throw_outcome(const Core& core, const DriveState& st) {
+  [[noreturn]] static void throw_outcome(const DriveState& st) {
     const WaiterT& w = st.waiter;
     if (w.closed) {
       throw PoolClosed();
@@ -501,9 +501,10 @@ class AsyncConnectionPool {
       throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
     }
     if (w.unavailable) {
-      core.throw_unavailable(w.why_unavailable, st.timeout.value_or(WaitClock::duration::zero()));
+      detail::throw_unavailable(w.why_unavailable,
+                                st.timeout.value_or(WaitClock::duration::zero()));
     }
-    core.throw_timeout(st.timeout.value_or(WaitClock::duration::zero()), w.snapshot);
+    detail::throw_timeout(st.timeout.value_or(WaitClock::duration::zero()), w.snapshot);
   }
 
   /// The awaitable of acquire() (Try = false) and try_acquire() (Try = true).

@@ -27,17 +27,22 @@
 #include <utility>
 #include <vector>
 
-#if defined(__linux__)
-#include <time.h>
-#endif
-
 #include <connpool/concepts.hpp>
 #include <connpool/detail/awaitable.hpp>
+#include <connpool/detail/clock.hpp>
+#include <connpool/detail/connect_gate.hpp>
+#include <connpool/detail/counters.hpp>
 #include <connpool/detail/expiry.hpp>
+#include <connpool/detail/failure.hpp>
 #include <connpool/detail/intrusive_list.hpp>
+#include <connpool/detail/pool_slot.hpp>
 #include <connpool/detail/resume_queue.hpp>
 #include <connpool/detail/slot.hpp>
+#include <connpool/detail/slot_directory.hpp>
 #include <connpool/detail/thread_annotations.hpp>
+#include <connpool/detail/thread_hint.hpp>
+#include <connpool/detail/waiter.hpp>
+#include <connpool/detail/waiter_queue.hpp>
 #include <connpool/errors.hpp>
 #include <connpool/events.hpp>
 #include <connpool/handle.hpp>
@@ -45,35 +50,6 @@
 #include <connpool/stats.hpp>
 
 namespace connpool::detail {
-
-/// What a pool needs of its Clock: a static now() returning its time_point. ManualClock and
-/// every std::chrono clock qualify.
-template <class C>
-concept PoolClock = requires {
-  typename C::time_point;
-  typename C::duration;
-  { C::now() } -> std::same_as<typename C::time_point>;
-};
-
-/// The pool's reading of `Clock`.
-///
-/// Why a coarse reading for std::chrono::steady_clock: ages, idle times and the validation
-/// bypass are compared with settings of hundreds of milliseconds or more, and the pool reads the
-/// clock on every acquire and every release. On Linux CLOCK_MONOTONIC_COARSE is the same clock
-/// as steady_clock (CLOCK_MONOTONIC) at tick resolution (1-4 ms), and costs a fifth as much.
-/// Every other Clock (ManualClock, a user's) is read through its now().
-template <class Clock>
-typename Clock::time_point clock_now() noexcept {
-#if defined(__linux__) && defined(CLOCK_MONOTONIC_COARSE)
-  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-    timespec ts{};
-    ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return typename Clock::time_point(std::chrono::duration_cast<typename Clock::duration>(
-        std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
-  }
-#endif
-  return Clock::now();
-}
 
 /// How many times a caller about to sleep in acquire() yields its processor first, watching for
 /// a hand-off, before it parks on its condition variable.
@@ -85,256 +61,6 @@ typename Clock::time_point clock_now() noexcept {
 /// adaptive mutexes and of Go's sync.Mutex spinning). Measured on the W3 benchmark (16 threads,
 /// 4 connections, 2 cores): 0.1 M cycles/s without, 0.55 M with 4 to 64 yields.
 inline constexpr int wait_spin_yields = 16;
-
-/// The lifetime jitter of a pool whose PoolOptions::lifetime_jitter is unset: HikariCP's 2.5 %
-/// on a standard clock for lifetimes over 10 s (HikariCP's threshold), else exact lifetimes.
-template <class Clock>
-double default_lifetime_jitter(std::chrono::milliseconds max_lifetime) {
-  constexpr bool standard_clock = std::is_same_v<Clock, std::chrono::steady_clock> ||
-                                  std::is_same_v<Clock, std::chrono::system_clock>;
-  return standard_clock && max_lifetime > std::chrono::seconds(10) ? 0.025 : 0.0;
-}
-
-/// States of a slot. Only a claim (kIdle -> kInUse, by compare-exchange) takes a connection;
-/// whoever holds a slot in kInUse owns it exclusively until it publishes kIdle or empties it.
-enum SlotState : std::uint32_t { kEmpty = 0, kIdle = 1, kInUse = 2 };
-
-/// A counter written only by the current owner of a slot and read by stats(): a relaxed load
-/// and store instead of a read-modify-write, because ownership already orders the writers.
-class OwnerCounter {
- public:
-  void bump() noexcept {
-    v_.store(v_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
-  [[nodiscard]] std::uint64_t get() const noexcept { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<std::uint64_t> v_{0};
-};
-
-/// A pooled connection's place, with its state, ages and the counters of its owners.
-///
-/// Why cache-line aligned: threads that each reuse their own connection write their own slot
-/// on every cycle; two slots sharing a line would make them contend as if on one lock.
-template <class Conn, class Clock>
-struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
-  std::atomic<std::uint32_t> state{kEmpty};
-  // The owner's fields: written and read only while the slot is in kInUse.
-  typename Clock::time_point created_at{};       // when the factory returned the connection
-  typename Clock::time_point last_used{};        // when it was last given back (or created)
-  typename Clock::time_point last_checked{};     // when a keepalive ping last succeeded
-  typename Clock::duration lifetime{};           // max_lifetime less its jitter; 0 = unlimited
-  std::uint64_t id = 0;                          // PoolEvent::connection_id
-  std::atomic<std::uint64_t> id_snapshot{0};     // the same, for the leak scan
-  std::uint64_t generation = 0;                  // evict_all() generation it was opened in
-  CloseReason close_reason = CloseReason::none;  // set by whoever decides to close it
-  // Written by the owner at each check-out when holds are observed, read by the leak scan.
-  std::atomic<std::int64_t> held_since{0};  // steady_clock ticks; 0 = not observed
-  std::atomic<std::thread::id> holder{};
-  // The held_since of the check-out last reported as a leak (see leak_due()); 0 = none.
-  std::atomic<std::int64_t> leak_reported_since{0};
-  OwnerCounter acquired;         // check-outs of this slot
-  OwnerCounter reused;           // ... of a connection that existed before
-  OwnerCounter released;         // give-backs (return or close) of this slot
-  bool listed = false;           // published in the pool's slot directory
-  Slot* next_free = nullptr;     // in the free-slot list; guarded by the pool's mutex
-  Slot* next_closing = nullptr;  // in a SlotChain of its owner
-  // Releasers between publishing this slot idle and their last access to the pool: the pool
-  // is not freed while any slot's count is non-zero (see PoolCore::destroy).
-  std::atomic<std::uint32_t> publishers{0};
-  // Bumped each time the slot receives a new connection: a thread's hint names the connection it
-  // released, and must not lead to another one that reuses the slot after it was closed.
-  std::atomic<std::uint32_t> incarnation{0};
-};
-
-/// A list of owned slots (to be closed, or pinged), linked through Slot::next_closing; allocates
-/// nothing, so that a maintenance pass that has claimed slots cannot fail to give them back.
-template <class SlotT>
-struct SlotChain {
-  SlotT* head = nullptr;
-  SlotT* tail = nullptr;
-  std::size_t size = 0;
-  /// Links `s` at the front.
-  void push(SlotT* s) noexcept {
-    s->next_closing = head;
-    head = s;
-    tail = tail != nullptr ? tail : s;
-    ++size;
-  }
-  /// Links `s` at the back (the chain keeps the order of appends).
-  void append(SlotT* s) noexcept {
-    s->next_closing = nullptr;
-    if (tail != nullptr) {
-      tail->next_closing = s;
-    } else {
-      head = s;
-    }
-    tail = s;
-    ++size;
-  }
-};
-
-/// The per-thread hint: the slot this thread released last, per pool (HikariCP's
-/// ConcurrentBag threadList). Four entries, indexed by pool id, so a thread that alternates
-/// between a few pools keeps a hint in each. The pointer is only followed when `pool` equals
-/// the id of the live pool that reads it, and a pool frees its slots only when it dies, so a
-/// hint left by a dead pool is never dereferenced.
-struct ThreadHint {
-  std::uint64_t pool = 0;
-  void* slot = nullptr;
-  std::uint32_t incarnation = 0;  // the slot's connection it was set for (Slot::incarnation)
-};
-inline thread_local ThreadHint thread_hints[4];
-/// The pool whose internal thread (maintenance or timer) this is, or null.
-inline thread_local const void* internal_thread_of = nullptr;
-inline std::atomic<std::uint64_t> next_pool_id{1};
-
-/// What a pool offers the registry: taking back an idle slot whose hint another pool evicted.
-class HintAdopter {
- public:
-  virtual void adopt_evicted_hint(void* slot, std::uint32_t incarnation) noexcept = 0;
-
- protected:
-  HintAdopter() = default;
-  HintAdopter(const HintAdopter&) = default;
-  HintAdopter& operator=(const HintAdopter&) = default;
-  ~HintAdopter() = default;
-};
-
-/// The live pools by id, for one rare event: a thread whose hint entry for pool A is taken
-/// over by pool B (a thread using several pools whose ids share an entry). A's slot then goes
-/// back on A's idle stack, in LIFO order (DESIGN 2), if A is still alive; the registry is how a
-/// thread can tell, without following a pointer into a pool that may be gone.
-class PoolRegistry {
- public:
-  static PoolRegistry& instance() {
-    // Never destroyed: pools with static storage duration may outlive any static object.
-    static PoolRegistry* const registry = new PoolRegistry();
-    return *registry;
-  }
-
-  void add(std::uint64_t id, HintAdopter* pool) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    pools_.emplace_back(id, pool);
-  }
-
-  void remove(std::uint64_t id) noexcept {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto& entry : pools_) {
-      if (entry.first == id) {
-        entry = pools_.back();
-        pools_.pop_back();
-        return;
-      }
-    }
-  }
-
-  /// Hands `slot` back to pool `id` if that pool is alive. The pool's own lock is taken inside
-  /// this one (never the other way round), and remove() waits for it, so the pool cannot die
-  /// meanwhile.
-  void return_evicted(std::uint64_t id, void* slot, std::uint32_t incarnation) noexcept {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto& entry : pools_) {
-      if (entry.first == id) {
-        entry.second->adopt_evicted_hint(slot, incarnation);
-        return;
-      }
-    }
-  }
-
- private:
-  PoolRegistry() = default;
-
-  std::mutex mutex_;  // guards pools_
-  std::vector<std::pair<std::uint64_t, HintAdopter*>> pools_;
-};
-
-/// The pool's counts when an acquire timed out, for the exception's message.
-struct Snapshot {
-  std::size_t in_use = 0;
-  std::size_t idle = 0;
-  std::size_t waiting = 0;
-};
-
-/// Why an acquire failed early while connects back off (PoolOptions::max_connect_backoff).
-struct Unavailable {
-  std::size_t failures = 0;               // consecutive connect failures
-  std::chrono::milliseconds retry_in{0};  // until the next connect may start
-  std::exception_ptr last_error;          // the last factory exception
-};
-
-/// An asynchronous waiter's place in the pool's deadline list (ordered by `at`).
-template <class W>
-struct DeadlineNode : ListHook<DeadlineNode<W>> {
-  std::chrono::steady_clock::time_point at{};
-  W* waiter = nullptr;
-};
-
-/// A caller waiting in acquire(): a thread blocked on its own stack, or an asynchronous
-/// operation (a suspended coroutine, an Asio operation) that lives in its own frame. Every field
-/// is guarded by the pool's mutex.
-///
-/// Why one condition variable per waiter: a release wakes exactly the waiter it serves, so no
-/// herd of threads wakes to find nothing (Boost.MySQL's pool; Go's database/sql connRequests).
-/// An asynchronous waiter has a completion instead (Resumable::complete, set once it is queued),
-/// run by the thread that served it after that thread released the lock (resume_queue.hpp). It is
-/// always unlinked from the queue before it is signalled, and never merely woken to compete.
-template <class Conn, class Clock>
-struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
-  std::condition_variable cv;                     // synchronous waiters only
-  std::chrono::steady_clock::time_point since{};  // when it started waiting
-  Slot<Conn, Clock>* slot = nullptr;              // a connection handed over
-  bool fresh = false;                             // `slot` was just created, not reused
-  bool may_create = false;                        // a unit of capacity handed over
-  bool closed = false;                            // the pool closed while waiting
-  bool cancelled = false;                         // the caller's stop_token was triggered
-  bool woken = false;           // bounded_barging: notified to compete for an idle connection
-  bool handed = false;          // bounded_barging: granted by pop_waiter_locked, not yet taken up
-  bool timed_out = false;       // async: the pool's timer ended the wait
-  bool unavailable = false;     // failed early: connects back off past its deadline
-  Unavailable why_unavailable;  // ... and why
-  std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max();
-  Snapshot snapshot;              // async: the counts when it timed out
-  DeadlineNode<Waiter> deadline;  // async: linked while a deadline is pending
-  // async: the outcome of its current wait is set (by a grant, a timeout, close(), a
-  // cancellation, or enqueue_async() at once), for its driver to take up; a stop request that
-  // comes later leaves it alone. Cleared when it queues again.
-  bool decided = false;
-  // Raised with every change above, so the waiter can spin on it without the lock.
-  std::atomic<bool> signalled{false};
-
-  [[nodiscard]] bool is_async() const noexcept { return complete != nullptr; }
-
-  void signal() noexcept {
-    signalled.store(true, std::memory_order_release);
-    if (complete != nullptr) {
-      decided = true;
-      resume_queue().push(this);  // completed once this thread has released the lock
-    } else {
-      cv.notify_one();  // under the pool's lock: the node lives on the waiter's stack
-    }
-  }
-
-  [[nodiscard]] bool granted() const noexcept { return slot != nullptr || may_create; }
-};
-
-/// The counters of the slow paths; guarded by the pool's mutex. The fast-path counters
-/// (acquired, reused, released) live in the slots.
-struct Counters {
-  std::uint64_t created = 0;
-  std::uint64_t closed = 0;
-  std::uint64_t waited = 0;
-  std::uint64_t timeouts = 0;
-  std::uint64_t validation_failures = 0;
-  std::uint64_t create_failures = 0;
-  std::uint64_t close_failures = 0;
-  std::uint64_t detached = 0;
-  std::chrono::nanoseconds total_wait_time{0};
-  std::chrono::nanoseconds max_wait_time{0};
-};
-
-/// Why an acquire did not get a connection (the exception is built after the lock is released).
-enum class Failure { none, timeout, closed, cancelled, unavailable };
 
 /// The shared state of a ConnectionPool.
 ///
@@ -348,7 +74,7 @@ enum class Failure { none, timeout, closed, cancelled, unavailable };
 /// Then creation below max_size, then the FIFO waiter queue. Every slot with a connection is in
 /// exactly one of kIdle or kInUse, and a caller about to sleep scans again after queueing, so
 /// an idle connection is never stranded while someone waits: a releaser publishes kIdle and
-/// then reads waiters_count_, a waiter raises waiters_count_ and then scans, both sequentially
+/// then reads the waiter count, a waiter raises it and then scans, both sequentially
 /// consistent (Dekker), so at least one of them sees the other.
 ///
 /// Lifetime: heap-allocated, and reference-counted (refs_). The count is held by the owner (one,
@@ -374,7 +100,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
  public:
   using SlotT = Slot<Conn, Clock>;
   using WaiterT = Waiter<Conn, Clock>;
-  using DeadlineT = DeadlineNode<WaiterT>;
   using Handle = PooledHandle<Conn>;
   using WaitClock = std::chrono::steady_clock;
   using TimePoint = typename Clock::time_point;
@@ -390,11 +115,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         observe_holds_(options.leak_threshold.count() > 0 || bool(options.on_acquire) ||
                        bool(options.on_release)),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
+        slots_(options.max_size),
         max_size_(options.max_size),
-        min_size_(options.min_size) {
-    directories_.emplace_back(new SlotT*[options.max_size]);
-    capacity_ = options.max_size;
-    slots_.store(directories_.back().get(), std::memory_order_release);
+        min_size_(options.min_size),
+        waiters_(fifo_, options.starvation_bound),
+        gate_(options.max_connecting, options.max_connect_backoff) {
     PoolRegistry::instance().add(id_, this);
   }
 
@@ -414,10 +139,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           t->join();
         }
       }
-    }
-    const std::size_t n = slot_count_.load(std::memory_order_acquire);
-    for (std::size_t i = 0; i < n; ++i) {
-      delete dir()[i];
     }
   }
 
@@ -597,15 +318,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (deadline && *deadline <= now) {
       ++counters_.timeouts;
       w.timed_out = true;
-      w.snapshot = {in_use_locked(), idle_count(), waiters_.size()};
+      w.snapshot = snapshot_locked();
       return false;
     }
     w.since = now;
     waiters_.push_back(&w);
-    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     // The look a blocking waiter takes after queueing (the Dekker pair in the class comment).
     // `complete` is not set yet, so a grant to `w` here signals nobody.
-    if (fifo_ || starving_.load(std::memory_order_relaxed)) {
+    if (fifo_ || waiters_.starving()) {
       serve_waiters_locked();
     } else if (SlotT* s = claim_idle_locked()) {
       remove_waiter_locked(w, false);
@@ -645,43 +365,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     const CoreRef keep(this);
     const DrainOnExit drain;
     UniqueLock lk(mutex_);
-    --connecting_;
+    gate_.give_back();
     free_capacity_locked();
     serve_capacity_locked();
-  }
-
-  /// Throws the AcquireTimeout of an acquire that failed early because connects back off past
-  /// its deadline, with the last connect error nested in it (std::rethrow_if_nested).
-  [[noreturn]] void throw_unavailable(const Unavailable& why, WaitClock::duration timeout) const {
-    std::string last = "unknown";
-    if (why.last_error) {
-      try {
-        std::rethrow_exception(why.last_error);
-      } catch (const std::exception& e) {
-        last = e.what();
-      } catch (...) {
-        last = "an exception not derived from std::exception";
-      }
-    }
-    const std::string message =
-        "connpool: acquire failed early (timeout " +
-        std::to_string(std::chrono::ceil<std::chrono::milliseconds>(timeout).count()) +
-        " ms): connects back off after " + std::to_string(why.failures) +
-        " consecutive failures, next attempt in " + std::to_string(why.retry_in.count()) +
-        " ms; last connect error: " + last;
-    if (why.last_error) {
-      try {
-        std::rethrow_exception(why.last_error);
-      } catch (...) {
-        std::throw_with_nested(AcquireTimeout(message));
-      }
-    }
-    throw AcquireTimeout(message);
-  }
-
-  /// Throws the AcquireTimeout of a wait of `timeout` that ended with the counts `snap`.
-  [[noreturn]] void throw_timeout(WaitClock::duration timeout, const Snapshot& snap) const {
-    throw_failure(Failure::timeout, timeout, snap);
   }
 
   /// For an acquirer whose connection failed its check-out and who so holds a unit of capacity:
@@ -692,7 +378,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     const DrainOnExit drain;
     UniqueLock lk(mutex_);
     if (!closed_.load(std::memory_order_relaxed) && connect_permitted_locked(WaitClock::now())) {
-      ++connecting_;
+      gate_.begin();
       return true;
     }
     free_capacity_locked();
@@ -706,22 +392,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     PoolStats s;
     {
       UniqueLock lk(mutex_);
-      s.created = counters_.created;
-      s.closed = counters_.closed;
-      s.waited = counters_.waited;
-      s.timeouts = counters_.timeouts;
-      s.validation_failures = counters_.validation_failures;
-      s.create_failures = counters_.create_failures;
-      s.close_failures = counters_.close_failures;
-      s.detached = counters_.detached;
+      counters_.fill(s);
       s.leaks = leaks_.load(std::memory_order_relaxed);
-      s.total_wait_time = counters_.total_wait_time;
-      s.max_wait_time = counters_.max_wait_time;
       s.pending = waiters_.size();
     }
-    const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    const std::size_t n = slots_.count();
     for (std::size_t i = 0; i < n; ++i) {
-      const SlotT& slot = *dir()[i];
+      const SlotT& slot = *slots_.at(i);
       s.acquired += slot.acquired.get();
       s.reused += slot.reused.get();
       s.released += slot.released.get();
@@ -753,11 +430,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       // Claim every idle slot (so that its ages can be read), sort out the expired ones, and
       // publish the rest again. Lifetime expiry always applies; idle expiry only down to
       // min_size, stalest first.
-      const std::size_t count = slot_count_.load(std::memory_order_relaxed);
+      const std::size_t count = slots_.count();
       claimed.reserve(count);
       for (std::size_t i = 0; i < count; ++i) {
-        if (try_claim(dir()[i])) {
-          claimed.push_back(dir()[i]);
+        if (try_claim(slots_.at(i))) {
+          claimed.push_back(slots_.at(i));
         }
       }
       // Stalest first; among equals, the oldest connection.
@@ -811,8 +488,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         throw std::invalid_argument("connpool: set_max_size: max_size (" + std::to_string(n) +
                                     ") must not be below min_size (" + std::to_string(min) + ")");
       }
-      if (n > capacity_) {
-        grow_directory_locked(n);
+      if (n > slots_.capacity()) {
+        slots_.grow(n);  // std::bad_alloc: nothing changed
       }
       max_size_.store(n, std::memory_order_relaxed);
       if (closed_.load(std::memory_order_relaxed)) {
@@ -900,7 +577,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         w->closed = true;
         w->signal();
       }
-      waiters_count_.store(0, std::memory_order_seq_cst);
       idle = claim_all_idle_locked();
       for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
         s->close_reason = CloseReason::pool_closed;
@@ -998,15 +674,19 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// Whether a caller may take an idle connection without queueing: under fifo only while
   /// nobody waits; under bounded_barging unless the oldest waiter is starving.
-  bool may_barge() const noexcept {
-    return fifo_ ? waiters_count_.load(std::memory_order_seq_cst) == 0
-                 : !starving_.load(std::memory_order_relaxed);
+  bool may_barge() const noexcept CONNPOOL_NO_THREAD_SAFETY_ANALYSIS {
+    return waiters_.may_barge();  // lock-free: the queue's atomic mirrors
   }
 
   /// Whether a releaser must hand its connection to the oldest waiter directly.
-  bool must_hand_off() const noexcept {
-    return fifo_ ? waiters_count_.load(std::memory_order_relaxed) != 0
-                 : starving_.load(std::memory_order_relaxed);
+  bool must_hand_off() const noexcept CONNPOOL_NO_THREAD_SAFETY_ANALYSIS {
+    return waiters_.must_hand_off();  // lock-free: the queue's atomic mirrors
+  }
+
+  /// The number of waiters, read without the lock (sequentially consistent: the Dekker pair in
+  /// the class comment).
+  std::size_t waiters_count() const noexcept CONNPOOL_NO_THREAD_SAFETY_ANALYSIS {
+    return waiters_.count();
   }
 
   bool may_idle_expire() const noexcept {
@@ -1014,9 +694,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   ThreadHint& hint() const noexcept { return thread_hints[id_ & 3]; }
-
-  /// The current slot directory. Read slot_count_ first: entries below it are valid in it.
-  SlotT** dir() const noexcept { return slots_.load(std::memory_order_acquire); }
 
   SlotT* take_hint() const noexcept {
     ThreadHint& h = hint();
@@ -1053,8 +730,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     // that may free the pool: `publishers` holds it until this thread's last access.
     s->publishers.fetch_add(1, std::memory_order_relaxed);
     s->state.store(kIdle, std::memory_order_seq_cst);
-    if (waiters_count_.load(std::memory_order_seq_cst) != 0 ||
-        closed_.load(std::memory_order_seq_cst)) {
+    if (waiters_count() != 0 || closed_.load(std::memory_order_seq_cst)) {
       after_publish_slow(s);
       return;
     }
@@ -1099,9 +775,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Claims every idle slot, for closing.
   SlotChain<SlotT> claim_all_idle_locked() CONNPOOL_REQUIRES(mutex_) {
     SlotChain<SlotT> chain;
-    const std::size_t n = slot_count_.load(std::memory_order_relaxed);
+    const std::size_t n = slots_.count();
     for (std::size_t i = 0; i < n; ++i) {
-      SlotT* s = dir()[i];
+      SlotT* s = slots_.at(i);
       if (try_claim(s)) {
         unlink_locked(s);
         chain.push(s);
@@ -1122,7 +798,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       if (!fifo_) {
         update_starving_locked();  // must_hand_off() read it without the lock
       }
-      if (!waiters_.empty() && (fifo_ || starving_.load(std::memory_order_relaxed))) {
+      if (!waiters_.empty() && (fifo_ || waiters_.starving())) {
         grant_slot_locked(s, false);
         return true;
       }
@@ -1204,17 +880,17 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
             have_capacity = std::exchange(waiter.may_create, false);
             have_permit = have_capacity;  // capacity is granted with a connect permit
           } else if (failure == Failure::timeout) {
-            snap = {in_use_locked(), idle_count(), waiters_.size()};
+            snap = snapshot_locked();
           } else if (failure == Failure::unavailable) {
             why = std::move(waiter.why_unavailable);
           }
         }
       }
       if (failure == Failure::unavailable) {
-        throw_unavailable(why, timeout.value_or(WaitClock::duration::zero()));
+        detail::throw_unavailable(why, timeout.value_or(WaitClock::duration::zero()));
       }
       if (failure != Failure::none) {
-        throw_failure(failure, timeout.value_or(WaitClock::duration::zero()), snap);
+        detail::throw_failure(failure, timeout.value_or(WaitClock::duration::zero()), snap);
       }
       if (slot != nullptr) {
         const Verdict v = judge_now(*slot, !fresh && may_idle_expire());
@@ -1249,7 +925,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
                    SlotT*& slot,
                    const WaitClock::time_point* deadline,
                    Unavailable* why) CONNPOOL_REQUIRES(mutex_) {
-    const bool barge = fifo_ ? waiters_.empty() : !starving_.load(std::memory_order_relaxed);
+    const bool barge = fifo_ ? waiters_.empty() : !waiters_.starving();
     if (closed_.load(std::memory_order_relaxed)) {
       drop_capacity_locked(have_capacity, have_permit);
       return Step::closed;
@@ -1272,13 +948,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           // The factory runs at most max_connecting at a time, and not during a backoff: wait
           // for a connect permit (or a connection) in the queue.
           drop_capacity_locked(have_capacity, have_permit);
-          if (deadline != nullptr && cannot_wait_out_backoff_locked(now, *deadline)) {
-            *why = unavailable_locked(now);
+          if (deadline != nullptr && gate_.cannot_wait_out(now, *deadline, open_)) {
+            *why = gate_.unavailable(now);
             return Step::unavailable;
           }
           return Step::wait;
         }
-        ++connecting_;
+        gate_.begin();
         have_permit = true;
       }
       if (!have_capacity) {
@@ -1290,26 +966,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     return Step::wait;
   }
 
-  // --- Connect-storm control ------------------------------------------------------------------
+  // --- Connect-storm control (the decisions are ConnectGate's) ---------------------------------
 
-  /// Whether a connect may start now: fewer than max_connecting in flight, and no backoff.
+  /// Whether a connect may start now (ConnectGate::permitted()).
   bool connect_permitted_locked(WaitClock::time_point now) const CONNPOOL_REQUIRES(mutex_) {
-    return (options_.max_connecting == 0 || connecting_ < options_.max_connecting) &&
-           now >= backoff_until_;
-  }
-
-  /// Whether a caller with `deadline` would time out before connects resume, with no
-  /// connection open that a release could bring back.
-  bool cannot_wait_out_backoff_locked(WaitClock::time_point now,
-                                      WaitClock::time_point deadline) const
-      CONNPOOL_REQUIRES(mutex_) {
-    return now < backoff_until_ && deadline < backoff_until_ && open_ == connecting_;
-  }
-
-  Unavailable unavailable_locked(WaitClock::time_point now) const CONNPOOL_REQUIRES(mutex_) {
-    return Unavailable{connect_failures_,
-                       std::chrono::ceil<std::chrono::milliseconds>(backoff_until_ - now),
-                       last_connect_error_};
+    return gate_.permitted(now);
   }
 
   /// Gives back a unit of capacity and a connect permit the caller holds, if it holds them.
@@ -1324,37 +985,19 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// A connect permit is returned: the next waiter that needs one may get it.
   void end_connect_locked() CONNPOOL_REQUIRES(mutex_) {
-    --connecting_;
+    gate_.give_back();
     serve_capacity_locked();
   }
 
-  /// A connect ended: `error` is null on success. After three consecutive failures further
-  /// connects back off, exponentially with jitter (PoolOptions::max_connect_backoff), and
-  /// waiters that cannot outlast the backoff fail early.
-  ///
-  /// Why three: one or two failures are noise (a connection reset, a restart in progress), a run
-  /// of them is an outage, in which every caller connecting at once is what keeps a recovering
-  /// database down.
+  /// A connect ended: `error` is null on success. After consecutive failures connects back off
+  /// (ConnectGate), waiters that cannot outlast the backoff fail early, and the others are woken
+  /// when it ends.
   void connect_ended_locked(std::exception_ptr error) CONNPOOL_REQUIRES(mutex_) {
-    --connecting_;  // first: fail_early_locked() counts what is open besides connects
-    if (!error) {
-      connect_failures_ = 0;
-      backoff_until_ = {};
-      serve_capacity_locked();
-      return;
-    }
-    ++connect_failures_;
-    last_connect_error_ = std::move(error);
-    const auto max_backoff = options_.max_connect_backoff;
-    if (connect_failures_ >= 3 && max_backoff.count() > 0) {
-      const std::size_t doublings = std::min<std::size_t>(connect_failures_ - 3, 20);
-      const auto base = std::min<std::chrono::milliseconds>(
-          std::chrono::milliseconds(10) * (std::int64_t{1} << doublings), max_backoff);
-      thread_local std::minstd_rand rng(static_cast<std::uint_fast32_t>(
-          std::hash<std::thread::id>{}(std::this_thread::get_id())));
-      const double jitter = std::uniform_real_distribution<double>(0.75, 1.25)(rng);
-      const WaitClock::time_point now = WaitClock::now();
-      backoff_until_ = now + std::chrono::duration_cast<WaitClock::duration>(base * jitter);
+    thread_local std::minstd_rand rng(
+        static_cast<std::uint_fast32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id())));
+    const double jitter = error ? std::uniform_real_distribution<double>(0.75, 1.25)(rng) : 1.0;
+    const WaitClock::time_point now = WaitClock::now();
+    if (gate_.ended(std::move(error), now, jitter)) {
       fail_early_locked(now);
       // Whoever waits must wake when the backoff ends, to connect then: the timer thread serves
       // the asynchronous waiters; each blocked thread sleeps until its deadline and is woken
@@ -1373,11 +1016,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   void fail_early_locked(WaitClock::time_point now) CONNPOOL_REQUIRES(mutex_) {
     for (WaiterT* w = waiters_.front(); w != nullptr;) {
       WaiterT* next = IntrusiveList<WaiterT>::next(w);
-      if (cannot_wait_out_backoff_locked(now, w->until)) {
+      if (gate_.cannot_wait_out(now, w->until, open_)) {
         remove_waiter_locked(*w, w->woken);
         unlink_deadline_locked(*w);
         w->unavailable = true;
-        w->why_unavailable = unavailable_locked(now);
+        w->why_unavailable = gate_.unavailable(now);
         w->signal();
       }
       w = next;
@@ -1392,18 +1035,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     const WaitClock::time_point now = WaitClock::now();
     while (!waiters_.empty() && open_ < max_size_.load(std::memory_order_relaxed) &&
-           connect_permitted_locked(now)) {
-      ++connecting_;
+           gate_.permitted(now)) {
+      gate_.begin();
       reserve_capacity_locked();
       WaiterT* w = pop_waiter_locked();
       w->may_create = true;
       w->signal();
     }
-  }
-
-  /// Whether a connect waits for a backoff to end (and so someone must wake the waiters then).
-  bool backing_off_locked(WaitClock::time_point now) const CONNPOOL_REQUIRES(mutex_) {
-    return now < backoff_until_;
   }
 
   /// An idle slot from the idle stack (most recent first), else from a scan of all slots.
@@ -1418,9 +1056,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     // consistent: a waiter's scan must not miss a slot published before the waiter queued (the
     // Dekker pair in the class comment). O(slots), on the slow path only (HikariCP scans its
     // sharedList the same way).
-    const std::size_t n = slot_count_.load(std::memory_order_relaxed);
+    const std::size_t n = slots_.count();
     for (std::size_t i = n; i-- > 0;) {
-      SlotT* s = dir()[i];
+      SlotT* s = slots_.at(i);
       if (s->state.load(std::memory_order_seq_cst) == kIdle && try_claim(s)) {
         unlink_locked(s);
         return s;
@@ -1435,10 +1073,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (!fifo_) {
       update_starving_locked();
       SlotT* s = nullptr;
-      while (starving_.load(std::memory_order_relaxed) && (s = claim_idle_locked()) != nullptr) {
-        grant_slot_locked(s, false);  // updates starving_
+      while (waiters_.starving() && (s = claim_idle_locked()) != nullptr) {
+        grant_slot_locked(s, false);  // updates the starvation state
       }
-      if (!starving_.load(std::memory_order_relaxed)) {
+      if (!waiters_.starving()) {
         wake_front_locked();
       }
       return;
@@ -1464,10 +1102,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// served in order ahead of everyone else, and the other half of the pool keeps serving running
   /// callers.
   void update_starving_locked() CONNPOOL_REQUIRES(mutex_) {
-    const std::size_t cap = std::max<std::size_t>(1, max_size_.load(std::memory_order_relaxed) / 2);
-    const bool starving = handoffs_pending_ < cap && !waiters_.empty() &&
-                          WaitClock::now() - waiters_.front()->since > options_.starvation_bound;
-    starving_.store(starving, std::memory_order_relaxed);
+    waiters_.update_starving(WaitClock::now(), max_size_.load(std::memory_order_relaxed));
   }
 
   void grant_slot_locked(SlotT* s, bool fresh) CONNPOOL_REQUIRES(mutex_) {
@@ -1481,15 +1116,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// wake-up it had been given to compete for an idle connection passes to the next waiter.
   WaiterT* pop_waiter_locked() CONNPOOL_REQUIRES(mutex_) {
     WaiterT* w = waiters_.pop_front();
-    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     if (w->is_async()) {
       // It takes the grant up when its completion runs, which the pool cannot watch: the wait
       // ends now, and it takes no part in bounded_barging's count of hand-offs in flight.
       unlink_deadline_locked(*w);
       take_up_locked(*w);
     } else if (!fifo_) {
-      w->handed = true;
-      ++handoffs_pending_;
+      waiters_.handed(*w);
     }
     if (!fifo_) {
       update_starving_locked();
@@ -1533,7 +1166,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     w.since = deadline - timeout;
     w.until = deadline;
     waiters_.push_back(&w);
-    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     ++counters_.waited;
     int spins = wait_spin_yields;
     bool timed_out = false;
@@ -1543,7 +1175,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       const bool was_woken = std::exchange(w.woken, false);
       w.signalled.store(false, std::memory_order_relaxed);
       if (!w.granted() && !w.closed && !w.unavailable) {
-        if (fifo_ || starving_.load(std::memory_order_relaxed)) {
+        if (fifo_ || waiters_.starving()) {
           serve_waiters_locked();
         } else if (SlotT* s = claim_idle_locked()) {
           // bounded_barging: compete for an idle connection like a running caller does, and
@@ -1551,7 +1183,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           remove_waiter_locked(w, true);
           w.slot = s;
         }
-        if (!w.granted() && backoff_until_ != WaitClock::time_point{}) {
+        if (!w.granted() && gate_.backoff_set()) {
           serve_capacity_locked();  // a connect backoff may have ended
         }
       }
@@ -1585,8 +1217,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       // On timeout, one more pass of the loop: a last look for a connection, then fail. While
       // connects back off, also wake when the backoff ends, to connect.
       WaitClock::time_point wake = deadline;
-      if (backing_off_locked(WaitClock::now())) {
-        wake = std::min(wake, backoff_until_);
+      if (gate_.backing_off(WaitClock::now())) {
+        wake = std::min(wake, gate_.backoff_until());
       }
       timed_out = w.cv.wait_until(lk.native(), wake) == std::cv_status::timeout &&
                   WaitClock::now() >= deadline;
@@ -1596,8 +1228,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// A waiter got what it was granted: ends its hand-off and counts how long it waited. Counted
   /// now, whatever the check-out then finds: this is how long the caller waited.
   void take_up_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_) {
-    if (std::exchange(w.handed, false)) {
-      --handoffs_pending_;
+    if (waiters_.taken_up(w)) {
       update_starving_locked();
     }
     const auto waited =
@@ -1627,7 +1258,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// connection, so the next waiter is woken in its place.
   void remove_waiter_locked(WaiterT& w, bool pass_wake) CONNPOOL_REQUIRES(mutex_) {
     waiters_.remove(&w);
-    waiters_count_.store(waiters_.size(), std::memory_order_seq_cst);
     if (!fifo_) {
       update_starving_locked();
       pass_wake_locked(pass_wake);
@@ -1661,26 +1291,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
  private:
   // --- Deadlines of asynchronous waiters -------------------------------------------------------
 
-  /// Links `w` into deadlines_ in deadline order, from the back: with one timeout for every
-  /// caller (the usual case) deadlines arrive in order, and this is O(1).
   void insert_deadline_locked(WaiterT& w, WaitClock::time_point at) CONNPOOL_REQUIRES(mutex_) {
-    w.deadline.at = at;
-    w.deadline.waiter = &w;
-    DeadlineT* after = deadlines_.back();
-    while (after != nullptr && after->at > at) {
-      after = IntrusiveList<DeadlineT>::prev(after);
-    }
-    deadlines_.insert_after(after, &w.deadline);
-    if (deadlines_.front() == &w.deadline) {
+    if (waiters_.insert_deadline(w, at)) {
       timer_cv_.notify_one();  // an earlier deadline than the timer sleeps towards
     }
   }
 
-  void unlink_deadline_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_) {
-    if (IntrusiveList<DeadlineT>::is_linked(&w.deadline)) {
-      deadlines_.remove(&w.deadline);
-    }
-  }
+  void unlink_deadline_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_) { waiters_.unlink_deadline(w); }
 
   /// The timer thread: ends the waits whose deadlines passed with a timeout, then sleeps until
   /// the next deadline (or until one earlier is queued, or close()).
@@ -1691,17 +1308,16 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     UniqueLock lk(mutex_);
     while (!closed_.load(std::memory_order_relaxed)) {
       const WaitClock::time_point now = WaitClock::now();
-      const bool backoff_ends = backing_off_locked(now) && !waiters_.empty();
-      if (backoff_until_ != WaitClock::time_point{} && !backing_off_locked(now) &&
-          !waiters_.empty()) {
+      const bool backoff_ends = gate_.backing_off(now) && !waiters_.empty();
+      if (gate_.backoff_set() && !gate_.backing_off(now) && !waiters_.empty()) {
         serve_capacity_locked();  // a backoff ended: asynchronous waiters may connect
       }
-      while (!deadlines_.empty() && deadlines_.front()->at <= now) {
-        WaiterT& w = *deadlines_.pop_front()->waiter;
+      while (WaiterT* expired = waiters_.pop_expired(now)) {
+        WaiterT& w = *expired;
         remove_waiter_locked(w, false);
         ++counters_.timeouts;
         w.timed_out = true;
-        w.snapshot = {in_use_locked(), idle_count(), waiters_.size()};
+        w.snapshot = snapshot_locked();
         w.signal();
       }
       if (!resume_queue().empty()) {
@@ -1713,9 +1329,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         lk.lock();
         continue;
       }
-      if (deadlines_.empty()) {
+      if (!waiters_.has_deadlines()) {
         if (backoff_ends) {
-          const WaitClock::time_point until = backoff_until_;
+          const WaitClock::time_point until = gate_.backoff_until();
           timer_cv_.wait_until(lk.native(), until);
         } else {
           timer_cv_.wait(lk.native());
@@ -1724,9 +1340,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
       // A copy: wait_until reads its argument again after waking, and the waiter that owns
       // this deadline may be served and gone by then.
-      WaitClock::time_point next = deadlines_.front()->at;
+      WaitClock::time_point next = waiters_.next_deadline();
       if (backoff_ends) {
-        next = std::min(next, backoff_until_);
+        next = std::min(next, gate_.backoff_until());
       }
       timer_cv_.wait_until(lk.native(), next);
     }
@@ -1840,27 +1456,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     thread_local std::minstd_rand rng(static_cast<std::uint_fast32_t>(
         std::hash<std::thread::id>{}(std::this_thread::get_id()) ^
         static_cast<std::size_t>(std::chrono::steady_clock::now().time_since_epoch().count())));
-    const double cut = std::uniform_real_distribution<double>(0.0, jitter)(rng);
-    return full - std::chrono::duration_cast<typename Clock::duration>(
-                      std::chrono::duration<double, typename Clock::period>(
-                          static_cast<double>(full.count()) * cut));
+    return shortened_lifetime(full, std::uniform_real_distribution<double>(0.0, jitter)(rng));
   }
 
   // --- Checks ---------------------------------------------------------------------------------
-
-  /// A directory of `n` entries with the published slots copied; the old one stays readable.
-  ///
-  /// Throws: std::bad_alloc, with nothing changed (both allocations come first).
-  void grow_directory_locked(std::size_t n) CONNPOOL_REQUIRES(mutex_) {
-    std::unique_ptr<SlotT*[]> bigger(new SlotT*[n]);
-    directories_.reserve(directories_.size() + 1);  // the push_back below cannot throw
-    const std::size_t count = slot_count_.load(std::memory_order_relaxed);
-    SlotT** old = dir();
-    std::copy(old, old + count, bigger.get());
-    slots_.store(bigger.get(), std::memory_order_release);
-    directories_.push_back(std::move(bigger));
-    capacity_ = n;
-  }
 
   /// Whether `s` has outlived max_lifetime, or max_idle while the pool may shrink (DESIGN 6).
   bool judge_expiry(const SlotT& s, TimePoint now, bool may_idle_expire) const noexcept {
@@ -1955,7 +1554,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     // given up instead; serve_capacity_locked() hands it out when a permit is free again.
     if (!waiters_.empty() && open_ <= max_size_.load(std::memory_order_relaxed) &&
         connect_permitted_locked(WaitClock::now())) {
-      ++connecting_;
+      gate_.begin();
       WaiterT* w = pop_waiter_locked();
       w->may_create = true;
       w->signal();
@@ -1997,8 +1596,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   SlotT* take_slot() CONNPOOL_EXCLUDES(mutex_) {
     {
       UniqueLock lk(mutex_);
-      if (SlotT* s = free_slots_) {
-        free_slots_ = s->next_free;
+      if (SlotT* s = slots_.take_free()) {
         return s;
       }
     }
@@ -2012,8 +1610,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       return;
     }
     UniqueLock lk(mutex_);
-    s->next_free = free_slots_;
-    free_slots_ = s;
+    slots_.put_free(s);
   }
 
   /// The owned slot `s` has its new connection: stamps its ages and lists it in slots_.
@@ -2031,9 +1628,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     if (!s->listed) {
       s->listed = true;
       UniqueLock lk(mutex_);
-      const std::size_t n = slot_count_.load(std::memory_order_relaxed);
-      dir()[n] = s;
-      slot_count_.store(n + 1, std::memory_order_release);
+      slots_.list(s);
     }
     if (options_.on_create) {
       emit(options_.on_create, PoolEventKind::create, *s);
@@ -2143,7 +1738,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           !connect_permitted_locked(WaitClock::now())) {
         return false;  // enough open, or connects are limited now: maintenance comes back later
       }
-      ++connecting_;
+      gate_.begin();
       reserve_capacity_locked();
     }
     SlotT* s = nullptr;
@@ -2242,9 +1837,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// to the pool (a short wait: a few loads, at most a lock and no user code). Never called
   /// with the lock held.
   void destroy() noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    const std::size_t n = slots_.count();
     for (std::size_t i = 0; i < n; ++i) {
-      while (dir()[i]->publishers.load(std::memory_order_acquire) != 0) {
+      while (slots_.at(i)->publishers.load(std::memory_order_acquire) != 0) {
         std::this_thread::yield();
       }
     }
@@ -2297,8 +1892,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   void retire_locked(SlotT* s) CONNPOOL_REQUIRES(mutex_) {
     unlink_locked(s);
     s->state.store(kEmpty, std::memory_order_relaxed);
-    s->next_free = free_slots_;
-    free_slots_ = s;
+    slots_.put_free(s);
   }
 
   void unlink_locked(SlotT* s) CONNPOOL_REQUIRES(mutex_) {
@@ -2307,44 +1901,15 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
   }
 
-  std::size_t idle_count() const noexcept {
-    std::size_t idle = 0;
-    const std::size_t n = slot_count_.load(std::memory_order_acquire);
-    for (std::size_t i = 0; i < n; ++i) {
-      idle += dir()[i]->state.load(std::memory_order_relaxed) == kIdle ? 1 : 0;
-    }
-    return idle;
+  std::size_t idle_count() const noexcept { return slots_.count_in(kIdle); }
+
+  /// The counts for an AcquireTimeout's message.
+  Snapshot snapshot_locked() const CONNPOOL_REQUIRES(mutex_) {
+    return {in_use_locked(), idle_count(), waiters_.size(),
+            max_size_.load(std::memory_order_relaxed)};
   }
 
-  std::size_t in_use_locked() const CONNPOOL_REQUIRES(mutex_) {
-    std::size_t in_use = 0;
-    const std::size_t n = slot_count_.load(std::memory_order_acquire);
-    for (std::size_t i = 0; i < n; ++i) {
-      in_use += dir()[i]->state.load(std::memory_order_relaxed) == kInUse ? 1 : 0;
-    }
-    return in_use;
-  }
-
-  [[noreturn]] void throw_failure(Failure f,
-                                  WaitClock::duration timeout,
-                                  const Snapshot& snap) const {
-    switch (f) {
-      case Failure::closed:
-        throw PoolClosed();
-      case Failure::cancelled:
-        throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
-      case Failure::timeout:
-      case Failure::none:
-      case Failure::unavailable:
-        break;
-    }
-    const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
-    throw AcquireTimeout("connpool: acquire timed out after " + std::to_string(ms) +
-                         " ms (in use " + std::to_string(snap.in_use) + ", idle " +
-                         std::to_string(snap.idle) + ", max_size " +
-                         std::to_string(max_size_.load(std::memory_order_relaxed)) + ", waiting " +
-                         std::to_string(snap.waiting) + ")");
-  }
+  std::size_t in_use_locked() const CONNPOOL_REQUIRES(mutex_) { return slots_.count_in(kInUse); }
 
   /// The maintenance thread (DESIGN 8): a pass every health_check_interval until close().
   ///
@@ -2394,11 +1959,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     const auto threshold =
         std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.leak_threshold)
             .count();
-    const std::size_t n = slot_count_.load(std::memory_order_acquire);
+    const std::size_t n = slots_.count();
     std::vector<LeakReport> reports;
     reports.reserve(n);  // before any is recorded as reported: std::bad_alloc loses no report
     for (std::size_t i = 0; i < n; ++i) {
-      SlotT& slot = *dir()[i];
+      SlotT& slot = *slots_.at(i);
       const std::int64_t since = slot.held_since.load(std::memory_order_relaxed);
       if (slot.state.load(std::memory_order_relaxed) != kInUse ||
           !leak_due(since, now, threshold,
@@ -2434,43 +1999,30 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   const bool observe_holds_;
   const std::uint64_t id_;  // distinguishes this pool's entries in thread_hints
 
-  // Slot directory: dir()[0, slot_count_) are published and live as long as this object;
-  // written under mutex_, read without it (acquire load of slot_count_).
-  std::atomic<SlotT**> slots_{nullptr};
-  std::atomic<std::size_t> slot_count_{0};
-  // Every slot directory allocated (the last is slots_); an older one is kept because a thread
-  // may still be reading it without the lock. Grown by set_max_size(), never shrunk.
-  std::vector<std::unique_ptr<SlotT*[]>> directories_ CONNPOOL_GUARDED_BY(mutex_);
-  std::size_t capacity_ CONNPOOL_GUARDED_BY(mutex_) = 0;  // entries of the current directory
+  // Every slot allocated: listed and grown under mutex_, read without it (see SlotDirectory).
+  SlotDirectory<SlotT> slots_;
   // The bounds now (set_max_size(), set_min_size()); written under mutex_.
   std::atomic<std::size_t> max_size_;
   std::atomic<std::size_t> min_size_;
 
   // Mirrors for the lock-free paths; written only with mutex_ held.
-  std::atomic<std::size_t> waiters_count_{0};  // waiters_.size()
-  std::atomic<std::size_t> open_count_{0};     // open_
+  std::atomic<std::size_t> open_count_{0};  // open_
   std::atomic<bool> closed_{false};
-  std::atomic<bool> starving_{false};         // bounded_barging: the oldest waiter waited too long
-  std::atomic<std::uint64_t> generation_{0};  // bumped by evict_all()
+  std::atomic<std::uint64_t> generation_{0};    // bumped by evict_all()
   std::atomic<std::uint64_t> next_conn_id_{1};  // PoolEvent::connection_id of the next one
   std::atomic<std::uint64_t> leaks_{0};         // PoolStats::leaks
 
-  mutable Mutex mutex_;  // guards idle_, free_slots_, waiters_, open_, counters_,
+  mutable Mutex mutex_;  // guards idle_, slots_'s changes, waiters_, open_, counters_,
                          // the fields of every queued Waiter, and the writes of the mirrors
-  IntrusiveList<SlotT> idle_ CONNPOOL_GUARDED_BY(mutex_);       // LIFO: front = most recent
-  SlotT* free_slots_ CONNPOOL_GUARDED_BY(mutex_) = nullptr;     // slots without a connection
-  IntrusiveList<WaiterT> waiters_ CONNPOOL_GUARDED_BY(mutex_);  // FIFO: front = oldest
+  IntrusiveList<SlotT> idle_ CONNPOOL_GUARDED_BY(mutex_);  // LIFO: front = most recent
+  // The waiters, oldest first, with their deadlines and the wait policy's state. Guarded by
+  // mutex_ but for its atomic mirrors, read lock-free by may_barge(), must_hand_off() and
+  // waiters_count().
+  WaiterQueue<WaiterT> waiters_ CONNPOOL_GUARDED_BY(mutex_);
   std::size_t open_ CONNPOOL_GUARDED_BY(mutex_) = 0;
-  // bounded_barging: waiters granted something that have not taken it up yet.
-  std::size_t handoffs_pending_ CONNPOOL_GUARDED_BY(mutex_) = 0;
-  // Connect-storm control (max_connecting, max_connect_backoff).
-  std::size_t connecting_ CONNPOOL_GUARDED_BY(mutex_) = 0;             // connects in flight
-  std::size_t connect_failures_ CONNPOOL_GUARDED_BY(mutex_) = 0;       // consecutive
-  WaitClock::time_point backoff_until_ CONNPOOL_GUARDED_BY(mutex_){};  // no connect before
-  std::exception_ptr last_connect_error_ CONNPOOL_GUARDED_BY(mutex_);
+  // Connect permits and backoff (max_connecting, max_connect_backoff).
+  ConnectGate gate_ CONNPOOL_GUARDED_BY(mutex_);
   Counters counters_ CONNPOOL_GUARDED_BY(mutex_);
-  // Asynchronous waiters with a deadline, earliest first.
-  IntrusiveList<DeadlineT> deadlines_ CONNPOOL_GUARDED_BY(mutex_);
   std::condition_variable timer_cv_;  // waited on with mutex_ by timer_; earlier deadline, close()
   std::jthread timer_;                // asynchronous deadlines (start_timer()); joined by close()
   std::condition_variable maintenance_cv_;  // waited on with mutex_; notified by close()

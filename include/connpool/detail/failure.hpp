@@ -1,0 +1,78 @@
+// connpool - how an acquire fails: the exceptions and their messages
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// Failure (why an acquire got no connection) and the functions that throw the matching public
+// exception (errors.hpp) with a message that gives the timeout and the pool's counts. Called
+// after the pool's lock is released: building a message allocates.
+
+#include <chrono>
+#include <exception>
+#include <string>
+
+#include <connpool/detail/clock.hpp>
+#include <connpool/detail/waiter.hpp>
+#include <connpool/errors.hpp>
+
+namespace connpool::detail {
+
+/// Why an acquire did not get a connection (the exception is built after the lock is released).
+enum class Failure { none, timeout, closed, cancelled, unavailable };
+
+/// Throws the exception of a wait of `timeout` that ended with `f`: PoolClosed,
+/// AcquireCancelled, or AcquireTimeout with the counts `snap` (for timeout).
+[[noreturn]] inline void throw_failure(Failure f,
+                                       WaitClock::duration timeout,
+                                       const Snapshot& snap) {
+  switch (f) {
+    case Failure::closed:
+      throw PoolClosed();
+    case Failure::cancelled:
+      throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
+    case Failure::timeout:
+    case Failure::none:
+    case Failure::unavailable:
+      break;
+  }
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+  throw AcquireTimeout("connpool: acquire timed out after " + std::to_string(ms) + " ms (in use " +
+                       std::to_string(snap.in_use) + ", idle " + std::to_string(snap.idle) +
+                       ", max_size " + std::to_string(snap.max_size) + ", waiting " +
+                       std::to_string(snap.waiting) + ")");
+}
+
+/// Throws the AcquireTimeout of a wait of `timeout` that ended with the counts `snap`.
+[[noreturn]] inline void throw_timeout(WaitClock::duration timeout, const Snapshot& snap) {
+  throw_failure(Failure::timeout, timeout, snap);
+}
+
+/// Throws the AcquireTimeout of an acquire that failed early because connects back off past
+/// its deadline, with the last connect error nested in it (std::rethrow_if_nested).
+[[noreturn]] inline void throw_unavailable(const Unavailable& why, WaitClock::duration timeout) {
+  std::string last = "unknown";
+  if (why.last_error) {
+    try {
+      std::rethrow_exception(why.last_error);
+    } catch (const std::exception& e) {
+      last = e.what();
+    } catch (...) {
+      last = "an exception not derived from std::exception";
+    }
+  }
+  const std::string message =
+      "connpool: acquire failed early (timeout " +
+      std::to_string(std::chrono::ceil<std::chrono::milliseconds>(timeout).count()) +
+      " ms): connects back off after " + std::to_string(why.failures) +
+      " consecutive failures, next attempt in " + std::to_string(why.retry_in.count()) +
+      " ms; last connect error: " + last;
+  if (why.last_error) {
+    try {
+      std::rethrow_exception(why.last_error);
+    } catch (...) {
+      std::throw_with_nested(AcquireTimeout(message));
+    }
+  }
+  throw AcquireTimeout(message);
+}
+
+}  // namespace connpool::detail

@@ -1,0 +1,101 @@
+// connpool - a pool's slot: the state word, owner counters, ages and links of one connection
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// Slot<Conn, Clock> (the place of one pooled connection, with its state word, time stamps and
+// the counters its owners bump), SlotState, OwnerCounter and SlotChain. Records only: the
+// algorithms that claim, publish and close slots are in detail/pool_core.hpp. The state word is
+// the only field touched without ownership; every other field belongs to whoever holds the slot
+// in kInUse, except where a comment names the pool's lock.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+
+#include <connpool/detail/intrusive_list.hpp>
+#include <connpool/detail/slot.hpp>
+#include <connpool/events.hpp>
+
+namespace connpool::detail {
+
+/// States of a slot. Only a claim (kIdle -> kInUse, by compare-exchange) takes a connection;
+/// whoever holds a slot in kInUse owns it exclusively until it publishes kIdle or empties it.
+enum SlotState : std::uint32_t { kEmpty = 0, kIdle = 1, kInUse = 2 };
+
+/// A counter written only by the current owner of a slot and read by stats(): a relaxed load
+/// and store instead of a read-modify-write, because ownership already orders the writers.
+class OwnerCounter {
+ public:
+  void bump() noexcept {
+    v_.store(v_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t get() const noexcept { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> v_{0};
+};
+
+/// A pooled connection's place, with its state, ages and the counters of its owners.
+///
+/// Why cache-line aligned: threads that each reuse their own connection write their own slot
+/// on every cycle; two slots sharing a line would make them contend as if on one lock.
+template <class Conn, class Clock>
+struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
+  std::atomic<std::uint32_t> state{kEmpty};
+  // The owner's fields: written and read only while the slot is in kInUse.
+  typename Clock::time_point created_at{};       // when the factory returned the connection
+  typename Clock::time_point last_used{};        // when it was last given back (or created)
+  typename Clock::time_point last_checked{};     // when a keepalive ping last succeeded
+  typename Clock::duration lifetime{};           // max_lifetime less its jitter; 0 = unlimited
+  std::uint64_t id = 0;                          // PoolEvent::connection_id
+  std::atomic<std::uint64_t> id_snapshot{0};     // the same, for the leak scan
+  std::uint64_t generation = 0;                  // evict_all() generation it was opened in
+  CloseReason close_reason = CloseReason::none;  // set by whoever decides to close it
+  // Written by the owner at each check-out when holds are observed, read by the leak scan.
+  std::atomic<std::int64_t> held_since{0};  // steady_clock ticks; 0 = not observed
+  std::atomic<std::thread::id> holder{};
+  // The held_since of the check-out last reported as a leak (see leak_due()); 0 = none.
+  std::atomic<std::int64_t> leak_reported_since{0};
+  OwnerCounter acquired;         // check-outs of this slot
+  OwnerCounter reused;           // ... of a connection that existed before
+  OwnerCounter released;         // give-backs (return or close) of this slot
+  bool listed = false;           // published in the pool's slot directory
+  Slot* next_free = nullptr;     // in the free-slot list; guarded by the pool's mutex
+  Slot* next_closing = nullptr;  // in a SlotChain of its owner
+  // Releasers between publishing this slot idle and their last access to the pool: the pool
+  // is not freed while any slot's count is non-zero (see PoolCore::destroy).
+  std::atomic<std::uint32_t> publishers{0};
+  // Bumped each time the slot receives a new connection: a thread's hint names the connection it
+  // released, and must not lead to another one that reuses the slot after it was closed.
+  std::atomic<std::uint32_t> incarnation{0};
+};
+
+/// A list of owned slots (to be closed, or pinged), linked through Slot::next_closing; allocates
+/// nothing, so that a maintenance pass that has claimed slots cannot fail to give them back.
+template <class SlotT>
+struct SlotChain {
+  SlotT* head = nullptr;
+  SlotT* tail = nullptr;
+  std::size_t size = 0;
+  /// Links `s` at the front.
+  void push(SlotT* s) noexcept {
+    s->next_closing = head;
+    head = s;
+    tail = tail != nullptr ? tail : s;
+    ++size;
+  }
+  /// Links `s` at the back (the chain keeps the order of appends).
+  void append(SlotT* s) noexcept {
+    s->next_closing = nullptr;
+    if (tail != nullptr) {
+      tail->next_closing = s;
+    } else {
+      head = s;
+    }
+    tail = s;
+    ++size;
+  }
+};
+
+}  // namespace connpool::detail

@@ -1,0 +1,92 @@
+// connpool - a caller waiting in acquire(), and its deadline node
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// Waiter<Conn, Clock> (a blocked thread or an asynchronous operation waiting in a pool's queue),
+// DeadlineNode, and what a wait can end with (Snapshot, Unavailable). Records only: the queue and
+// its rules are in detail/waiter_queue.hpp, the serving in detail/pool_core.hpp. Every field of a
+// queued waiter is guarded by its pool's mutex.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+
+#include <connpool/detail/intrusive_list.hpp>
+#include <connpool/detail/pool_slot.hpp>
+#include <connpool/detail/resume_queue.hpp>
+
+namespace connpool::detail {
+
+/// The pool's counts when an acquire timed out, for the exception's message.
+struct Snapshot {
+  std::size_t in_use = 0;
+  std::size_t idle = 0;
+  std::size_t waiting = 0;
+  std::size_t max_size = 0;
+};
+
+/// Why an acquire failed early while connects back off (PoolOptions::max_connect_backoff).
+struct Unavailable {
+  std::size_t failures = 0;               // consecutive connect failures
+  std::chrono::milliseconds retry_in{0};  // until the next connect may start
+  std::exception_ptr last_error;          // the last factory exception
+};
+
+/// An asynchronous waiter's place in the pool's deadline list (ordered by `at`).
+template <class W>
+struct DeadlineNode : ListHook<DeadlineNode<W>> {
+  std::chrono::steady_clock::time_point at{};
+  W* waiter = nullptr;
+};
+
+/// A caller waiting in acquire(): a thread blocked on its own stack, or an asynchronous
+/// operation (a suspended coroutine, an Asio operation) that lives in its own frame. Every field
+/// is guarded by the pool's mutex.
+///
+/// Why one condition variable per waiter: a release wakes exactly the waiter it serves, so no
+/// herd of threads wakes to find nothing (Boost.MySQL's pool; Go's database/sql connRequests).
+/// An asynchronous waiter has a completion instead (Resumable::complete, set once it is queued),
+/// run by the thread that served it after that thread released the lock (resume_queue.hpp). It is
+/// always unlinked from the queue before it is signalled, and never merely woken to compete.
+template <class Conn, class Clock>
+struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
+  std::condition_variable cv;                     // synchronous waiters only
+  std::chrono::steady_clock::time_point since{};  // when it started waiting
+  Slot<Conn, Clock>* slot = nullptr;              // a connection handed over
+  bool fresh = false;                             // `slot` was just created, not reused
+  bool may_create = false;                        // a unit of capacity handed over
+  bool closed = false;                            // the pool closed while waiting
+  bool cancelled = false;                         // the caller's stop_token was triggered
+  bool woken = false;           // bounded_barging: notified to compete for an idle connection
+  bool handed = false;          // bounded_barging: granted by pop_waiter_locked, not yet taken up
+  bool timed_out = false;       // async: the pool's timer ended the wait
+  bool unavailable = false;     // failed early: connects back off past its deadline
+  Unavailable why_unavailable;  // ... and why
+  std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max();
+  Snapshot snapshot;              // async: the counts when it timed out
+  DeadlineNode<Waiter> deadline;  // async: linked while a deadline is pending
+  // async: the outcome of its current wait is set (by a grant, a timeout, close(), a
+  // cancellation, or enqueue_async() at once), for its driver to take up; a stop request that
+  // comes later leaves it alone. Cleared when it queues again.
+  bool decided = false;
+  // Raised with every change above, so the waiter can spin on it without the lock.
+  std::atomic<bool> signalled{false};
+
+  [[nodiscard]] bool is_async() const noexcept { return complete != nullptr; }
+
+  void signal() noexcept {
+    signalled.store(true, std::memory_order_release);
+    if (complete != nullptr) {
+      decided = true;
+      resume_queue().push(this);  // completed once this thread has released the lock
+    } else {
+      cv.notify_one();  // under the pool's lock: the node lives on the waiter's stack
+    }
+  }
+
+  [[nodiscard]] bool granted() const noexcept { return slot != nullptr || may_create; }
+};
+
+}  // namespace connpool::detail

@@ -1,0 +1,129 @@
+// connpool - tests: detail/waiter_queue.hpp, FIFO order, the starvation rule and deadlines, with
+// plain time points
+// SPDX-License-Identifier: MIT
+
+#include <chrono>
+
+#include <connpool/detail/waiter_queue.hpp>
+
+#include "catch.hpp"
+
+using namespace std::chrono_literals;
+using connpool::detail::DeadlineNode;
+using connpool::detail::ListHook;
+using connpool::detail::WaitClock;
+using connpool::detail::WaiterQueue;
+
+namespace {
+
+constexpr WaitClock::time_point at(std::chrono::milliseconds ms) {
+  return WaitClock::time_point(std::chrono::duration_cast<WaitClock::duration>(ms));
+}
+
+/// The fields WaiterQueue reads of a waiter, and nothing else.
+struct W : ListHook<W> {
+  WaitClock::time_point since{};
+  bool handed = false;
+  DeadlineNode<W> deadline;
+};
+
+}  // namespace
+
+// DESIGN 4: "WaitPolicy::fifo is strict arrival order".
+TEST_CASE("WaiterQueue: oldest first, and the lock-free count follows", "[detail][waiters]") {
+  WaiterQueue<W> q(true, 1000us);
+  W a;
+  W b;
+  W c;
+  CHECK(q.may_barge());
+  CHECK_FALSE(q.must_hand_off());
+  q.push_back(&a);
+  q.push_back(&b);
+  q.push_back(&c);
+  CHECK(q.count() == 3);
+  CHECK_FALSE(q.may_barge());  // fifo: nobody overtakes a waiter
+  CHECK(q.must_hand_off());    // a release goes to the oldest waiter
+  q.remove(&b);                // b timed out
+  CHECK_FALSE(WaiterQueue<W>::queued(&b));
+  CHECK(q.pop_front() == &a);
+  CHECK(q.pop_front() == &c);
+  CHECK(q.empty());
+  CHECK(q.count() == 0);
+  CHECK(q.may_barge());
+}
+
+TEST_CASE("WaiterQueue: bounded_barging lets callers barge until the oldest waiter starves",
+          "[detail][waiters]") {
+  WaiterQueue<W> q(false, 1000us);
+  W a;
+  a.since = at(100ms);
+  q.push_back(&a);
+  q.update_starving(at(100ms), 4);
+  CHECK(q.may_barge());  // a waits, but not for long: a running caller may take a connection
+  CHECK_FALSE(q.must_hand_off());
+  q.update_starving(at(101ms), 4);
+  CHECK_FALSE(q.starving());  // exactly the bound is not past it
+  q.update_starving(at(102ms), 4);
+  CHECK(q.starving());
+  CHECK_FALSE(q.may_barge());
+  CHECK(q.must_hand_off());
+  // Served: nobody waits, so nobody starves.
+  CHECK(q.pop_front() == &a);
+  q.update_starving(at(102ms), 4);
+  CHECK_FALSE(q.starving());
+}
+
+TEST_CASE("WaiterQueue: at most half the connections go to waiters that have not taken them up",
+          "[detail][waiters]") {
+  WaiterQueue<W> q(false, 1000us);
+  W a;
+  W b;
+  W c;
+  for (W* w : {&a, &b, &c}) {
+    w->since = at(0ms);
+    q.push_back(w);
+  }
+  const std::size_t max_size = 4;  // cap: 2 hand-offs in flight
+  q.update_starving(at(10ms), max_size);
+  REQUIRE(q.starving());
+  q.handed(*q.pop_front());  // a granted, asleep
+  q.update_starving(at(10ms), max_size);
+  CHECK(q.starving());
+  q.handed(*q.pop_front());  // b granted, asleep
+  q.update_starving(at(10ms), max_size);
+  CHECK_FALSE(q.starving());  // c still starves, but two connections are already on their way
+  CHECK(q.handoffs_pending() == 2);
+  CHECK(q.taken_up(a));
+  CHECK_FALSE(q.taken_up(a));  // counted once
+  q.update_starving(at(10ms), max_size);
+  CHECK(q.starving());
+  // With max_size 1 the cap is still one hand-off.
+  CHECK(q.taken_up(b));
+  q.handed(b);
+  q.update_starving(at(10ms), 1);
+  CHECK_FALSE(q.starving());
+}
+
+TEST_CASE("WaiterQueue: deadlines in order, expired ones first", "[detail][waiters]") {
+  WaiterQueue<W> q(true, 1000us);
+  W a;
+  W b;
+  W c;
+  CHECK_FALSE(q.has_deadlines());
+  CHECK(q.insert_deadline(a, at(30ms)));        // the earliest: the timer must wake
+  CHECK_FALSE(q.insert_deadline(b, at(50ms)));  // later: the timer sleeps on
+  CHECK(q.insert_deadline(c, at(10ms)));
+  CHECK(q.next_deadline() == at(10ms));
+  CHECK(q.pop_expired(at(9ms)) == nullptr);
+  CHECK(q.pop_expired(at(30ms)) == &c);
+  CHECK(q.pop_expired(at(30ms)) == &a);
+  CHECK(q.pop_expired(at(30ms)) == nullptr);
+  q.unlink_deadline(b);  // served before its deadline
+  q.unlink_deadline(b);  // and again: no effect
+  CHECK_FALSE(q.has_deadlines());
+  // Equal deadlines keep their order of insertion.
+  CHECK(q.insert_deadline(a, at(5ms)));
+  CHECK_FALSE(q.insert_deadline(b, at(5ms)));
+  CHECK(q.pop_expired(at(5ms)) == &a);
+  CHECK(q.pop_expired(at(5ms)) == &b);
+}
