@@ -31,6 +31,7 @@
 #include <connpool/detail/awaitable.hpp>
 #include <connpool/detail/clock.hpp>
 #include <connpool/detail/connect_gate.hpp>
+#include <connpool/detail/connection_ops.hpp>
 #include <connpool/detail/counters.hpp>
 #include <connpool/detail/expiry.hpp>
 #include <connpool/detail/failure.hpp>
@@ -106,14 +107,12 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   using traits = connection_traits<Conn>;
 
   PoolCore(Factory factory, const PoolOptions& options)
-      : factory_(std::move(factory)),
-        options_(options),
+      : options_(options),
+        ops_(std::move(factory), options_),
         fifo_(options.wait_policy == WaitPolicy::fifo || options.starvation_bound.count() == 0),
         uses_ages_(options.max_lifetime.count() > 0 || options.max_idle.count() > 0 ||
                    (Pingable<Conn> &&
                     (options.validate_on_acquire || options.keepalive_interval.count() > 0))),
-        observe_holds_(options.leak_threshold.count() > 0 || bool(options.on_acquire) ||
-                       bool(options.on_release)),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
         slots_(options.max_size),
         max_size_(options.max_size),
@@ -591,22 +590,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_) {
     auto* s = static_cast<SlotT*>(base);
     s->released.bump();
-    if (options_.on_release) {
-      emit(options_.on_release, PoolEventKind::release, *s);
-    }
+    ops_.released(*s);
     bool keep = !close;
     if (!keep) {
       s->close_reason = CloseReason::invalidated;
     }
-    if constexpr (Resettable<Conn>) {
-      if (keep) {
-        try {
-          traits::reset(*s->conn);
-        } catch (...) {
-          keep = false;  // a connection that cannot be reset must not reach the next borrower
-          s->close_reason = CloseReason::reset_failed;
-        }
-      }
+    if (keep && !ops_.reset(*s)) {
+      keep = false;  // a connection that cannot be reset must not reach the next borrower
+      s->close_reason = CloseReason::reset_failed;
     }
     if (keep && s->generation != generation_.load(std::memory_order_relaxed)) {
       keep = false;  // opened before evict_all()
@@ -627,9 +618,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       }
     }
     if (keep) {
-      if (observe_holds_) {
-        s->held_since.store(0, std::memory_order_relaxed);  // no longer held: not a leak
-      }
+      ops_.unheld(*s);
       if (!must_hand_off()) {
         publish(s);
         return;
@@ -818,7 +807,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         if (v == Verdict::ok && !closed_.load(std::memory_order_seq_cst)) {
           s->acquired.bump();
           s->reused.bump();
-          handed_out(s);
+          ops_.handed_out(*s);
           return HandleAccess::make<Conn>(this, s);
         }
         if (check_out(s, v, true)) {
@@ -1367,15 +1356,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     SlotChain<SlotT> alive;
     for (SlotT* next = slots.head; next != nullptr;) {
       SlotT* s = std::exchange(next, next->next_closing);
-      bool ok = false;
-      if constexpr (Pingable<Conn>) {
-        try {
-          ok = static_cast<bool>(traits::ping(*s->conn));
-        } catch (...) {
-          ok = false;
-        }
-      }
-      if (ok) {
+      if (ops_.ping(*s)) {
         s->last_checked = clock_now<Clock>();
         alive.append(s);
       } else {
@@ -1401,62 +1382,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     const std::size_t n = dead.size;
     close_slots(dead);
     return n;
-  }
-
-  // --- Hooks and observation ------------------------------------------------------------------
-
-  /// Calls `hook` (set) with an event about the owned slot `s`; exceptions are swallowed.
-  void emit(const std::function<void(const PoolEvent&)>& hook,
-            PoolEventKind kind,
-            const SlotT& s,
-            CloseReason reason = CloseReason::none) const noexcept {
-    PoolEvent e;
-    e.kind = kind;
-    e.connection_id = s.id;
-    e.reason = reason;
-    e.thread = std::this_thread::get_id();
-    if (kind != PoolEventKind::acquire && kind != PoolEventKind::create) {
-      const std::int64_t since = s.held_since.load(std::memory_order_relaxed);
-      if (since != 0 && s.state.load(std::memory_order_relaxed) == kInUse) {
-        e.held_for = std::chrono::steady_clock::now().time_since_epoch() -
-                     std::chrono::steady_clock::duration(since);
-      }
-    }
-    try {
-      hook(e);
-    } catch (...) {
-      // Hooks never break the pool.
-    }
-  }
-
-  /// The owned slot `s` is being handed out: records the check-out for leak detection and
-  /// on_release, and calls on_acquire.
-  void handed_out(SlotT* s) noexcept {
-    if (observe_holds_) {
-      s->held_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
-                          std::memory_order_relaxed);
-      s->holder.store(std::this_thread::get_id(), std::memory_order_relaxed);
-      if (options_.on_acquire) {
-        emit(options_.on_acquire, PoolEventKind::acquire, *s);
-      }
-    }
-  }
-
-  /// The max_lifetime of a new connection, less a random jitter (PoolOptions::lifetime_jitter).
-  ///
-  /// Why: connections opened together (warm-up, a burst) would otherwise all expire together
-  /// and be reopened in a storm; HikariCP shortens each lifetime by up to 2.5 % the same way.
-  typename Clock::duration jittered_lifetime() const {
-    const auto full = std::chrono::duration_cast<typename Clock::duration>(options_.max_lifetime);
-    const double jitter =
-        options_.lifetime_jitter.value_or(default_lifetime_jitter<Clock>(options_.max_lifetime));
-    if (full.count() <= 0 || jitter <= 0.0) {
-      return full;
-    }
-    thread_local std::minstd_rand rng(static_cast<std::uint_fast32_t>(
-        std::hash<std::thread::id>{}(std::this_thread::get_id()) ^
-        static_cast<std::size_t>(std::chrono::steady_clock::now().time_since_epoch().count())));
-    return shortened_lifetime(full, std::uniform_real_distribution<double>(0.0, jitter)(rng));
   }
 
   // --- Checks ---------------------------------------------------------------------------------
@@ -1497,12 +1422,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     bool failed_validation = false;
     if constexpr (Pingable<Conn>) {
       if (verdict == Verdict::needs_ping) {
-        bool alive = false;
-        try {
-          alive = static_cast<bool>(traits::ping(*s->conn));
-        } catch (...) {
-          alive = false;  // DESIGN 5: an exception is a failed ping
-        }
+        const bool alive = ops_.ping(*s);  // DESIGN 5: an exception is a failed ping
         verdict = alive ? Verdict::ok : Verdict::expired;
         failed_validation = !alive;
       }
@@ -1512,7 +1432,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       if (reused) {
         s->reused.bump();
       }
-      handed_out(s);
+      ops_.handed_out(*s);
       return true;
     }
     s->close_reason =
@@ -1521,7 +1441,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
             ? (s->generation != generation_.load(std::memory_order_relaxed) ? CloseReason::evicted
                                                                             : CloseReason::expired)
             : CloseReason::pool_closed;
-    const bool close_failed = !close_connection(s);
+    const bool close_failed = !ops_.close(*s);
     UniqueLock lk(mutex_);
     ++counters_.closed;
     counters_.close_failures += close_failed ? 1 : 0;
@@ -1571,24 +1491,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     SlotT* s = take_slot();
     s->generation = generation_.load(std::memory_order_relaxed);  // before the connect starts
     try {
-      s->conn.emplace(make_connection_sync());
+      s->conn.emplace(ops_.make_connection());
     } catch (...) {
       give_back_slot(s);
       throw;
     }
     install(s);
     return s;
-  }
-
-  /// The factory's connection, on this thread. A factory that returns an awaitable (an
-  /// AsyncConnectionPool's, for warm-up and refill) is driven to completion by sync_wait.
-  Conn make_connection_sync() {
-    using Result = std::invoke_result_t<Factory&>;
-    if constexpr (Awaitable<Result> && !std::convertible_to<Result, Conn>) {
-      return Conn(sync_wait(std::invoke(factory_)));
-    } else {
-      return Conn(std::invoke(factory_));
-    }
   }
 
   /// A slot without a connection, owned by the caller: a free one, or a new one that is not in
@@ -1613,26 +1522,15 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     slots_.put_free(s);
   }
 
-  /// The owned slot `s` has its new connection: stamps its ages and lists it in slots_.
+  /// The owned slot `s` has its new connection: stamps it and lists it in slots_.
   void install(SlotT* s) CONNPOOL_EXCLUDES(mutex_) {
-    s->created_at = clock_now<Clock>();
-    s->last_used = s->created_at;
-    s->last_checked = s->created_at;
-    s->lifetime = jittered_lifetime();
-    s->id = next_conn_id_.fetch_add(1, std::memory_order_relaxed);
-    s->id_snapshot.store(s->id, std::memory_order_relaxed);
-    s->held_since.store(0, std::memory_order_relaxed);
-    s->incarnation.store(s->incarnation.load(std::memory_order_relaxed) + 1,
-                         std::memory_order_relaxed);  // only the owner writes it
-    s->state.store(kInUse, std::memory_order_relaxed);
+    ops_.stamp_new(*s);
     if (!s->listed) {
       s->listed = true;
       UniqueLock lk(mutex_);
       slots_.list(s);
     }
-    if (options_.on_create) {
-      emit(options_.on_create, PoolEventKind::create, *s);
-    }
+    ops_.created(*s);
   }
 
   /// A connect for a caller failed with `error`: counts it, gives up the unit of capacity and
@@ -1657,7 +1555,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     if (!closed_.load(std::memory_order_acquire)) {
       s->acquired.bump();
-      handed_out(s);
+      ops_.handed_out(*s);
       return HandleAccess::make<Conn>(this, s);
     }
     // The pool closed while the factory ran.
@@ -1724,7 +1622,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     creation_failed(std::move(error));
   }
 
-  Factory& factory() noexcept { return factory_; }
+  Factory& factory() noexcept { return ops_.factory(); }
 
  private:
   /// Opens one connection into the idle set (or to the oldest waiter), for warm-up and refill.
@@ -1774,27 +1672,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
   }
 
-  /// Closes the connection of the owned slot `s`, outside the lock. Returns false if close()
-  /// threw (DESIGN 10: swallowed, and counted by the caller).
-  bool close_connection(SlotT* s) noexcept {
-    const CloseReason reason = std::exchange(s->close_reason, CloseReason::none);
-    if (options_.on_close) {
-      emit(options_.on_close, PoolEventKind::close, *s,
-           reason == CloseReason::none ? CloseReason::pool_closed : reason);
-    }
-    s->held_since.store(0, std::memory_order_relaxed);
-    bool ok = true;
-    if constexpr (Closeable<Conn>) {
-      try {
-        traits::close(*s->conn);
-      } catch (...) {
-        ok = false;
-      }
-    }
-    s->conn.reset();
-    return ok;
-  }
-
   /// Closes the connections of the owned slots in `chain` and frees their places. The caller
   /// holds a count besides the slots' units of capacity (see the class comment).
   void close_slots(SlotChain<SlotT> chain) noexcept CONNPOOL_EXCLUDES(mutex_) {
@@ -1803,7 +1680,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
     std::uint64_t failures = 0;
     for (SlotT* s = chain.head; s != nullptr; s = s->next_closing) {
-      failures += close_connection(s) ? 0 : 1;
+      failures += ops_.close(*s) ? 0 : 1;
     }
     UniqueLock lk(mutex_);
     counters_.closed += chain.size;
@@ -1989,14 +1866,12 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     }
   }
 
-  Factory factory_;            // called outside the lock, possibly from several threads at once
-  const PoolOptions options_;  // immutable after construction
-  const bool fifo_;            // WaitPolicy::fifo, or bounded_barging with a zero bound
+  const PoolOptions options_;                // immutable after construction
+  ConnectionOps<Conn, Factory, Clock> ops_;  // every call into user code on a connection
+  const bool fifo_;  // WaitPolicy::fifo, or bounded_barging with a zero bound
   // Whether any decision depends on a connection's ages: lifetimes, idle expiry, validation.
   // Without, acquire and release do not read the clock at all.
   const bool uses_ages_;
-  // Whether check-outs record when and by whom (leak detection, on_acquire, on_release).
-  const bool observe_holds_;
   const std::uint64_t id_;  // distinguishes this pool's entries in thread_hints
 
   // Every slot allocated: listed and grown under mutex_, read without it (see SlotDirectory).
@@ -2008,9 +1883,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // Mirrors for the lock-free paths; written only with mutex_ held.
   std::atomic<std::size_t> open_count_{0};  // open_
   std::atomic<bool> closed_{false};
-  std::atomic<std::uint64_t> generation_{0};    // bumped by evict_all()
-  std::atomic<std::uint64_t> next_conn_id_{1};  // PoolEvent::connection_id of the next one
-  std::atomic<std::uint64_t> leaks_{0};         // PoolStats::leaks
+  std::atomic<std::uint64_t> generation_{0};  // bumped by evict_all()
+  std::atomic<std::uint64_t> leaks_{0};       // PoolStats::leaks
 
   mutable Mutex mutex_;  // guards idle_, slots_'s changes, waiters_, open_, counters_,
                          // the fields of every queued Waiter, and the writes of the mirrors
