@@ -22,7 +22,9 @@
 #include <utility>
 
 #include <connpool/concepts.hpp>
+#include <connpool/detail/async_ops.hpp>
 #include <connpool/detail/awaitable.hpp>
+#include <connpool/detail/maintenance.hpp>
 #include <connpool/detail/pool_core.hpp>
 #include <connpool/errors.hpp>
 #include <connpool/handle.hpp>

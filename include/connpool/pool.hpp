@@ -16,6 +16,7 @@
 #include <utility>
 
 #include <connpool/concepts.hpp>
+#include <connpool/detail/maintenance.hpp>
 #include <connpool/detail/pool_core.hpp>
 #include <connpool/handle.hpp>
 #include <connpool/options.hpp>

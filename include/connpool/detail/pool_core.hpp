@@ -154,11 +154,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   /// Starts the maintenance thread when health_check_interval > 0 (DESIGN 8).
-  void start_maintenance() {
-    if (options_.health_check_interval.count() > 0 || options_.leak_threshold.count() > 0) {
-      thread_ = start_internal(&PoolCore::maintenance_loop);
-    }
-  }
+  void start_maintenance();
 
   // --- Lifetime (see the class comment) ------------------------------------------------------
 
@@ -224,51 +220,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// capacity and must create a connection (create_for_caller(), or begin_create() and what
   /// follows); or nullopt with `capacity` clear, when it must queue (enqueue_async()).
   /// Throws: PoolClosed.
-  std::optional<Handle> acquire_nowait(bool& capacity) CONNPOOL_EXCLUDES(mutex_) {
-    const DrainOnExit drain;
-    capacity = false;
-    bool have_capacity = false;
-    if (std::optional<Handle> h = acquire_fast(have_capacity)) {
-      return h;
-    }
-    const CoreRef keep(this);  // a unit of capacity given up below may be the last count
-    bool have_permit = false;
-    for (;;) {
-      SlotT* slot = nullptr;
-      Step step = Step::wait;
-      Unavailable why;
-      {
-        UniqueLock lk(mutex_);
-        step = step_locked(have_capacity, have_permit, slot, nullptr, &why);
-      }
-      switch (step) {
-        case Step::closed:
-          throw PoolClosed();
-        case Step::unavailable:  // not without a deadline
-        case Step::wait:
-          return std::nullopt;
-        case Step::create:
-          capacity = true;  // with a connect permit: the caller connects
-          return std::nullopt;
-        case Step::slot:
-          if (std::optional<Handle> h = check_out_granted(slot, false)) {
-            return h;
-          }
-          have_capacity = true;
-          break;
-      }
-    }
-  }
+  std::optional<Handle> acquire_nowait(bool& capacity) CONNPOOL_EXCLUDES(mutex_);
 
   /// Checks out a slot claimed for, or handed to, a caller (DESIGN 5, 6). Returns nullopt when it
   /// was closed instead; the caller then holds its unit of capacity.
-  std::optional<Handle> check_out_granted(SlotT* slot, bool fresh) CONNPOOL_EXCLUDES(mutex_) {
-    const Verdict v = judge_now(*slot, !fresh && may_idle_expire());
-    if (check_out(slot, v, !fresh)) {
-      return HandleAccess::make<Conn>(this, slot);
-    }
-    return std::nullopt;
-  }
+  std::optional<Handle> check_out_granted(SlotT* slot, bool fresh) CONNPOOL_EXCLUDES(mutex_);
 
   /// Queues the asynchronous waiter `w`, whose completion is `complete`, with an optional
   /// deadline, unless it can be served at once.
@@ -279,110 +235,22 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// the same fields set (a slot, capacity, closed, cancelled or timed out).
   bool enqueue_async(WaiterT& w,
                      void (*complete)(Resumable*) noexcept,
-                     std::optional<WaitClock::time_point> deadline) CONNPOOL_EXCLUDES(mutex_) {
-    const DrainOnExit drain;  // the look below may serve other asynchronous waiters
-    UniqueLock lk(mutex_);
-    w.complete = nullptr;  // queued again after a failed check-out: no completion until below
-    // Every return but the last decides the outcome at once: a stop request must not change it
-    // while the driver reads it.
-    w.decided = true;
-    if (w.cancelled) {
-      return false;
-    }
-    bool have_capacity = false;
-    bool have_permit = false;
-    SlotT* slot = nullptr;
-    if (deadline) {
-      w.until = *deadline;
-    }
-    switch (step_locked(have_capacity, have_permit, slot, deadline ? &*deadline : nullptr,
-                        &w.why_unavailable)) {
-      case Step::closed:
-        w.closed = true;
-        return false;
-      case Step::unavailable:
-        w.unavailable = true;
-        return false;
-      case Step::slot:
-        w.slot = slot;
-        return false;
-      case Step::create:
-        w.may_create = true;
-        return false;
-      case Step::wait:
-        break;
-    }
-    const WaitClock::time_point now = WaitClock::now();
-    ++counters_.waited;
-    if (deadline && *deadline <= now) {
-      ++counters_.timeouts;
-      w.timed_out = true;
-      w.snapshot = snapshot_locked();
-      return false;
-    }
-    w.since = now;
-    waiters_.push_back(&w);
-    // The look a blocking waiter takes after queueing (the Dekker pair in the class comment).
-    // `complete` is not set yet, so a grant to `w` here signals nobody.
-    if (fifo_ || waiters_.starving()) {
-      serve_waiters_locked();
-    } else if (SlotT* s = claim_idle_locked()) {
-      remove_waiter_locked(w, false);
-      w.slot = s;
-    }
-    if (w.granted()) {
-      take_up_locked(w);
-      return false;
-    }
-    w.complete = complete;
-    w.decided = false;
-    if (deadline) {
-      insert_deadline_locked(w, *deadline);
-    }
-    return true;
-  }
+                     std::optional<WaitClock::time_point> deadline) CONNPOOL_EXCLUDES(mutex_);
 
   /// The asynchronous waiter `w` is abandoned (the coroutine awaiting it was destroyed): takes it
   /// off the queue if it waits there. Returns true if it did: nothing will complete `w`. False if
   /// it is not queued: its wait ended and its completion is pending (or ran), or it is not
   /// waiting at all.
-  bool withdraw_async(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const DrainOnExit drain;  // bounded_barging may pass a wake-up on
-    UniqueLock lk(mutex_);
-    if (!IntrusiveList<WaiterT>::is_linked(&w)) {
-      return false;
-    }
-    remove_waiter_locked(w, w.woken);
-    unlink_deadline_locked(w);
-    w.decided = true;
-    return true;
-  }
+  bool withdraw_async(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// Gives up a unit of capacity and the connect permit that came with it, unused (the
   /// asynchronous acquire that held them could not go on): the next waiter may have them.
-  void give_up_capacity() noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);
-    const DrainOnExit drain;
-    UniqueLock lk(mutex_);
-    gate_.give_back();
-    free_capacity_locked();
-    serve_capacity_locked();
-  }
+  void give_up_capacity() noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// For an acquirer whose connection failed its check-out and who so holds a unit of capacity:
   /// takes a connect permit and returns true (the caller connects), or, when none is free,
   /// gives the capacity up and returns false (the caller queues again).
-  bool permit_for_capacity() CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);
-    const DrainOnExit drain;
-    UniqueLock lk(mutex_);
-    if (!closed_.load(std::memory_order_relaxed) && connect_permitted_locked(WaitClock::now())) {
-      gate_.begin();
-      return true;
-    }
-    free_capacity_locked();
-    return false;
-  }
+  bool permit_for_capacity() CONNPOOL_EXCLUDES(mutex_);
 
   /// Starts the thread that ends asynchronous waits at their deadlines (AsyncConnectionPool).
   void start_timer() { timer_ = start_internal(&PoolCore::timer_loop); }
@@ -414,145 +282,25 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// One maintenance pass (DESIGN 6): closes expired idle connections, pings those due for a
   /// keepalive (PoolOptions::keepalive_interval), then refills to min_size. Returns how many
   /// connections it closed.
-  std::size_t prune() CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);  // user code below (close, ping, factory) may destroy the owner
-    const DrainOnExit drain;   // completions of asynchronous waiters served here, last
-    const TimePoint now = clock_now<Clock>();
-    std::vector<SlotT*> claimed;  // allocated before any claim: std::bad_alloc loses nothing
-    SlotChain<SlotT> to_ping;
-    SlotChain<SlotT> expired;
-    {
-      UniqueLock lk(mutex_);
-      if (closed_.load(std::memory_order_relaxed)) {
-        return 0;
-      }
-      // Claim every idle slot (so that its ages can be read), sort out the expired ones, and
-      // publish the rest again. Lifetime expiry always applies; idle expiry only down to
-      // min_size, stalest first.
-      const std::size_t count = slots_.count();
-      claimed.reserve(count);
-      for (std::size_t i = 0; i < count; ++i) {
-        if (try_claim(slots_.at(i))) {
-          claimed.push_back(slots_.at(i));
-        }
-      }
-      // Stalest first; among equals, the oldest connection.
-      std::sort(claimed.begin(), claimed.end(), [](const SlotT* a, const SlotT* b) {
-        return staler(a->last_used, a->id, b->last_used, b->id);
-      });
-      std::size_t open_after = open_;
-      const std::uint64_t generation = generation_.load(std::memory_order_relaxed);
-      for (SlotT* s : claimed) {
-        if (s->generation != generation ||
-            judge_expiry(*s, now, open_after > min_size_.load(std::memory_order_relaxed))) {
-          s->close_reason =
-              s->generation != generation ? CloseReason::evicted : CloseReason::expired;
-          unlink_locked(s);
-          expired.push(s);
-          --open_after;
-        } else if (keepalive_due(*s, now)) {
-          unlink_locked(s);  // out of the idle set while it is pinged
-          to_ping.append(s);
-        } else {
-          s->state.store(kIdle, std::memory_order_seq_cst);
-        }
-      }
-      serve_waiters_locked();
-    }
-    std::size_t n = expired.size;
-    close_slots(expired);
-    if (to_ping.size != 0) {
-      n += keepalive(to_ping);
-    }
-    refill();
-    return n;
-  }
+  std::size_t prune() CONNPOOL_EXCLUDES(mutex_);
 
   /// Changes max_size at run time. Growing lets waiters create connections at once; shrinking
   /// closes idle connections above the new bound now and in-use ones as they come back, and
   /// holds new creations until the pool is below it.
   ///
   /// Throws: std::invalid_argument if `n` is 0 or below min_size.
-  void set_max_size(std::size_t n) CONNPOOL_EXCLUDES(mutex_) {
-    if (n == 0) {
-      throw std::invalid_argument("connpool: set_max_size: max_size must be at least 1 (got 0)");
-    }
-    const CoreRef keep(this);
-    const DrainOnExit drain;
-    SlotChain<SlotT> surplus;
-    {
-      UniqueLock lk(mutex_);
-      const std::size_t min = min_size_.load(std::memory_order_relaxed);
-      if (n < min) {
-        throw std::invalid_argument("connpool: set_max_size: max_size (" + std::to_string(n) +
-                                    ") must not be below min_size (" + std::to_string(min) + ")");
-      }
-      if (n > slots_.capacity()) {
-        slots_.grow(n);  // std::bad_alloc: nothing changed
-      }
-      max_size_.store(n, std::memory_order_relaxed);
-      if (closed_.load(std::memory_order_relaxed)) {
-        return;
-      }
-      // Shrinking: the idle surplus goes now, stalest last in the LIFO order (claim order).
-      std::size_t open_after = open_;
-      while (open_after > n) {
-        SlotT* s = claim_idle_locked();
-        if (s == nullptr) {
-          break;
-        }
-        s->close_reason = CloseReason::shrunk;
-        surplus.push(s);
-        --open_after;
-      }
-      // Growing: waiters (there are only waiters when nothing is idle) may create now.
-      serve_capacity_locked();
-    }
-    close_slots(surplus);
-  }
+  void set_max_size(std::size_t n) CONNPOOL_EXCLUDES(mutex_);
 
   /// Changes min_size at run time; raising it opens connections now (on this thread).
   ///
   /// Throws: std::invalid_argument if `n` exceeds max_size.
-  void set_min_size(std::size_t n) CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);
-    {
-      UniqueLock lk(mutex_);
-      const std::size_t max = max_size_.load(std::memory_order_relaxed);
-      if (n > max) {
-        throw std::invalid_argument("connpool: set_min_size: min_size (" + std::to_string(n) +
-                                    ") must not exceed max_size (" + std::to_string(max) + ")");
-      }
-      min_size_.store(n, std::memory_order_relaxed);
-    }
-    const DrainOnExit drain;
-    refill();
-  }
+  void set_min_size(std::size_t n) CONNPOOL_EXCLUDES(mutex_);
 
   /// Closes every connection open now, as soon as it is idle: the idle ones at once, those in
   /// use when they are given back (or found by an acquire), without stopping service; then
   /// refills to min_size. Connections being opened now count as open now. For a credentials
   /// rotation or a failover. Returns how many it closed at once.
-  std::size_t evict_all() CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);
-    const DrainOnExit drain;
-    SlotChain<SlotT> idle;
-    {
-      UniqueLock lk(mutex_);
-      if (closed_.load(std::memory_order_relaxed)) {
-        return 0;
-      }
-      generation_.fetch_add(1, std::memory_order_relaxed);
-      idle = claim_all_idle_locked();
-      for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
-        s->close_reason = CloseReason::evicted;
-      }
-    }
-    const std::size_t n = idle.size;
-    close_slots(idle);
-    refill();
-    return n;
-  }
+  std::size_t evict_all() CONNPOOL_EXCLUDES(mutex_);
 
   /// DESIGN 7: idempotent. Closes idle connections now, wakes waiters with PoolClosed, and
   /// joins the maintenance thread; in-use connections are closed when they come back.
@@ -1293,96 +1041,17 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   ///
   /// Why one thread per pool rather than a timer per waiter: 10,000 waiting coroutines cost one
   /// sleeping thread and an O(1) list link each, not 10,000 timers.
-  void timer_loop() noexcept CONNPOOL_EXCLUDES(mutex_) {
-    UniqueLock lk(mutex_);
-    while (!closed_.load(std::memory_order_relaxed)) {
-      const WaitClock::time_point now = WaitClock::now();
-      const bool backoff_ends = gate_.backing_off(now) && !waiters_.empty();
-      if (gate_.backoff_set() && !gate_.backing_off(now) && !waiters_.empty()) {
-        serve_capacity_locked();  // a backoff ended: asynchronous waiters may connect
-      }
-      while (WaiterT* expired = waiters_.pop_expired(now)) {
-        WaiterT& w = *expired;
-        remove_waiter_locked(w, false);
-        ++counters_.timeouts;
-        w.timed_out = true;
-        w.snapshot = snapshot_locked();
-        w.signal();
-      }
-      if (!resume_queue().empty()) {
-        // The completions run on this thread (with the default inline scheduler, the resumed
-        // coroutines themselves), and may close or destroy the pool: this thread's count keeps
-        // the core alive until run_internal() lets go.
-        lk.unlock();
-        resume_queue().drain(true);
-        lk.lock();
-        continue;
-      }
-      if (!waiters_.has_deadlines()) {
-        if (backoff_ends) {
-          const WaitClock::time_point until = gate_.backoff_until();
-          timer_cv_.wait_until(lk.native(), until);
-        } else {
-          timer_cv_.wait(lk.native());
-        }
-        continue;
-      }
-      // A copy: wait_until reads its argument again after waking, and the waiter that owns
-      // this deadline may be served and gone by then.
-      WaitClock::time_point next = waiters_.next_deadline();
-      if (backoff_ends) {
-        next = std::min(next, gate_.backoff_until());
-      }
-      timer_cv_.wait_until(lk.native(), next);
-    }
-  }
+  void timer_loop() noexcept CONNPOOL_EXCLUDES(mutex_);
 
   // --- Keepalive ------------------------------------------------------------------------------
 
   /// Whether the idle connection `s` has gone unused and unpinged for keepalive_interval.
-  bool keepalive_due(const SlotT& s, TimePoint now) const noexcept {
-    if constexpr (Pingable<Conn>) {
-      return detail::keepalive_due(s.last_used, s.last_checked, options_.keepalive_interval, now);
-    } else {
-      return false;
-    }
-  }
+  bool keepalive_due(const SlotT& s, TimePoint now) const noexcept;
 
   /// Pings the owned slots of `slots` outside the lock: those alive go back to the idle set
   /// (at the bottom: they had been idle longest), the others are closed. Returns how many it
   /// closed.
-  std::size_t keepalive(SlotChain<SlotT> slots) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    SlotChain<SlotT> dead;
-    SlotChain<SlotT> alive;
-    for (SlotT* next = slots.head; next != nullptr;) {
-      SlotT* s = std::exchange(next, next->next_closing);
-      if (ops_.ping(*s)) {
-        s->last_checked = clock_now<Clock>();
-        alive.append(s);
-      } else {
-        s->close_reason = CloseReason::keepalive_failed;
-        dead.push(s);
-      }
-    }
-    {
-      UniqueLock lk(mutex_);
-      counters_.validation_failures += dead.size;
-      for (SlotT* next = alive.head; next != nullptr;) {
-        SlotT* s = std::exchange(next, next->next_closing);
-        if (closed_.load(std::memory_order_relaxed)) {
-          s->close_reason = CloseReason::pool_closed;
-          dead.push(s);
-          continue;
-        }
-        s->state.store(kIdle, std::memory_order_seq_cst);
-        idle_.push_back(s);
-      }
-      serve_waiters_locked();
-    }
-    const std::size_t n = dead.size;
-    close_slots(dead);
-    return n;
-  }
+  std::size_t keepalive(SlotChain<SlotT> slots) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   // --- Checks ---------------------------------------------------------------------------------
 
@@ -1587,40 +1256,16 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// its connection, or abort_create() if it threw.
   ///
   /// Throws: std::bad_alloc (the caller then calls abort_create(nullptr)).
-  SlotT* begin_create() {
-    SlotT* s = take_slot();
-    s->generation = generation_.load(std::memory_order_relaxed);  // before the connect starts
-    return s;
-  }
+  SlotT* begin_create();
 
   /// Throws: PoolClosed, if the pool closed meanwhile (the connection is closed); what Conn's
   /// move constructor throws (a failed create: the slot, the unit of capacity and the connect
   /// permit are given back, and create_failures counts it).
-  Handle finish_create(SlotT* s, Conn&& conn) CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);
-    const DrainOnExit drain;
-    try {
-      s->conn.emplace(std::move(conn));  // Conn's move constructor may throw
-      install(s);
-    } catch (...) {
-      s->conn.reset();
-      give_back_slot(s);
-      creation_failed(std::current_exception());
-      throw;
-    }
-    return hand_new(s);
-  }
+  Handle finish_create(SlotT* s, Conn&& conn) CONNPOOL_EXCLUDES(mutex_);
 
   /// The asynchronous factory threw (or begin_create() did, with `s` null).
   void abort_create(SlotT* s, std::exception_ptr error = std::current_exception()) noexcept
-      CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);
-    const DrainOnExit drain;
-    if (s != nullptr) {
-      give_back_slot(s);
-    }
-    creation_failed(std::move(error));
-  }
+      CONNPOOL_EXCLUDES(mutex_);
 
   Factory& factory() noexcept { return ops_.factory(); }
 
@@ -1792,79 +1437,12 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   ///
   /// It also scans for leaks (PoolOptions::leak_threshold) every leak_threshold / 2, so that a
   /// leak is reported between 1 and 1.5 thresholds after the check-out.
-  void maintenance_loop() noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const bool prunes = options_.health_check_interval.count() > 0;
-    const bool scans = options_.leak_threshold.count() > 0;
-    const auto scan_period =
-        std::max<WaitClock::duration>(options_.leak_threshold / 2, std::chrono::milliseconds(1));
-    auto next_prune = WaitClock::now() + options_.health_check_interval;
-    auto next_scan = WaitClock::now() + scan_period;
-    UniqueLock lk(mutex_);
-    while (!closed_.load(std::memory_order_relaxed)) {
-      const auto next = prunes && scans ? std::min(next_prune, next_scan)
-                        : prunes        ? next_prune
-                                        : next_scan;
-      while (!closed_.load(std::memory_order_relaxed) &&
-             maintenance_cv_.wait_until(lk.native(), next) == std::cv_status::no_timeout) {
-      }
-      if (closed_.load(std::memory_order_relaxed)) {
-        break;
-      }
-      lk.unlock();
-      const auto now = WaitClock::now();
-      try {
-        if (scans && now >= next_scan) {
-          next_scan = now + scan_period;
-          scan_leaks();
-        }
-        if (prunes && now >= next_prune) {
-          next_prune = now + options_.health_check_interval;
-          prune();
-        }
-      } catch (...) {
-        // Out of memory for the pass's lists: try again next time.
-      }
-      lk.lock();
-    }
-  }
+  void maintenance_loop() noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// Reports every handle held longer than leak_threshold, once per check-out, through
   /// on_leak (outside the lock). Reads the slots without the lock: a report is a snapshot, and a
   /// connection given back meanwhile may still be reported once.
-  void scan_leaks() CONNPOOL_EXCLUDES(mutex_) {
-    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-    const auto threshold =
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.leak_threshold)
-            .count();
-    const std::size_t n = slots_.count();
-    std::vector<LeakReport> reports;
-    reports.reserve(n);  // before any is recorded as reported: std::bad_alloc loses no report
-    for (std::size_t i = 0; i < n; ++i) {
-      SlotT& slot = *slots_.at(i);
-      const std::int64_t since = slot.held_since.load(std::memory_order_relaxed);
-      if (slot.state.load(std::memory_order_relaxed) != kInUse ||
-          !leak_due(since, now, threshold,
-                    slot.leak_reported_since.load(std::memory_order_relaxed)) ||
-          slot.leak_reported_since.exchange(since, std::memory_order_relaxed) == since) {
-        continue;
-      }
-      LeakReport r;
-      r.connection_id = slot.id_snapshot.load(std::memory_order_relaxed);
-      r.held_for = std::chrono::steady_clock::duration(now - since);
-      r.holder = slot.holder.load(std::memory_order_relaxed);
-      reports.push_back(r);
-    }
-    leaks_.fetch_add(reports.size(), std::memory_order_relaxed);
-    if (options_.on_leak) {
-      for (const LeakReport& r : reports) {
-        try {
-          options_.on_leak(r);
-        } catch (...) {
-          // DESIGN: hooks never break the pool.
-        }
-      }
-    }
-  }
+  void scan_leaks() CONNPOOL_EXCLUDES(mutex_);
 
   const PoolOptions options_;                // immutable after construction
   ConnectionOps<Conn, Factory, Clock> ops_;  // every call into user code on a connection

@@ -1,0 +1,254 @@
+// connpool - the asynchronous operations of a pool: the entry points of coroutine acquires, and
+// the deadline timer
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The members of detail::PoolCore (declared in detail/pool_core.hpp) that AsyncConnectionPool
+// (async_pool.hpp) builds its co_await acquire on: the look without waiting
+// (acquire_nowait()), queueing an asynchronous waiter with its completion (enqueue_async()),
+// withdrawing it, the creation by an asynchronous factory (begin_create(), finish_create(),
+// abort_create()), and the timer thread that ends waits at their deadlines. Lock rule: each
+// takes PoolCore::mutex_ itself; completions (schedulers, coroutines) run only after it is
+// released (detail/resume_queue.hpp). Included by async_pool.hpp only.
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <optional>
+#include <utility>
+
+#include <connpool/detail/pool_core.hpp>
+#include <connpool/errors.hpp>
+
+namespace connpool::detail {
+
+template <class Conn, class Factory, class Clock>
+std::optional<typename PoolCore<Conn, Factory, Clock>::Handle>
+PoolCore<Conn, Factory, Clock>::acquire_nowait(bool& capacity) {
+  const DrainOnExit drain;
+  capacity = false;
+  bool have_capacity = false;
+  if (std::optional<Handle> h = acquire_fast(have_capacity)) {
+    return h;
+  }
+  const CoreRef keep(this);  // a unit of capacity given up below may be the last count
+  bool have_permit = false;
+  for (;;) {
+    SlotT* slot = nullptr;
+    Step step = Step::wait;
+    Unavailable why;
+    {
+      UniqueLock lk(mutex_);
+      step = step_locked(have_capacity, have_permit, slot, nullptr, &why);
+    }
+    switch (step) {
+      case Step::closed:
+        throw PoolClosed();
+      case Step::unavailable:  // not without a deadline
+      case Step::wait:
+        return std::nullopt;
+      case Step::create:
+        capacity = true;  // with a connect permit: the caller connects
+        return std::nullopt;
+      case Step::slot:
+        if (std::optional<Handle> h = check_out_granted(slot, false)) {
+          return h;
+        }
+        have_capacity = true;
+        break;
+    }
+  }
+}
+
+template <class Conn, class Factory, class Clock>
+std::optional<typename PoolCore<Conn, Factory, Clock>::Handle>
+PoolCore<Conn, Factory, Clock>::check_out_granted(SlotT* slot, bool fresh) {
+  const Verdict v = judge_now(*slot, !fresh && may_idle_expire());
+  if (check_out(slot, v, !fresh)) {
+    return HandleAccess::make<Conn>(this, slot);
+  }
+  return std::nullopt;
+}
+
+template <class Conn, class Factory, class Clock>
+bool PoolCore<Conn, Factory, Clock>::enqueue_async(WaiterT& w,
+                                                   void (*complete)(Resumable*) noexcept,
+                                                   std::optional<WaitClock::time_point> deadline) {
+  const DrainOnExit drain;  // the look below may serve other asynchronous waiters
+  UniqueLock lk(mutex_);
+  w.complete = nullptr;  // queued again after a failed check-out: no completion until below
+  // Every return but the last decides the outcome at once: a stop request must not change it
+  // while the driver reads it.
+  w.decided = true;
+  if (w.cancelled) {
+    return false;
+  }
+  bool have_capacity = false;
+  bool have_permit = false;
+  SlotT* slot = nullptr;
+  if (deadline) {
+    w.until = *deadline;
+  }
+  switch (step_locked(have_capacity, have_permit, slot, deadline ? &*deadline : nullptr,
+                      &w.why_unavailable)) {
+    case Step::closed:
+      w.closed = true;
+      return false;
+    case Step::unavailable:
+      w.unavailable = true;
+      return false;
+    case Step::slot:
+      w.slot = slot;
+      return false;
+    case Step::create:
+      w.may_create = true;
+      return false;
+    case Step::wait:
+      break;
+  }
+  const WaitClock::time_point now = WaitClock::now();
+  ++counters_.waited;
+  if (deadline && *deadline <= now) {
+    ++counters_.timeouts;
+    w.timed_out = true;
+    w.snapshot = snapshot_locked();
+    return false;
+  }
+  w.since = now;
+  waiters_.push_back(&w);
+  // The look a blocking waiter takes after queueing (the Dekker pair in the class comment).
+  // `complete` is not set yet, so a grant to `w` here signals nobody.
+  if (fifo_ || waiters_.starving()) {
+    serve_waiters_locked();
+  } else if (SlotT* s = claim_idle_locked()) {
+    remove_waiter_locked(w, false);
+    w.slot = s;
+  }
+  if (w.granted()) {
+    take_up_locked(w);
+    return false;
+  }
+  w.complete = complete;
+  w.decided = false;
+  if (deadline) {
+    insert_deadline_locked(w, *deadline);
+  }
+  return true;
+}
+
+template <class Conn, class Factory, class Clock>
+bool PoolCore<Conn, Factory, Clock>::withdraw_async(WaiterT& w) noexcept {
+  const DrainOnExit drain;  // bounded_barging may pass a wake-up on
+  UniqueLock lk(mutex_);
+  if (!IntrusiveList<WaiterT>::is_linked(&w)) {
+    return false;
+  }
+  remove_waiter_locked(w, w.woken);
+  unlink_deadline_locked(w);
+  w.decided = true;
+  return true;
+}
+
+template <class Conn, class Factory, class Clock>
+void PoolCore<Conn, Factory, Clock>::give_up_capacity() noexcept {
+  const CoreRef keep(this);
+  const DrainOnExit drain;
+  UniqueLock lk(mutex_);
+  gate_.give_back();
+  free_capacity_locked();
+  serve_capacity_locked();
+}
+
+template <class Conn, class Factory, class Clock>
+bool PoolCore<Conn, Factory, Clock>::permit_for_capacity() {
+  const CoreRef keep(this);
+  const DrainOnExit drain;
+  UniqueLock lk(mutex_);
+  if (!closed_.load(std::memory_order_relaxed) && connect_permitted_locked(WaitClock::now())) {
+    gate_.begin();
+    return true;
+  }
+  free_capacity_locked();
+  return false;
+}
+
+template <class Conn, class Factory, class Clock>
+void PoolCore<Conn, Factory, Clock>::timer_loop() noexcept {
+  UniqueLock lk(mutex_);
+  while (!closed_.load(std::memory_order_relaxed)) {
+    const WaitClock::time_point now = WaitClock::now();
+    const bool backoff_ends = gate_.backing_off(now) && !waiters_.empty();
+    if (gate_.backoff_set() && !gate_.backing_off(now) && !waiters_.empty()) {
+      serve_capacity_locked();  // a backoff ended: asynchronous waiters may connect
+    }
+    while (WaiterT* expired = waiters_.pop_expired(now)) {
+      WaiterT& w = *expired;
+      remove_waiter_locked(w, false);
+      ++counters_.timeouts;
+      w.timed_out = true;
+      w.snapshot = snapshot_locked();
+      w.signal();
+    }
+    if (!resume_queue().empty()) {
+      // The completions run on this thread (with the default inline scheduler, the resumed
+      // coroutines themselves), and may close or destroy the pool: this thread's count keeps
+      // the core alive until run_internal() lets go.
+      lk.unlock();
+      resume_queue().drain(true);
+      lk.lock();
+      continue;
+    }
+    if (!waiters_.has_deadlines()) {
+      if (backoff_ends) {
+        const WaitClock::time_point until = gate_.backoff_until();
+        timer_cv_.wait_until(lk.native(), until);
+      } else {
+        timer_cv_.wait(lk.native());
+      }
+      continue;
+    }
+    // A copy: wait_until reads its argument again after waking, and the waiter that owns
+    // this deadline may be served and gone by then.
+    WaitClock::time_point next = waiters_.next_deadline();
+    if (backoff_ends) {
+      next = std::min(next, gate_.backoff_until());
+    }
+    timer_cv_.wait_until(lk.native(), next);
+  }
+}
+
+template <class Conn, class Factory, class Clock>
+typename PoolCore<Conn, Factory, Clock>::SlotT* PoolCore<Conn, Factory, Clock>::begin_create() {
+  SlotT* s = take_slot();
+  s->generation = generation_.load(std::memory_order_relaxed);  // before the connect starts
+  return s;
+}
+
+template <class Conn, class Factory, class Clock>
+typename PoolCore<Conn, Factory, Clock>::Handle PoolCore<Conn, Factory, Clock>::finish_create(
+    SlotT* s, Conn&& conn) {
+  const CoreRef keep(this);
+  const DrainOnExit drain;
+  try {
+    s->conn.emplace(std::move(conn));  // Conn's move constructor may throw
+    install(s);
+  } catch (...) {
+    s->conn.reset();
+    give_back_slot(s);
+    creation_failed(std::current_exception());
+    throw;
+  }
+  return hand_new(s);
+}
+
+template <class Conn, class Factory, class Clock>
+void PoolCore<Conn, Factory, Clock>::abort_create(SlotT* s, std::exception_ptr error) noexcept {
+  const CoreRef keep(this);
+  const DrainOnExit drain;
+  if (s != nullptr) {
+    give_back_slot(s);
+  }
+  creation_failed(std::move(error));
+}
+
+}  // namespace connpool::detail
