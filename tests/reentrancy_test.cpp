@@ -1,0 +1,1205 @@
+// connpool - tests: the re-entrancy matrix, user code that re-enters the pool it runs in
+// SPDX-License-Identifier: MIT
+
+// Rows: every place where user code runs inside a pool (the factory, an asynchronous factory, a
+// validation ping, a keepalive ping, reset, close, the hooks of PoolOptions, on_leak, a
+// Scheduler's schedule(), a coroutine resumed after its acquire). Columns: what that code does
+// to the pool it runs in (acquire, try_acquire, give back or invalidate a handle it holds,
+// close(), prune(), set_max_size(), destroy the pool). Each cell is run for each front:
+// ConnectionPool, AsyncConnectionPool resumed inline and through a deferring scheduler, and
+// MultiHostPool.
+//
+// A cell re-enters exactly once (the callback acts only while armed, and disarms itself), then
+// checks that the re-entering call succeeded or failed with a documented error, that nothing
+// hung, and then either that the pool is consistent and still serves max_size acquires, or, when
+// the cell destroyed the pool, that its shared state and every connection were freed.
+//
+// Each cell runs on a thread of its own (the driver), which also takes the measurements; the test
+// thread only waits for it, with a bound, and asserts (Catch2 is not thread-safe). So a cell that
+// deadlocks fails, naming the phase it hung in, instead of stalling the suite.
+//
+// Under AddressSanitizer a destroyed pool's storage (the std::optional it lived in) is poisoned,
+// so that the pool's own code touching its destroyed owner object (not only the freed shared
+// state) is reported.
+//
+// Environment:
+//   CONNPOOL_REENTRANCY_CELL=<pool>/<row>/<column>   only the matching cells ("*" matches all)
+//   CONNPOOL_REENTRANCY_SKIP_KNOWN=1                 skip the cells listed in known_failures
+//   CONNPOOL_REENTRANCY_VERBOSE=1                    print each cell's outcome on stdout
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <connpool/async_pool.hpp>
+#include <connpool/manual_clock.hpp>
+#include <connpool/multi_host_pool.hpp>
+#include <connpool/pool.hpp>
+#include <connpool/task.hpp>
+
+#include "catch.hpp"
+#include "coro.hpp"
+#include "fake_conn.hpp"
+#include "sync.hpp"
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CONNPOOL_REENTRANCY_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define CONNPOOL_REENTRANCY_ASAN 1
+#endif
+#if defined(CONNPOOL_REENTRANCY_ASAN)
+#include <sanitizer/asan_interface.h>
+#endif
+
+using namespace std::chrono_literals;
+using connpool::LeakReport;
+using connpool::PoolEvent;
+using connpool::PoolOptions;
+using connpool::Task;
+using connpool_test::Counted;
+using connpool_test::FakeConn;
+using connpool_test::FakeFactory;
+using connpool_test::FakeState;
+using connpool_test::Loop;
+using connpool_test::Spawned;
+
+namespace {
+
+using Clock = connpool::ManualClock<struct ReentrancyTag>;
+
+constexpr auto kShort = 50ms;        // the re-entering acquire's timeout
+constexpr auto kLong = 5s;           // the test's own acquires, which should not have to wait
+constexpr std::size_t kMax = 3;      // max_size of a single pool
+constexpr std::size_t kHostMax = 2;  // max_size of each of the multi-host pool's two hosts
+constexpr std::size_t kShrunk = 2;   // what the set_max_size column sets
+constexpr auto kKeepalive = 1000ms;  // keepalive_interval of the keepalive rows (ManualClock)
+constexpr auto kDriverBound = 90s;   // a cell's driver that has not finished by then hangs
+
+// --- The matrix -------------------------------------------------------------------------------
+
+enum class Kind { sync, async_inline, async_loop, multi };
+
+enum class Row {
+  factory,          // the factory (synchronous), on a creation for an acquire
+  async_factory,    // an AsyncConnectionPool's Task-returning factory, awaited by an acquire
+  ping_validate,    // Conn::ping, validating an idle connection on acquire
+  keepalive_prune,  // Conn::ping, a keepalive ping in prune() called by the test
+  keepalive_maint,  // Conn::ping, a keepalive ping on the maintenance thread
+  reset,            // Conn::reset, on release
+  close,            // Conn::close, on invalidate
+  on_create,        // PoolOptions::on_create
+  on_acquire,       // PoolOptions::on_acquire
+  on_release,       // PoolOptions::on_release
+  on_close,         // PoolOptions::on_close
+  on_leak,          // PoolOptions::on_leak, on the maintenance thread
+  schedule,         // the Scheduler's schedule(), for a waiter a release served
+  schedule_timer,   // the Scheduler's schedule(), called by the timer thread on a timeout
+  resumed,          // a coroutine resumed after its acquire was served by a release
+  resumed_timer,    // a coroutine resumed by the timer thread after its acquire timed out
+};
+
+enum class Col {
+  acquire,       // acquire(kShort): acquire_blocking from plain callbacks of an async pool
+  try_acquire,   // try_acquire()
+  release,       // release a handle the test acquired earlier and handed to the callback
+  invalidate,    // invalidate that handle
+  close,         // close()
+  prune,         // prune()
+  set_max_size,  // set_max_size(kShrunk)
+  destroy,       // destroy the pool (reset the std::optional it lives in)
+};
+
+/// How a call ended.
+enum class Outcome {
+  none,              // not called (yet)
+  ok,                // returned (acquire: with a handle)
+  empty,             // try_acquire: nullopt
+  timeout,           // AcquireTimeout
+  closed,            // PoolClosed
+  cancelled,         // AcquireCancelled
+  no_healthy_host,   // NoHealthyHost
+  invalid_argument,  // std::invalid_argument
+  other,             // any other exception: undocumented
+};
+
+const char* name(Kind k) {
+  switch (k) {
+    case Kind::sync:
+      return "sync";
+    case Kind::async_inline:
+      return "async_inline";
+    case Kind::async_loop:
+      return "async_loop";
+    case Kind::multi:
+      return "multi";
+  }
+  return "?";
+}
+
+const char* name(Row r) {
+  switch (r) {
+    case Row::factory:
+      return "factory";
+    case Row::async_factory:
+      return "async_factory";
+    case Row::ping_validate:
+      return "ping_validate";
+    case Row::keepalive_prune:
+      return "keepalive_prune";
+    case Row::keepalive_maint:
+      return "keepalive_maint";
+    case Row::reset:
+      return "reset";
+    case Row::close:
+      return "close";
+    case Row::on_create:
+      return "on_create";
+    case Row::on_acquire:
+      return "on_acquire";
+    case Row::on_release:
+      return "on_release";
+    case Row::on_close:
+      return "on_close";
+    case Row::on_leak:
+      return "on_leak";
+    case Row::schedule:
+      return "schedule";
+    case Row::schedule_timer:
+      return "schedule_timer";
+    case Row::resumed:
+      return "resumed";
+    case Row::resumed_timer:
+      return "resumed_timer";
+  }
+  return "?";
+}
+
+const char* name(Col c) {
+  switch (c) {
+    case Col::acquire:
+      return "acquire";
+    case Col::try_acquire:
+      return "try_acquire";
+    case Col::release:
+      return "release";
+    case Col::invalidate:
+      return "invalidate";
+    case Col::close:
+      return "close";
+    case Col::prune:
+      return "prune";
+    case Col::set_max_size:
+      return "set_max_size";
+    case Col::destroy:
+      return "destroy";
+  }
+  return "?";
+}
+
+const char* name(Outcome o) {
+  switch (o) {
+    case Outcome::none:
+      return "none";
+    case Outcome::ok:
+      return "ok";
+    case Outcome::empty:
+      return "empty";
+    case Outcome::timeout:
+      return "AcquireTimeout";
+    case Outcome::closed:
+      return "PoolClosed";
+    case Outcome::cancelled:
+      return "AcquireCancelled";
+    case Outcome::no_healthy_host:
+      return "NoHealthyHost";
+    case Outcome::invalid_argument:
+      return "invalid_argument";
+    case Outcome::other:
+      return "other";
+  }
+  return "?";
+}
+
+/// Why a cell does not apply, or nullptr when it does.
+const char* not_applicable(Kind k, Row r, Col c) {
+  const bool async = k == Kind::async_inline || k == Kind::async_loop;
+  if (r == Row::async_factory && !async) {
+    return "only AsyncConnectionPool takes a Task-returning factory";
+  }
+  if ((r == Row::schedule || r == Row::schedule_timer) && !async) {
+    return "only AsyncConnectionPool has a Scheduler";
+  }
+  if ((r == Row::resumed || r == Row::resumed_timer) && !async) {
+    return "only AsyncConnectionPool resumes coroutines";
+  }
+  if (k == Kind::multi && r == Row::keepalive_prune) {
+    return "MultiHostPool has no prune(): its keepalive pings run on the hosts' maintenance "
+           "threads only (row keepalive_maint)";
+  }
+  if (k == Kind::multi && (c == Col::prune || c == Col::set_max_size)) {
+    return "MultiHostPool has neither prune() nor set_max_size()";
+  }
+  return nullptr;
+}
+
+/// Cells that fail today: each is still run (unless CONNPOOL_REENTRANCY_SKIP_KNOWN=1), and says
+/// that it is known when it runs. "*" as a column: every column of the row.
+struct KnownFailure {
+  Kind kind;
+  Row row;
+  const char* col;  // a column name, or "*"
+  const char* symptom;
+};
+
+const std::vector<KnownFailure>& known_failures() {
+  // MultiHostPool::acquire_any() and attempt() keep using the pool's current snapshot and the
+  // host's record (HostEntry) after the host pool's acquire returns, and hold no reference on
+  // either: a callback inside that acquire that destroys the MultiHostPool frees both (the
+  // record is freed at once unless a handle of that host is out; the connection being acquired
+  // is not counted until make_handle()).
+  static const std::vector<KnownFailure> list = {
+      {Kind::multi, Row::factory, "destroy",
+       "heap-use-after-free: acquire_any() reads the freed snapshot (pick())"},
+      {Kind::multi, Row::ping_validate, "destroy",
+       "heap-use-after-free: acquire_any() reads the freed snapshot (pick())"},
+      {Kind::multi, Row::on_create, "destroy",
+       "heap-use-after-free: acquire_any() reads the freed snapshot (pick())"},
+      {Kind::multi, Row::on_acquire, "destroy",
+       "heap-use-after-free: attempt() reads the freed HostEntry (breaker.closed())"},
+  };
+  return list;
+}
+
+const KnownFailure* known(Kind k, Row r, Col c) {
+  for (const KnownFailure& f : known_failures()) {
+    if (f.kind == k && f.row == r &&
+        (std::strcmp(f.col, "*") == 0 || f.col == std::string(name(c)))) {
+      return &f;
+    }
+  }
+  return nullptr;
+}
+
+bool env_flag(const char* var) {
+  const char* v = std::getenv(var);
+  return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+}
+
+/// Whether CONNPOOL_REENTRANCY_CELL (pool/row/column, "*" for any part) selects this cell.
+bool selected(Kind k, Row r, Col c) {
+  const char* v = std::getenv("CONNPOOL_REENTRANCY_CELL");
+  if (v == nullptr || *v == '\0') {
+    return true;
+  }
+  const std::string spec(v);
+  const std::string parts[3] = {name(k), name(r), name(c)};
+  std::size_t start = 0;
+  for (const std::string& part : parts) {
+    const std::size_t end = spec.find('/', start);
+    const std::string want =
+        spec.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (want != "*" && want != part) {
+      return false;
+    }
+    if (end == std::string::npos) {
+      return true;  // the parts left out match anything
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
+/// Names an exception and the Outcome it stands for.
+Outcome classify(const std::exception_ptr& e, std::string& what) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const connpool::AcquireTimeout& ex) {
+    what = ex.what();
+    return Outcome::timeout;
+  } catch (const connpool::PoolClosed& ex) {
+    what = ex.what();
+    return Outcome::closed;
+  } catch (const connpool::AcquireCancelled& ex) {
+    what = ex.what();
+    return Outcome::cancelled;
+  } catch (const connpool::NoHealthyHost& ex) {
+    what = ex.what();
+    return Outcome::no_healthy_host;
+  } catch (const std::invalid_argument& ex) {
+    what = ex.what();
+    return Outcome::invalid_argument;
+  } catch (const std::exception& ex) {
+    what = ex.what();
+  } catch (...) {
+    what = "an exception not derived from std::exception";
+  }
+  return Outcome::other;
+}
+
+// --- Factories that count their copies (the pool's shared state holds one) -------------------
+
+struct TrackedFactory {
+  FakeFactory make;
+  Counted counted;
+  TrackedFactory(FakeState& state, std::atomic<int>& live) : make(state), counted(live) {}
+  FakeConn operator()() const { return make(); }
+};
+
+/// A Task-returning factory; `before` runs in the task before it connects.
+struct TrackedAsyncFactory {
+  FakeFactory make;
+  Counted counted;
+  const std::function<Task<void>()>* before;
+  TrackedAsyncFactory(FakeState& state,
+                      std::atomic<int>& live,
+                      const std::function<Task<void>()>* hook)
+      : make(state), counted(live), before(hook) {}
+  CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<FakeConn> operator()() const {
+    if (*before) {
+      co_await (*before)();
+    }
+    co_return make();
+  }
+};
+
+/// MultiHostPool's factory(host): every host's connections report into one FakeState.
+struct TrackedHostFactory {
+  FakeFactory make;
+  Counted counted;
+  TrackedHostFactory(FakeState& state, std::atomic<int>& live) : make(state), counted(live) {}
+  FakeConn operator()(const std::string& /*host*/) const { return make(); }
+};
+
+/// A Scheduler that runs a hook in schedule(), then resumes inline or queues in a Loop.
+struct HookScheduler {
+  const std::function<void()>* hook;
+  Loop* loop;  // null: resume inline
+  void schedule(std::coroutine_handle<> h) const {
+    (*hook)();
+    if (loop != nullptr) {
+      loop->schedule(h);
+    } else {
+      h.resume();
+    }
+  }
+};
+
+using SyncPool = connpool::ConnectionPool<FakeConn, TrackedFactory, Clock>;
+using AsyncPool = connpool::AsyncConnectionPool<FakeConn, TrackedFactory, Clock>;
+using AsyncTaskPool = connpool::AsyncConnectionPool<FakeConn, TrackedAsyncFactory, Clock>;
+using MultiPool = connpool::MultiHostPool<FakeConn, TrackedHostFactory, std::string, Clock>;
+
+template <class P>
+inline constexpr bool is_async_v = std::is_same_v<P, AsyncPool> || std::is_same_v<P, AsyncTaskPool>;
+template <class P>
+inline constexpr bool is_multi_v = std::is_same_v<P, MultiPool>;
+
+struct Gauges {
+  std::size_t in_use = 0;
+  std::size_t idle = 0;
+  std::size_t pending = 0;
+  std::size_t max_size = 0;
+};
+
+template <class P>
+Gauges gauges(const P& p) {
+  if constexpr (is_multi_v<P>) {
+    const connpool::PoolStats s = p.stats().total;
+    return {s.in_use, s.idle, s.pending, s.max_size};
+  } else {
+    const connpool::PoolStats s = p.stats();
+    return {s.in_use, s.idle, s.pending, s.max_size};
+  }
+}
+
+template <class P, class Rep, class Period>
+typename P::handle_type acquire_blocking(P& p, std::chrono::duration<Rep, Period> timeout) {
+  if constexpr (is_async_v<P>) {
+    return p.acquire_blocking(timeout);
+  } else {
+    return p.acquire(timeout);
+  }
+}
+
+/// What the driver measured after the cell, for the test thread to assert on.
+struct After {
+  bool quiet = false;  // pending 0, in_use == handles held, live == idle + in_use
+  Gauges gauges;
+  int live = 0;
+  std::size_t held = 0;                    // handles the test still held
+  Outcome acquire_closed = Outcome::none;  // a closed pool: what an acquire did
+  std::size_t to_serve = 0;                // max_size in force
+  std::size_t served = 0;                  // of which the pool served at once
+  std::size_t distinct = 0;                // distinct connections among them
+  std::string serve_error;                 // why it served fewer
+  bool freed = false;                      // factories == 0 and live == 0 in the end
+  int factories_left = 0;
+  int live_left = 0;
+};
+
+// --- One cell ---------------------------------------------------------------------------------
+
+template <class Pool>
+struct Cell {
+  using HandleT = typename Pool::handle_type;
+  static constexpr bool async = is_async_v<Pool>;
+  static constexpr bool multi = is_multi_v<Pool>;
+
+  Cell(Kind k, Row r, Col c) : kind(k), row(r), col(c) {}
+  Cell(const Cell&) = delete;
+  Cell& operator=(const Cell&) = delete;
+  ~Cell() { unpoison(); }
+
+  const Kind kind;
+  const Row row;
+  const Col col;
+
+  // Declared first: outlives the pool and every handle.
+  FakeState state;
+  std::atomic<int> factories{0};  // live copies of the factory
+  Loop loop;
+  Spawned spawned;
+  std::function<Task<void>()> before_connect;  // the async factory's hook
+  std::function<void()> on_schedule;           // HookScheduler's hook
+  alignas(64) std::optional<Pool> pool;
+  std::optional<HandleT> held;  // acquired by the test; the callback may release or invalidate it
+
+  std::atomic<bool> armed{false};
+  std::atomic<int> fired{0};  // times the callback acted (at most once: it disarms)
+  std::atomic<bool> acted{false};
+  std::atomic<Outcome> action{Outcome::none};
+  std::atomic<Outcome> trigger{Outcome::none};
+  std::atomic<bool> destroyed{false};
+  std::atomic<bool> closed{false};
+  std::atomic<bool> driver_done{false};
+  std::atomic<const char*> phase{"not started"};
+  After after;  // written by the driver before driver_done
+
+  mutable std::mutex mutex;  // guards the three strings below
+  std::string action_what;
+  std::string trigger_what;
+  std::string problem;
+
+  void arm() { armed.store(true, std::memory_order_release); }
+  bool take_arm() { return armed.exchange(false, std::memory_order_acq_rel); }
+
+  void record_action(Outcome o, const std::string& what) {
+    {
+      const std::lock_guard lock(mutex);
+      action_what = what;
+    }
+    action.store(o);
+  }
+  void record_trigger(Outcome o, const std::string& what = {}) {
+    {
+      const std::lock_guard lock(mutex);
+      trigger_what = what;
+    }
+    trigger.store(o);
+  }
+  void note(const std::string& what) {
+    const std::lock_guard lock(mutex);
+    problem += (problem.empty() ? "" : "; ") + what;
+  }
+  std::string text(const std::string& s) const {
+    const std::lock_guard lock(mutex);
+    return s;
+  }
+
+  /// The callback of the plain-function rows.
+  void callback();
+
+  /// Destroys the pool from inside it, then poisons its storage (under ASan) so that any later
+  /// access to the destroyed owner object is reported.
+  void destroy_pool() {
+    pool.reset();
+    destroyed.store(true);
+#if defined(CONNPOOL_REENTRANCY_ASAN)
+    ASAN_POISON_MEMORY_REGION(&pool, sizeof(pool));
+#endif
+  }
+  void unpoison() {
+#if defined(CONNPOOL_REENTRANCY_ASAN)
+    ASAN_UNPOISON_MEMORY_REGION(&pool, sizeof(pool));
+#endif
+  }
+
+  PoolOptions options() const {
+    PoolOptions o;
+    o.min_size = 0;
+    o.max_size = kMax;
+    o.acquire_timeout = kLong;
+    o.max_idle = 0ms;
+    o.max_lifetime = 0ms;
+    o.health_check_interval = 0ms;
+    o.validate_on_acquire = false;
+    switch (row) {
+      case Row::ping_validate:
+        o.validate_on_acquire = true;
+        o.validation_bypass = 0ms;  // every reuse pings
+        break;
+      case Row::keepalive_prune:
+        o.keepalive_interval = kKeepalive;
+        break;
+      case Row::keepalive_maint:
+        o.keepalive_interval = kKeepalive;
+        o.health_check_interval = 5ms;
+        break;
+      case Row::on_leak:
+        o.leak_threshold = 50ms;  // the maintenance thread scans every 25 ms
+        break;
+      default:
+        break;
+    }
+    return o;
+  }
+
+  /// Builds the pool with the row's callback wired in. Only the row's own hook is set: a hook
+  /// that is set changes the pool's paths (on_acquire, on_release observe holds).
+  void build();
+};
+
+template <class C>
+void act_other(C& c) {
+  switch (c.col) {
+    case Col::release:
+    case Col::invalidate:
+      if (!c.held || !*c.held) {
+        throw std::logic_error("test: the callback holds no handle");
+      }
+      if (c.col == Col::release) {
+        c.held->release();
+      } else {
+        c.held->invalidate();
+      }
+      break;
+    case Col::close:
+      c.pool->close();
+      c.closed.store(true);
+      break;
+    case Col::prune:
+      if constexpr (!C::multi) {
+        (void)c.pool->prune();
+      }
+      break;
+    case Col::set_max_size:
+      if constexpr (!C::multi) {
+        c.pool->set_max_size(kShrunk);
+      }
+      break;
+    case Col::destroy:
+      c.destroy_pool();
+      break;
+    case Col::acquire:
+    case Col::try_acquire:
+      throw std::logic_error("test: act_other called for an acquire");
+  }
+}
+
+template <class C>
+CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<void> try_acquire_co(C* c) {
+  Outcome o = Outcome::ok;
+  std::string what;
+  try {
+    auto h = co_await c->pool->try_acquire();
+    if (!h) {
+      o = Outcome::empty;
+    }
+  } catch (...) {
+    o = classify(std::current_exception(), what);
+  }
+  c->record_action(o, what);
+}
+
+/// The column's action from a plain function (a hook, the factory, a ping...).
+template <class C>
+void act_plain(C& c) {
+  Outcome o = Outcome::ok;
+  std::string what;
+  try {
+    switch (c.col) {
+      case Col::acquire: {
+        auto h = acquire_blocking(*c.pool, kShort);
+        break;
+      }
+      case Col::try_acquire:
+        if constexpr (C::async) {
+          // A plain function cannot co_await: a coroutine of its own, which ends at once (a
+          // try_acquire never waits, and this pool's factory is synchronous); it records.
+          c.spawned.spawn([&c] { return try_acquire_co(&c); });
+          return;
+        } else {
+          if (!c.pool->try_acquire()) {
+            o = Outcome::empty;
+          }
+        }
+        break;
+      default:
+        act_other(c);
+        break;
+    }
+  } catch (...) {
+    o = classify(std::current_exception(), what);
+  }
+  c.record_action(o, what);
+}
+
+/// The column's action from a coroutine (the async factory's task, a resumed coroutine).
+template <class C>
+CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<void> act_co(C& c) {
+  Outcome o = Outcome::ok;
+  std::string what;
+  try {
+    switch (c.col) {
+      case Col::acquire: {
+        auto h = co_await c.pool->acquire(kShort);
+        break;
+      }
+      case Col::try_acquire: {
+        auto h = co_await c.pool->try_acquire();
+        if (!h) {
+          o = Outcome::empty;
+        }
+        break;
+      }
+      default:
+        act_other(c);
+        break;
+    }
+  } catch (...) {
+    o = classify(std::current_exception(), what);
+  }
+  c.record_action(o, what);
+}
+
+template <class Pool>
+void Cell<Pool>::callback() {
+  if (!take_arm()) {
+    return;
+  }
+  fired.fetch_add(1);
+  act_plain(*this);
+  acted.store(true);
+}
+
+template <class C>
+CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<void> before_connect_co(C* c) {
+  if (c->take_arm()) {
+    c->fired.fetch_add(1);
+    if (c->kind == Kind::async_loop) {
+      // A connect that really suspends: the rest of the factory runs when the test runs the loop.
+      co_await c->loop.yield();
+    }
+    co_await act_co(*c);
+    c->acted.store(true);
+  }
+}
+
+/// The test's acquire in an async pool, as a coroutine, waiting up to `timeout`. `act_after`:
+/// the coroutine is the row's callback itself, and acts once its acquire has completed (holding
+/// what it got).
+template <class C>
+CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<void> trigger_co(C* c,
+                                                         bool act_after,
+                                                         std::chrono::milliseconds timeout) {
+  std::optional<typename C::HandleT> h;
+  try {
+    h.emplace(co_await c->pool->acquire(timeout));
+    c->record_trigger(Outcome::ok);
+  } catch (...) {
+    std::string what;
+    const Outcome o = classify(std::current_exception(), what);
+    c->record_trigger(o, what);
+  }
+  if (act_after && c->take_arm()) {
+    c->fired.fetch_add(1);
+    co_await act_co(*c);
+    c->acted.store(true);
+  }
+}
+
+template <class Pool>
+void Cell<Pool>::build() {
+  PoolOptions o = options();
+  const auto cb = [this] { callback(); };
+  switch (row) {
+    case Row::factory:
+      state.on_create = cb;
+      break;
+    case Row::async_factory:
+      if constexpr (async) {
+        before_connect = [this] { return before_connect_co(this); };
+      }
+      break;
+    case Row::ping_validate:
+    case Row::keepalive_prune:
+    case Row::keepalive_maint:
+      state.on_ping = cb;
+      break;
+    case Row::reset:
+      state.on_reset = cb;
+      break;
+    case Row::close:
+      state.on_close = cb;
+      break;
+    case Row::on_create:
+      o.on_create = [this](const PoolEvent&) { callback(); };
+      break;
+    case Row::on_acquire:
+      o.on_acquire = [this](const PoolEvent&) { callback(); };
+      break;
+    case Row::on_release:
+      o.on_release = [this](const PoolEvent&) { callback(); };
+      break;
+    case Row::on_close:
+      o.on_close = [this](const PoolEvent&) { callback(); };
+      break;
+    case Row::on_leak:
+      o.on_leak = [this](const LeakReport&) { callback(); };
+      break;
+    case Row::schedule:
+    case Row::schedule_timer:
+      on_schedule = cb;
+      break;
+    case Row::resumed:
+    case Row::resumed_timer:
+      break;  // the coroutine itself (trigger_co)
+  }
+  if constexpr (multi) {
+    connpool::MultiHostOptions m;
+    o.max_size = kHostMax;
+    m.per_host = o;
+    // Deterministic picks: the host with fewer connections in use, ties to "a".
+    m.balance = connpool::Balance::least_in_use;
+    pool.emplace(std::vector<std::string>{"a", "b"}, TrackedHostFactory(state, factories), m);
+  } else if constexpr (async) {
+    using F = typename Pool::factory_type;
+    auto factory = [&] {
+      if constexpr (std::is_same_v<F, TrackedAsyncFactory>) {
+        return F(state, factories, &before_connect);
+      } else {
+        return F(state, factories);
+      }
+    };
+    Loop* deferring = kind == Kind::async_loop ? &loop : nullptr;
+    if (row == Row::schedule || row == Row::schedule_timer) {
+      pool.emplace(factory(), o, HookScheduler{&on_schedule, deferring});
+    } else if (deferring != nullptr) {
+      pool.emplace(factory(), o, loop.scheduler());
+    } else {
+      pool.emplace(factory(), o, connpool::InlineScheduler{});
+    }
+  } else {
+    pool.emplace(TrackedFactory(state, factories), o);
+  }
+}
+
+// --- The driver: the cell's scenario, on a thread of its own ----------------------------------
+
+/// Waits for `pred`, running the deferring scheduler's queue meanwhile.
+template <class C, class Pred>
+bool wait_for(C& c,
+              Pred pred,
+              std::chrono::milliseconds within = connpool_test::generous_deadline) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  for (;;) {
+    if (c.kind == Kind::async_loop) {
+      c.loop.run();
+    }
+    if (pred()) {
+      return true;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return false;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
+/// Waits until every coroutine the cell started has ended.
+template <class C>
+void settle(C& c) {
+  c.phase = "settle";
+  if (!wait_for(c, [&c] { return c.spawned.done() == c.spawned.started(); })) {
+    c.note("a coroutine did not finish within 20 s");
+  }
+}
+
+/// The test's acquire that runs the row's callback (then gives the handle back at once).
+template <class C>
+void trigger_acquire(C& c) {
+  if constexpr (C::async) {
+    c.spawned.spawn([&c] { return trigger_co(&c, false, kLong); });
+  } else {
+    try {
+      auto h = c.pool->acquire(kLong);
+      c.record_trigger(Outcome::ok);
+    } catch (...) {
+      std::string what;
+      const Outcome o = classify(std::current_exception(), what);
+      c.record_trigger(o, what);
+    }
+  }
+}
+
+/// One idle connection besides `held` (the multi-host pool: on host "b").
+template <class C>
+void make_idle(C& c) {
+  auto h = acquire_blocking(*c.pool, kLong);
+}
+
+template <class C>
+void wait_acted(C& c) {
+  if (!wait_for(c, [&c] { return c.acted.load(); })) {
+    c.note("the callback did not run within 20 s");
+  }
+}
+
+template <class C>
+void run_scenario(C& c) {
+  c.phase = "setup";
+  c.held.emplace(acquire_blocking(*c.pool, kLong));
+  switch (c.row) {
+    case Row::factory:
+    case Row::async_factory:
+    case Row::on_create:
+      c.phase = "trigger: an acquire that creates";
+      c.arm();
+      trigger_acquire(c);
+      break;
+    case Row::ping_validate:
+    case Row::on_acquire:
+      make_idle(c);
+      c.phase = "trigger: an acquire that reuses";
+      c.arm();
+      trigger_acquire(c);
+      break;
+    case Row::keepalive_prune:
+      if constexpr (!C::multi) {
+        make_idle(c);
+        Clock::advance(2 * kKeepalive);
+        c.phase = "trigger: prune()";
+        c.arm();
+        try {
+          (void)c.pool->prune();
+          c.record_trigger(Outcome::ok);
+        } catch (...) {
+          std::string what;
+          const Outcome o = classify(std::current_exception(), what);
+          c.record_trigger(o, what);
+        }
+      }
+      break;
+    case Row::keepalive_maint:
+      make_idle(c);
+      c.phase = "trigger: a keepalive ping on the maintenance thread";
+      c.arm();
+      Clock::advance(2 * kKeepalive);
+      wait_acted(c);
+      break;
+    case Row::reset:
+    case Row::on_release: {
+      auto h = acquire_blocking(*c.pool, kLong);
+      c.phase = "trigger: release";
+      c.arm();
+      h.release();
+      c.record_trigger(Outcome::ok);
+      break;
+    }
+    case Row::close:
+    case Row::on_close: {
+      auto h = acquire_blocking(*c.pool, kLong);
+      c.phase = "trigger: invalidate";
+      c.arm();
+      h.invalidate();
+      c.record_trigger(Outcome::ok);
+      break;
+    }
+    case Row::on_leak: {
+      c.phase = "trigger: a leak report on the maintenance thread";
+      c.arm();
+      auto h = acquire_blocking(*c.pool, kLong);  // reported, if `held` was not already
+      wait_acted(c);
+      break;
+    }
+    case Row::schedule:
+    case Row::schedule_timer:
+    case Row::resumed:
+    case Row::resumed_timer:
+      if constexpr (C::async) {
+        // The pool exhausted, one coroutine waits; a release serves it, or the timer thread
+        // ends its wait.
+        std::vector<typename C::HandleT> fillers;
+        while (gauges(*c.pool).in_use < kMax) {
+          fillers.push_back(acquire_blocking(*c.pool, kLong));
+        }
+        const bool timer = c.row == Row::schedule_timer || c.row == Row::resumed_timer;
+        const bool act_after = c.row == Row::resumed || c.row == Row::resumed_timer;
+        if (timer) {
+          // Armed first: nothing else schedules or resumes the coroutine before its deadline.
+          c.phase = "trigger: a timeout ended by the timer thread";
+          c.arm();
+        }
+        c.spawned.spawn([&c, act_after, timer] {
+          return trigger_co(&c, act_after, timer ? std::chrono::milliseconds(kShort) : kLong);
+        });
+        if (!timer) {
+          if (!wait_for(c, [&c] { return gauges(*c.pool).pending == 1; })) {
+            c.note("the coroutine did not queue");
+          }
+          c.phase = "trigger: a release that serves a waiting coroutine";
+          c.arm();
+          fillers.front().release();
+        }
+        settle(c);
+        fillers.clear();
+      }
+      break;
+  }
+  settle(c);
+  if (c.fired.load() == 0) {
+    wait_acted(c);  // a callback on another thread, still to come
+  }
+}
+
+/// After the scenario: measures consistency and service, then destroys the pool (unless the cell
+/// did) and waits for everything to be freed.
+template <class C>
+void measure(C& c) {
+  After& a = c.after;
+  if (!c.destroyed.load()) {
+    c.phase = "checks: consistency";
+    a.held = c.held && *c.held ? 1 : 0;
+    a.quiet = wait_for(c, [&] {
+      a.gauges = gauges(*c.pool);
+      a.live = c.state.live.load();
+      return a.gauges.pending == 0 && a.gauges.in_use == a.held &&
+             a.live == static_cast<int>(a.gauges.idle + a.gauges.in_use);
+    });
+    c.held.reset();
+    if (c.closed.load()) {
+      c.phase = "checks: an acquire on the closed pool";
+      try {
+        auto h = acquire_blocking(*c.pool, kShort);
+        a.acquire_closed = Outcome::ok;
+      } catch (...) {
+        std::string what;
+        a.acquire_closed = classify(std::current_exception(), what);
+      }
+    } else {
+      c.phase = "checks: max_size acquires";
+      a.to_serve = gauges(*c.pool).max_size;
+      std::vector<typename C::HandleT> hs;
+      try {
+        while (hs.size() < a.to_serve) {
+          hs.push_back(acquire_blocking(*c.pool, kLong));
+        }
+      } catch (...) {
+        classify(std::current_exception(), a.serve_error);
+      }
+      a.served = hs.size();
+      std::set<int> ids;
+      for (const auto& h : hs) {
+        ids.insert(h->id());
+      }
+      a.distinct = ids.size();
+    }
+    c.phase = "destroying the pool";
+    c.pool.reset();
+  } else {
+    c.held.reset();
+  }
+  c.phase = "waiting for the pool to be freed";
+  a.freed = wait_for(c, [&c] { return c.factories.load() == 0 && c.state.live.load() == 0; });
+  a.factories_left = c.factories.load();
+  a.live_left = c.state.live.load();
+  c.phase = "done";
+}
+
+template <class C>
+void drive(C& c) {
+  try {
+    run_scenario(c);
+  } catch (...) {
+    std::string what;
+    classify(std::current_exception(), what);
+    c.note(std::string("the scenario threw: ") + what);
+  }
+  try {
+    measure(c);
+  } catch (...) {
+    std::string what;
+    classify(std::current_exception(), what);
+    c.note(std::string("the checks threw: ") + what);
+  }
+}
+
+// --- The test thread's side -------------------------------------------------------------------
+
+bool action_documented(Col col, Outcome o, bool multi) {
+  switch (col) {
+    case Col::acquire:
+      return o == Outcome::ok || o == Outcome::timeout || o == Outcome::closed ||
+             o == Outcome::cancelled || (multi && o == Outcome::no_healthy_host);
+    case Col::try_acquire:
+      return o == Outcome::ok || o == Outcome::empty || o == Outcome::closed ||
+             (multi && o == Outcome::no_healthy_host);
+    default:
+      return o == Outcome::ok;
+  }
+}
+
+/// The test's own call that ran the callback: it succeeds, or finds the pool the callback
+/// closed or destroyed closed.
+bool trigger_documented(Row row, Col col, Outcome o) {
+  if (row == Row::keepalive_maint || row == Row::on_leak) {
+    return o == Outcome::none;  // the maintenance thread runs the callback
+  }
+  if (row == Row::schedule_timer || row == Row::resumed_timer) {
+    return o == Outcome::timeout;  // the wait that the timer thread ended
+  }
+  return o == Outcome::ok || ((col == Col::close || col == Col::destroy) && o == Outcome::closed);
+}
+
+template <class Pool>
+void run_cell(Kind kind, Row row, Col col) {
+  using C = Cell<Pool>;
+  auto cell = std::make_shared<C>(kind, row, col);
+  cell->build();
+  std::thread driver([cell] {
+    drive(*cell);
+    cell->driver_done.store(true);
+  });
+  if (!connpool_test::eventually([&] { return cell->driver_done.load(); }, kDriverBound)) {
+    // A deadlock: the driver (which keeps the cell alive) is stuck in the pool for good.
+    driver.detach();
+    const std::string where = cell->phase.load();
+    INFO("hung in phase: " << where << "; notes: " << cell->text(cell->problem));
+    FAIL("deadlock: the cell did not finish within 90 s");
+    return;
+  }
+  driver.join();
+  C& c = *cell;
+  const After& a = c.after;
+  const Outcome action = c.action.load();
+  const Outcome trigger = c.trigger.load();
+  const std::string action_what = c.text(c.action_what);
+  const std::string trigger_what = c.text(c.trigger_what);
+  const std::string problem = c.text(c.problem);
+  if (env_flag("CONNPOOL_REENTRANCY_VERBOSE")) {
+    std::printf("%-12s %-15s %-12s trigger=%-14s action=%-14s%s%s%s\n", name(kind), name(row),
+                name(col), name(trigger), name(action), action_what.empty() ? "" : " (",
+                action_what.c_str(), action_what.empty() ? "" : ")");
+    std::fflush(stdout);
+  }
+  INFO("action: " << name(action) << " " << action_what);
+  INFO("trigger: " << name(trigger) << " " << trigger_what);
+  INFO("notes: " << problem);
+  CHECK(problem.empty());
+  CHECK(c.fired.load() == 1);
+  CHECK(action_documented(col, action, C::multi));
+  CHECK(trigger_documented(row, col, trigger));
+  CHECK(c.spawned.errors().empty());
+  CHECK(c.state.double_holds.load() == 0);
+  CHECK(c.state.double_closes.load() == 0);
+  CHECK(c.state.used_closed.load() == 0);
+  if (!c.destroyed.load()) {
+    INFO("in_use " << a.gauges.in_use << ", idle " << a.gauges.idle << ", pending "
+                   << a.gauges.pending << ", live " << a.live << ", held by the test " << a.held);
+    CHECK(a.quiet);
+    if (c.closed.load()) {
+      CHECK(a.acquire_closed == Outcome::closed);
+    } else {
+      INFO("serving max_size " << a.to_serve << ": " << a.serve_error);
+      CHECK(a.served == a.to_serve);
+      CHECK(a.distinct == a.served);
+    }
+  }
+  INFO("factory copies left " << a.factories_left << ", connections open " << a.live_left);
+  CHECK(a.freed);
+}
+
+template <class Pool>
+void matrix_cell(Kind kind, Row row, Col col) {
+  const char* pool_name = name(kind);
+  const char* row_name = name(row);
+  const char* col_name = name(col);
+  CAPTURE(pool_name, row_name, col_name);
+  if (!selected(kind, row, col)) {
+    return;
+  }
+  if (const char* why = not_applicable(kind, row, col)) {
+    SUCCEED(std::string("not applicable: ") + why);
+    return;
+  }
+  if (const KnownFailure* f = known(kind, row, col)) {
+    if (env_flag("CONNPOOL_REENTRANCY_SKIP_KNOWN")) {
+      SUCCEED(std::string("skipped, known to fail: ") + f->symptom);
+      return;
+    }
+    WARN(std::string("known to fail: ") + f->symptom);
+  }
+  if (row == Row::async_factory) {
+    if constexpr (is_async_v<Pool>) {
+      run_cell<AsyncTaskPool>(kind, row, col);
+    }
+  } else {
+    run_cell<Pool>(kind, row, col);
+  }
+}
+
+#define CONNPOOL_REENTRANCY_ROWS                                                        \
+  Row::factory, Row::async_factory, Row::ping_validate, Row::keepalive_prune,           \
+      Row::keepalive_maint, Row::reset, Row::close, Row::on_create, Row::on_acquire,    \
+      Row::on_release, Row::on_close, Row::on_leak, Row::schedule, Row::schedule_timer, \
+      Row::resumed, Row::resumed_timer
+#define CONNPOOL_REENTRANCY_COLS                                                         \
+  Col::acquire, Col::try_acquire, Col::release, Col::invalidate, Col::close, Col::prune, \
+      Col::set_max_size, Col::destroy
+
+}  // namespace
+
+TEST_CASE("ConnectionPool: user code inside the pool may re-enter it", "[reentrancy][lifetime]") {
+  const Row row = GENERATE(CONNPOOL_REENTRANCY_ROWS);
+  const Col col = GENERATE(CONNPOOL_REENTRANCY_COLS);
+  matrix_cell<SyncPool>(Kind::sync, row, col);
+}
+
+TEST_CASE("AsyncConnectionPool (inline scheduler): user code inside the pool may re-enter it",
+          "[reentrancy][lifetime][async]") {
+  const Row row = GENERATE(CONNPOOL_REENTRANCY_ROWS);
+  const Col col = GENERATE(CONNPOOL_REENTRANCY_COLS);
+  matrix_cell<AsyncPool>(Kind::async_inline, row, col);
+}
+
+TEST_CASE("AsyncConnectionPool (deferring scheduler): user code inside the pool may re-enter it",
+          "[reentrancy][lifetime][async]") {
+  const Row row = GENERATE(CONNPOOL_REENTRANCY_ROWS);
+  const Col col = GENERATE(CONNPOOL_REENTRANCY_COLS);
+  matrix_cell<AsyncPool>(Kind::async_loop, row, col);
+}
+
+TEST_CASE("MultiHostPool: user code inside a host's pool may re-enter the multi-host pool",
+          "[reentrancy][lifetime][multi-host]") {
+  const Row row = GENERATE(CONNPOOL_REENTRANCY_ROWS);
+  const Col col = GENERATE(CONNPOOL_REENTRANCY_COLS);
+  matrix_cell<MultiPool>(Kind::multi, row, col);
+}
