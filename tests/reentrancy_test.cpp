@@ -24,7 +24,6 @@
 //
 // Environment:
 //   CONNPOOL_REENTRANCY_CELL=<pool>/<row>/<column>   only the matching cells ("*" matches all)
-//   CONNPOOL_REENTRANCY_SKIP_KNOWN=1                 skip the cells listed in known_failures
 //   CONNPOOL_REENTRANCY_VERBOSE=1                    print each cell's outcome on stdout
 
 #include <atomic>
@@ -256,44 +255,6 @@ const char* not_applicable(Kind k, Row r, Col c) {
   }
   if (k == Kind::multi && (c == Col::prune || c == Col::set_max_size)) {
     return "MultiHostPool has neither prune() nor set_max_size()";
-  }
-  return nullptr;
-}
-
-/// Cells that fail today: each is still run (unless CONNPOOL_REENTRANCY_SKIP_KNOWN=1), and says
-/// that it is known when it runs. "*" as a column: every column of the row.
-struct KnownFailure {
-  Kind kind;
-  Row row;
-  const char* col;  // a column name, or "*"
-  const char* symptom;
-};
-
-const std::vector<KnownFailure>& known_failures() {
-  // MultiHostPool::acquire_any() and attempt() keep using the pool's current snapshot and the
-  // host's record (HostEntry) after the host pool's acquire returns, and hold no reference on
-  // either: a callback inside that acquire that destroys the MultiHostPool frees both (the
-  // record is freed at once unless a handle of that host is out; the connection being acquired
-  // is not counted until make_handle()).
-  static const std::vector<KnownFailure> list = {
-      {Kind::multi, Row::factory, "destroy",
-       "heap-use-after-free: acquire_any() reads the freed snapshot (pick())"},
-      {Kind::multi, Row::ping_validate, "destroy",
-       "heap-use-after-free: acquire_any() reads the freed snapshot (pick())"},
-      {Kind::multi, Row::on_create, "destroy",
-       "heap-use-after-free: acquire_any() reads the freed snapshot (pick())"},
-      {Kind::multi, Row::on_acquire, "destroy",
-       "heap-use-after-free: attempt() reads the freed HostEntry (breaker.closed())"},
-  };
-  return list;
-}
-
-const KnownFailure* known(Kind k, Row r, Col c) {
-  for (const KnownFailure& f : known_failures()) {
-    if (f.kind == k && f.row == r &&
-        (std::strcmp(f.col, "*") == 0 || f.col == std::string(name(c)))) {
-      return &f;
-    }
   }
   return nullptr;
 }
@@ -1149,13 +1110,6 @@ void matrix_cell(Kind kind, Row row, Col col) {
   if (const char* why = not_applicable(kind, row, col)) {
     SUCCEED(std::string("not applicable: ") + why);
     return;
-  }
-  if (const KnownFailure* f = known(kind, row, col)) {
-    if (env_flag("CONNPOOL_REENTRANCY_SKIP_KNOWN")) {
-      SUCCEED(std::string("skipped, known to fail: ") + f->symptom);
-      return;
-    }
-    WARN(std::string("known to fail: ") + f->symptom);
   }
   if (row == Row::async_factory) {
     if constexpr (is_async_v<Pool>) {

@@ -414,6 +414,7 @@ class MultiHostPool {
   }
 
   void destroy() noexcept CONNPOOL_EXCLUDES(admin_mutex_) {
+    detail::MultiHostCall::pool_destroyed(this);  // user code inside an acquire of ours
     close();
     std::vector<Entry*> entries;
     {
@@ -489,10 +490,11 @@ class MultiHostPool {
 
   /// How one try on one host ended.
   enum class Attempt {
-    got,     ///< a connection, in `out`
-    full,    ///< no spare connection (try_acquire only), or no host served (take_spare)
-    failed,  ///< the connect failed, counted against the host
-    gone,    ///< the host's pool is closed: the host was removed, or this pool is closing
+    got,        ///< a connection, in `out`
+    full,       ///< no spare connection (try_acquire only), or no host served (take_spare)
+    failed,     ///< the connect failed, counted against the host
+    gone,       ///< the host's pool is closed: the host was removed, or this pool is closing
+    destroyed,  ///< user code inside the host's acquire destroyed this pool: touch nothing
   };
 
   /// One acquire on host `e` (try_acquire when `wait` is empty; cancellable through `stop`
@@ -501,6 +503,7 @@ class MultiHostPool {
                   Admit admit,
                   std::optional<WaitClock::duration> wait,
                   const std::stop_token* stop,
+                  const detail::MultiHostCall& call,
                   std::optional<handle_type>& out) {
     const std::uint64_t calls = detail::host_factory_calls;
     try {
@@ -511,6 +514,9 @@ class MultiHostPool {
         h.emplace(e.pool.acquire(*wait));
       } else {
         h = e.pool.try_acquire();
+      }
+      if (call.destroyed()) {
+        return Attempt::destroyed;  // `h` goes back to the host's (closed) pool
       }
       if (!h) {
         if (admit == Admit::probe) {
@@ -527,18 +533,24 @@ class MultiHostPool {
       out.emplace(make_handle(std::move(*h), &e));
       return Attempt::got;
     } catch (const PoolClosed&) {
+      if (call.destroyed()) {
+        return Attempt::destroyed;
+      }
       if (admit == Admit::probe) {
         e.health.abandon_probe();
       }
       return Attempt::gone;  // removed meanwhile, or the whole pool is closing
     } catch (const PoolError&) {
       // AcquireTimeout or AcquireCancelled: the wait ended, which says nothing of the host.
-      if (admit == Admit::probe) {
+      if (admit == Admit::probe && !call.destroyed()) {
         e.health.abandon_probe();
       }
       throw;
     } catch (...) {
       // The factory's exception: the host factory has recorded it (count and message) already.
+      if (call.destroyed()) {
+        throw;  // the caller gets the factory's exception unchanged; nothing else is touched
+      }
     }
     e.look_at_pings(true);
     if (admit == Admit::probe) {
@@ -576,10 +588,12 @@ class MultiHostPool {
 
   /// Where one acquire stands: the host list it works on and the hosts that failed in it.
   struct Search {
-    explicit Search(const Snapshot& s) : snap(&s), failed(s.hosts.size()) {}
-    const Snapshot* snap;      // never freed before the pool (see the class comment)
-    detail::IndexSet failed;   // indices into snap->hosts: failed or unavailable in this acquire
-    bool failed_once = false;  // a host failed or left: the deadline now bounds phase 1 too
+    Search(const Snapshot& s, const MultiHostPool* pool)
+        : snap(&s), failed(s.hosts.size()), call(pool) {}
+    const Snapshot* snap;        // never freed before the pool (see the class comment)
+    detail::IndexSet failed;     // indices into snap->hosts: failed or unavailable in this acquire
+    bool failed_once = false;    // a host failed or left: the deadline now bounds phase 1 too
+    detail::MultiHostCall call;  // this acquire, on this thread's chain of calls
   };
 
   /// acquire() with `timeout`, or try_acquire() when it is empty (then nullopt = all busy).
@@ -588,7 +602,7 @@ class MultiHostPool {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }
-    Search s(*current_.load(std::memory_order_acquire));
+    Search s(*current_.load(std::memory_order_acquire), this);
     if (s.snap->hosts.empty()) {
       throw_no_healthy_host(*s.snap);
     }
@@ -603,6 +617,9 @@ class MultiHostPool {
       const Attempt spare = take_spare(s, timeout, deadline, out);
       if (spare == Attempt::got) {
         return out;
+      }
+      if (spare == Attempt::destroyed) {
+        throw PoolClosed();  // this pool is gone: nothing of it is touched any more
       }
       if (spare == Attempt::gone) {
         reload(s);
@@ -622,9 +639,11 @@ class MultiHostPool {
         s.failed.insert(i);
         continue;
       }
-      switch (attempt(*e, admit, remaining(deadline), stop, out)) {
+      switch (attempt(*e, admit, remaining(deadline), stop, s.call, out)) {
         case Attempt::got:
           return out;
+        case Attempt::destroyed:
+          throw PoolClosed();  // this pool is gone: nothing of it is touched any more
         case Attempt::full:
           break;  // not reached: a waiting acquire returns or throws
         case Attempt::failed:
@@ -667,9 +686,11 @@ class MultiHostPool {
         skip.insert(i);
         continue;
       }
-      switch (attempt(*e, admit, std::nullopt, nullptr, out)) {
+      switch (attempt(*e, admit, std::nullopt, nullptr, s.call, out)) {
         case Attempt::got:
           return Attempt::got;
+        case Attempt::destroyed:
+          return Attempt::destroyed;
         case Attempt::full:
           skip.insert(i);
           break;
@@ -751,8 +772,12 @@ class MultiHostPool {
       throw_no_healthy_host(one);
     }
     const std::uint64_t calls = detail::host_factory_calls;
+    const detail::MultiHostCall call(this);
     try {
       PooledHandle<Conn> h = e->pool.acquire(timeout);
+      if (call.destroyed()) {
+        throw PoolClosed();  // `h` goes back to the host's (closed) pool
+      }
       if (detail::host_factory_calls != calls) {
         e->look_at_pings(false);
       }
@@ -761,12 +786,14 @@ class MultiHostPool {
       }
       return make_handle(std::move(h), e);
     } catch (const PoolError&) {
-      if (admit == Admit::probe) {
+      if (admit == Admit::probe && !call.destroyed()) {
         e->health.abandon_probe();
       }
       throw;
     } catch (...) {
-      e->look_at_pings(true);  // the host factory has counted the connect failure
+      if (!call.destroyed()) {
+        e->look_at_pings(true);  // the host factory has counted the connect failure
+      }
       throw;
     }
   }

@@ -175,6 +175,45 @@ class HostHealth {
 /// after, to learn cheaply whether it took the slow path (a connect) on its host.
 inline thread_local std::uint64_t host_factory_calls = 0;
 
+/// A MultiHostPool call in progress on this thread (an acquire), innermost first.
+///
+/// User code runs inside a host pool's acquire (the factory, a validation ping, a hook), and may
+/// destroy the MultiHostPool there. Its destructor marks this thread's calls into it
+/// (pool_destroyed()), and a marked call touches nothing of the pool afterwards: the pool
+/// object, its host list and its hosts' records may all be gone. Why a thread-local chain and
+/// not a count on the pool: only user code on the calling thread can destroy the pool during
+/// the call (the destructor must not run concurrently with other members), and the chain costs
+/// the fast path no shared write.
+class MultiHostCall {
+ public:
+  explicit MultiHostCall(const void* pool) noexcept : pool_(pool), outer_(top()) { top() = this; }
+  MultiHostCall(const MultiHostCall&) = delete;
+  MultiHostCall& operator=(const MultiHostCall&) = delete;
+  ~MultiHostCall() { top() = outer_; }
+
+  /// Whether the pool was destroyed during this call.
+  [[nodiscard]] bool destroyed() const noexcept { return destroyed_; }
+
+  /// `pool` is being destroyed: marks this thread's calls into it.
+  static void pool_destroyed(const void* pool) noexcept {
+    for (MultiHostCall* c = top(); c != nullptr; c = c->outer_) {
+      if (c->pool_ == pool) {
+        c->destroyed_ = true;
+      }
+    }
+  }
+
+ private:
+  static MultiHostCall*& top() noexcept {
+    thread_local MultiHostCall* innermost = nullptr;
+    return innermost;
+  }
+
+  const void* pool_;
+  MultiHostCall* outer_;
+  bool destroyed_ = false;
+};
+
 /// One host of a MultiHostPool: its ConnectionPool, its health and its in-use count.
 ///
 /// Lifetime: reference-counted through HostLink. The MultiHostPool holds one reference until
@@ -191,6 +230,11 @@ class HostEntry final : public HostLink<Host> {
 
     Conn operator()() const {
       ++host_factory_calls;
+      // The factory may destroy the MultiHostPool, and with it this record: a reference keeps
+      // the record for the failure report below. (It counts as one more connection in use
+      // while the connect runs, which it is about to be.)
+      entry->taken();
+      const Unref keep{entry};
       try {
         return Conn((*factory)(entry->host()));
       } catch (const std::exception& e) {
@@ -201,6 +245,15 @@ class HostEntry final : public HostLink<Host> {
         throw;
       }
     }
+
+    /// Drops a reference on scope exit.
+    struct Unref {
+      HostEntry* entry;
+      explicit Unref(HostEntry* e) noexcept : entry(e) {}
+      Unref(const Unref&) = delete;
+      Unref& operator=(const Unref&) = delete;
+      ~Unref() { entry->unref(); }
+    };
   };
 
   HostEntry(Host host, std::shared_ptr<Factory> factory, const MultiHostOptions& options)
