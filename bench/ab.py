@@ -13,8 +13,10 @@
 #   BUILD_A, BUILD_B  build trees (e.g. build/release of two commits)
 #   --rounds N        alternating rounds (default 4: A B B A A B B A)
 #   --repetitions R   Google Benchmark repetitions per run (default 3; their median is the round's)
+#   --w3-only         only W3 (the contended workload); --only REGEX: only the matching rows
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -50,10 +52,11 @@ def run(binary, extra, min_time, repetitions):
 
 def one_round(build, args):
     res = {}
-    res.update(run(f"{build}/bench/cycle_bench", [], args.min_time, args.repetitions))
-    res.update(run(f"{build}/bench/workloads_bench",
-                   [f"--benchmark_filter={WORKLOADS_FILTER}"], args.min_time,
-                   args.repetitions))
+    if not args.w3_only:
+        res.update(run(f"{build}/bench/cycle_bench", [], args.min_time, args.repetitions))
+        res.update(run(f"{build}/bench/workloads_bench",
+                       [f"--benchmark_filter={WORKLOADS_FILTER}"], args.min_time,
+                       args.repetitions))
     res.update(run(f"{build}/bench/workloads_bench", ["--benchmark_filter=BM_W3_Contended/connpool"],
                    args.w3_min_time, args.repetitions))
     return res
@@ -70,6 +73,8 @@ def main():
     p.add_argument("--min-time", type=float, default=0.3)
     p.add_argument("--w3-min-time", type=float, default=1.0)
     p.add_argument("--json")
+    p.add_argument("--w3-only", action="store_true", help="run W3 only")
+    p.add_argument("--only", help="only the rows whose name matches this regular expression")
     args = p.parse_args()
 
     samples = {"a": {}, "b": {}}
@@ -87,6 +92,8 @@ def main():
     print(f"| Benchmark | unit | {args.label_a} | {args.label_b} | {args.label_b} / {args.label_a} |")
     print("|---|---|---:|---:|---:|")
     for name in sorted(set(samples["a"]) & set(samples["b"])):
+        if args.only and not re.search(args.only, name):
+            continue
         a = statistics.median(samples["a"][name])
         b = statistics.median(samples["b"][name])
         ratio = b / a if a else float("nan")

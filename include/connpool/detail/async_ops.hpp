@@ -31,9 +31,12 @@ PoolCore<Conn, Factory, Clock>::acquire_nowait(bool& capacity) {
   if (std::optional<Handle> h = acquire_fast(have_capacity)) {
     return h;
   }
-  const CoreRef keep(this);  // a unit of capacity given up below may be the last count
+  CoreRef keep;  // taken when this call holds a unit of capacity it may give up below
   bool have_permit = false;
   for (;;) {
+    if (have_capacity && keep.get() == nullptr) {
+      keep = CoreRef(this);
+    }
     SlotT* slot = nullptr;
     Step step = Step::wait;
     Unavailable why;

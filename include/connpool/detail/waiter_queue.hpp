@@ -28,7 +28,7 @@ namespace connpool::detail {
 /// ahead of it, and no newcomer overtakes a waiter (DESIGN 4; HikariCP and Go's database/sql
 /// hand a released connection to a waiting request the same way).
 template <class W>
-class WaiterQueue {
+class alignas(64) WaiterQueue {
  public:
   using Deadline = DeadlineNode<W>;
 
@@ -166,13 +166,17 @@ class WaiterQueue {
  private:
   void publish_count() noexcept { count_.store(list_.size(), std::memory_order_seq_cst); }
 
+  // What the fast path reads without the lock, on a cache line of its own (the queue is
+  // cache-line aligned): the lines written under the lock, the lock's own included, move between
+  // cores with every slow acquire, and a fast path that shared one would wait for them.
+  std::atomic<std::size_t> count_{0};  // list_.size(), for the lock-free reads
+  std::atomic<bool> starving_{false};  // bounded_barging: see update_starving()
   const bool fifo_;
   const std::chrono::microseconds bound_;  // bounded_barging's starvation bound
-  IntrusiveList<W> list_;                  // front = oldest
-  std::atomic<std::size_t> count_{0};      // list_.size(), for the lock-free reads
-  std::atomic<bool> starving_{false};      // bounded_barging: see update_starving()
-  std::size_t handoffs_pending_ = 0;       // bounded_barging: handed() and not yet taken_up()
-  IntrusiveList<Deadline> deadlines_;      // asynchronous waiters with a deadline, earliest first
+  // Written under the lock.
+  alignas(64) IntrusiveList<W> list_;  // front = oldest
+  std::size_t handoffs_pending_ = 0;   // bounded_barging: handed() and not yet taken_up()
+  IntrusiveList<Deadline> deadlines_;  // asynchronous waiters with a deadline, earliest first
 };
 
 }  // namespace connpool::detail
