@@ -307,12 +307,25 @@ struct AsioDeliver {
   bool await_ready() const noexcept { return false; }
 
   void await_suspend(std::coroutine_handle<> frame) const noexcept {
-    // Copied out first: once posted or dispatched, the frame (and this awaiter in it) may be
-    // destroyed at any moment, on any thread.
-    const Executor ex = *executor;
-    // Kept alive by the registry's count of deliveries: the context does not go before
-    // delivered() (the frame's own reference may be gone by then).
-    AsioAcquireRegistry* const reg = registry;
+    deliver(frame, executor, handler, slot, error, result, registry);
+  }
+
+  /// Posts or dispatches the completion to the executor, then ends the delivery in `reg`.
+  ///
+  /// Why a function of its own, never inlined, with trivial parameters: once posted or
+  /// dispatched, the frame (and this awaiter in it) may be destroyed at any moment, on any
+  /// thread; inlined into the coroutine, the compiler may keep the locals (the executor's copy,
+  /// the completion) in that very frame (clang 14 does at -O2; ThreadSanitizer reported the
+  /// heap-use-after-free). Here they are on the thread's own stack. `reg` stays alive until
+  /// delivered() returns: the context's shutdown waits for it.
+  [[gnu::noinline]] static void deliver(std::coroutine_handle<> frame,
+                                        const Executor* executor,
+                                        Handler* handler,
+                                        Slot* slot,
+                                        std::exception_ptr* error,
+                                        PooledHandle<Conn>* result,
+                                        AsioAcquireRegistry* reg) noexcept {
+    const Executor ex = *executor;  // copied before the frame may go
     AsioCompletion<Handler, Slot, Conn> completion(frame, handler, slot, error, result);
     if (asio_no_inline_depth() > 0) {
       ::asio::post(ex, std::move(completion));
