@@ -580,6 +580,39 @@ TEST_CASE("ConnectionPool: connects back off after three failures; callers fail 
   CHECK_THROWS_AS(pool.acquire(0ms), connpool_test::FactoryError);  // no backoff after one
 }
 
+TEST_CASE("ConnectionPool: a caller that failed early keeps the connect error's text after the "
+          "pool replaced the error",
+          "[pool][connect]") {
+  // The message of a caller that fails early quotes the last connect error; the next failure
+  // replaces (and frees) that error on another thread. Under ThreadSanitizer this checks that
+  // the message is not read from the freed error: the flag below is relaxed on purpose, so
+  // nothing else orders the two threads.
+  FakeState state;
+  state.factory_fails = true;
+  connpool::ConnectionPool pool{FakeFactory{state}, quiet(1)};
+  for (int i = 0; i < 3; ++i) {
+    CHECK_THROWS_AS(pool.acquire(1s), connpool_test::FactoryError);
+  }
+  std::atomic<bool> reported{false};
+  std::string message;
+  std::thread early([&] {
+    try {
+      auto h = pool.acquire(1ms);
+    } catch (const connpool::AcquireTimeout& e) {
+      message = e.what();
+    }
+    reported.store(true, std::memory_order_relaxed);
+  });
+  while (!reported.load(std::memory_order_relaxed)) {
+    std::this_thread::yield();
+  }
+  // Waits out the backoff; the fourth failure replaces the error the early caller quoted.
+  CHECK_THROWS_AS(pool.acquire(5s), connpool_test::FactoryError);
+  early.join();
+  CHECK(message.find("failed early") != std::string::npos);
+  CHECK(message.find("last connect error: fake factory: connect refused") != std::string::npos);
+}
+
 TEST_CASE("ConnectionPool: queued waiters that cannot outlast a backoff fail early",
           "[pool][connect]") {
   FakeState state;

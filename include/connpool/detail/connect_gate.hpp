@@ -13,6 +13,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include <connpool/detail/clock.hpp>
@@ -64,8 +66,12 @@ class ConnectGate {
 
   /// A connect ended and returns its permit: `error` is null on success. `jitter` scales a
   /// backoff that starts now (the caller draws it from [0.75, 1.25]). Returns true if a backoff
-  /// started: whoever waits must be woken when it ends.
-  bool ended(std::exception_ptr error, WaitClock::time_point now, double jitter) noexcept {
+  /// started: whoever waits must be woken when it ends. `what`: the error's text
+  /// (describe_error()).
+  bool ended(std::exception_ptr error,
+             WaitClock::time_point now,
+             double jitter,
+             std::shared_ptr<const std::string> what = nullptr) noexcept {
     --connecting_;
     if (!error) {
       failures_ = 0;
@@ -74,6 +80,7 @@ class ConnectGate {
     }
     ++failures_;
     last_error_ = std::move(error);
+    last_what_ = std::move(what);
     const std::chrono::milliseconds base = backoff_for(failures_, max_backoff_);
     if (base.count() == 0) {
       return false;
@@ -107,7 +114,8 @@ class ConnectGate {
   /// Why an acquire fails early, at `now`.
   [[nodiscard]] Unavailable unavailable(WaitClock::time_point now) const {
     return Unavailable{
-        failures_, std::chrono::ceil<std::chrono::milliseconds>(backoff_until_ - now), last_error_};
+        failures_, std::chrono::ceil<std::chrono::milliseconds>(backoff_until_ - now), last_error_,
+                       last_what_};
   }
 
   [[nodiscard]] std::size_t connecting() const noexcept { return connecting_; }
@@ -120,6 +128,7 @@ class ConnectGate {
   std::size_t failures_ = 0;                     // consecutive failed connects
   WaitClock::time_point backoff_until_{};        // no connect before; {} = no backoff
   std::exception_ptr last_error_;                // the last factory exception; null = none yet
+  std::shared_ptr<const std::string> last_what_;  // its text (describe_error())
 };
 
 }  // namespace connpool::detail

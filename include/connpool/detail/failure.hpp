@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <exception>
+#include <memory>
 #include <string>
 
 #include <connpool/detail/clock.hpp>
@@ -46,19 +47,35 @@ enum class Failure { none, timeout, closed, cancelled, unavailable };
   throw_failure(Failure::timeout, timeout, snap);
 }
 
+/// What the connect error `error` says (its what()), read on the thread that caught it; null
+/// for no error or when the text cannot be allocated.
+///
+/// Why here and not where the error is reported: the waiters that fail with it run on other
+/// threads while the pool may drop the error (the next failure replaces it). Reading the object
+/// there would rely on the exception_ptr's reference count, kept inside libstdc++ where
+/// ThreadSanitizer cannot see it, for the object's lifetime; a string of our own is seen.
+[[nodiscard]] inline std::shared_ptr<const std::string> describe_error(
+    const std::exception_ptr& error) noexcept {
+  if (!error) {
+    return nullptr;
+  }
+  try {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      return std::make_shared<const std::string>(e.what());
+    } catch (...) {
+      return std::make_shared<const std::string>("an exception not derived from std::exception");
+    }
+  } catch (...) {
+    return nullptr;  // no memory for the text
+  }
+}
+
 /// Throws the AcquireTimeout of an acquire that failed early because connects back off past
 /// its deadline, with the last connect error nested in it (std::rethrow_if_nested).
 [[noreturn]] inline void throw_unavailable(const Unavailable& why, WaitClock::duration timeout) {
-  std::string last = "unknown";
-  if (why.last_error) {
-    try {
-      std::rethrow_exception(why.last_error);
-    } catch (const std::exception& e) {
-      last = e.what();
-    } catch (...) {
-      last = "an exception not derived from std::exception";
-    }
-  }
+  const std::string last = why.last_what ? *why.last_what : std::string("unknown");
   const std::string message =
       "connpool: acquire failed early (timeout " +
       std::to_string(std::chrono::ceil<std::chrono::milliseconds>(timeout).count()) +

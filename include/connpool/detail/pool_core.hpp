@@ -742,12 +742,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// A connect ended: `error` is null on success. After consecutive failures connects back off
   /// (ConnectGate), waiters that cannot outlast the backoff fail early, and the others are woken
   /// when it ends.
-  void connect_ended_locked(std::exception_ptr error) CONNPOOL_REQUIRES(mutex_) {
+  void connect_ended_locked(std::exception_ptr error,
+                            std::shared_ptr<const std::string> what = nullptr)
+      CONNPOOL_REQUIRES(mutex_) {
     thread_local std::minstd_rand rng(
         static_cast<std::uint_fast32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id())));
     const double jitter = error ? std::uniform_real_distribution<double>(0.75, 1.25)(rng) : 1.0;
     const WaitClock::time_point now = WaitClock::now();
-    if (gate_.ended(std::move(error), now, jitter)) {
+    if (gate_.ended(std::move(error), now, jitter, std::move(what))) {
       fail_early_locked(now);
       // Whoever waits must wake when the backoff ends, to connect then: the timer thread serves
       // the asynchronous waiters; each blocked thread sleeps until its deadline and is woken
@@ -1226,10 +1228,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// until connect_ended_locked(), so with max_connecting reached no waiter could take it; that
   /// function serves the waiters once the permit is back (or the backoff has started).
   void creation_failed(std::exception_ptr error) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    std::shared_ptr<const std::string> what = describe_error(error);  // user code: unlocked
     UniqueLock lk(mutex_);
     ++counters_.create_failures;
     release_capacity_locked();
-    connect_ended_locked(std::move(error));
+    connect_ended_locked(std::move(error), std::move(what));
   }
 
   /// The owned slot `s` holds a connection just created for a caller: the caller's handle.

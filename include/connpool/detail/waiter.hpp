@@ -12,6 +12,8 @@
 #include <condition_variable>
 #include <cstddef>
 #include <exception>
+#include <memory>
+#include <string>
 
 #include <connpool/detail/intrusive_list.hpp>
 #include <connpool/detail/pool_slot.hpp>
@@ -32,6 +34,7 @@ struct Unavailable {
   std::size_t failures = 0;               // consecutive connect failures
   std::chrono::milliseconds retry_in{0};  // until the next connect may start
   std::exception_ptr last_error;          // the last factory exception
+  std::shared_ptr<const std::string> last_what;  // its what(), read where it was caught
 };
 
 /// An asynchronous waiter's place in the pool's deadline list (ordered by `at`).
