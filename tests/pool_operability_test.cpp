@@ -580,9 +580,10 @@ TEST_CASE("ConnectionPool: connects back off after three failures; callers fail 
   CHECK_THROWS_AS(pool.acquire(0ms), connpool_test::FactoryError);  // no backoff after one
 }
 
-TEST_CASE("ConnectionPool: a caller that failed early keeps the connect error's text after the "
-          "pool replaced the error",
-          "[pool][connect]") {
+TEST_CASE(
+    "ConnectionPool: a caller that failed early keeps the connect error's text after the "
+    "pool replaced the error",
+    "[pool][connect]") {
   // The message of a caller that fails early quotes the last connect error; the next failure
   // replaces (and frees) that error on another thread. Under ThreadSanitizer this checks that
   // the message is not read from the freed error: the flag below is relaxed on purpose, so

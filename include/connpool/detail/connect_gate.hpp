@@ -113,21 +113,21 @@ class ConnectGate {
 
   /// Why an acquire fails early, at `now`.
   [[nodiscard]] Unavailable unavailable(WaitClock::time_point now) const {
-    return Unavailable{
-        failures_, std::chrono::ceil<std::chrono::milliseconds>(backoff_until_ - now), last_error_,
-                       last_what_};
+    return Unavailable{failures_,
+                       std::chrono::ceil<std::chrono::milliseconds>(backoff_until_ - now),
+                       last_error_, last_what_};
   }
 
   [[nodiscard]] std::size_t connecting() const noexcept { return connecting_; }
   [[nodiscard]] std::size_t failures() const noexcept { return failures_; }
 
  private:
-  const std::size_t max_connecting_;             // permits; 0 = unlimited
-  const std::chrono::milliseconds max_backoff_;  // longest backoff; 0 = none
-  std::size_t connecting_ = 0;                   // connects in flight (permits taken)
-  std::size_t failures_ = 0;                     // consecutive failed connects
-  WaitClock::time_point backoff_until_{};        // no connect before; {} = no backoff
-  std::exception_ptr last_error_;                // the last factory exception; null = none yet
+  const std::size_t max_connecting_;              // permits; 0 = unlimited
+  const std::chrono::milliseconds max_backoff_;   // longest backoff; 0 = none
+  std::size_t connecting_ = 0;                    // connects in flight (permits taken)
+  std::size_t failures_ = 0;                      // consecutive failed connects
+  WaitClock::time_point backoff_until_{};         // no connect before; {} = no backoff
+  std::exception_ptr last_error_;                 // the last factory exception; null = none yet
   std::shared_ptr<const std::string> last_what_;  // its text (describe_error())
 };
 

@@ -31,9 +31,9 @@ struct Snapshot {
 
 /// Why an acquire failed early while connects back off (PoolOptions::max_connect_backoff).
 struct Unavailable {
-  std::size_t failures = 0;               // consecutive connect failures
-  std::chrono::milliseconds retry_in{0};  // until the next connect may start
-  std::exception_ptr last_error;          // the last factory exception
+  std::size_t failures = 0;                      // consecutive connect failures
+  std::chrono::milliseconds retry_in{0};         // until the next connect may start
+  std::exception_ptr last_error;                 // the last factory exception
   std::shared_ptr<const std::string> last_what;  // its what(), read where it was caught
 };
 
