@@ -4,14 +4,14 @@
 // DESIGN (rules): "The acquire/release fast path allocates nothing and costs O(1) whatever the
 // pool size." This file counts the allocations of the calling thread while a CountAllocations
 // guard is alive, so it is a binary of its own. It replaces the global operator new/delete with
-// counting versions; under ThreadSanitizer, whose runtime defines operator new itself (a second
-// definition fails to link), it counts through the sanitizer's malloc hook instead, which sees
-// every allocation, operator new included. Only pool calls run inside a guard: Catch2's own
-// allocations are not counted.
+// counting versions (tests/support/replace_new.hpp, whose hook this file defines to count);
+// under ThreadSanitizer, whose runtime defines operator new itself (a second definition fails to
+// link), it counts through the sanitizer's malloc hook instead, which sees every allocation,
+// operator new included. Only pool calls run inside a guard: Catch2's own allocations are not
+// counted.
 
 #include <chrono>
 #include <cstddef>
-#include <cstdlib>
 #include <new>
 #include <optional>
 #include <stop_token>
@@ -29,6 +29,10 @@
 #if __has_feature(thread_sanitizer)
 #define CONNPOOL_TEST_TSAN 1
 #endif
+#endif
+
+#if !defined(CONNPOOL_TEST_TSAN)
+#include "replace_new.hpp"
 #endif
 
 namespace {
@@ -77,91 +81,12 @@ const int hooks_installed = __sanitizer_install_malloc_and_free_hooks(on_malloc,
 
 #else
 
-namespace {
-
-void* allocate(std::size_t size) {
+// The replaced operator new (replace_new.hpp) asks before every allocation: counted, never
+// refused.
+bool connpool_test::on_allocate() noexcept {
   count_one();
-  return std::malloc(size == 0 ? 1 : size);
+  return true;
 }
-
-void* allocate_aligned(std::size_t size, std::align_val_t align) {
-  count_one();
-  const auto a = static_cast<std::size_t>(align);
-  const std::size_t rounded = ((size == 0 ? 1 : size) + a - 1) / a * a;
-  return std::aligned_alloc(a, rounded);
-}
-
-void* checked(void* p) {
-  if (p == nullptr) {
-    throw std::bad_alloc();
-  }
-  return p;
-}
-
-}  // namespace
-
-// NOLINTBEGIN(misc-new-delete-overloads): the full replaceable set, on purpose
-void* operator new(std::size_t size) {
-  return checked(allocate(size));
-}
-void* operator new[](std::size_t size) {
-  return checked(allocate(size));
-}
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-  return allocate(size);
-}
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
-  return allocate(size);
-}
-void* operator new(std::size_t size, std::align_val_t align) {
-  return checked(allocate_aligned(size, align));
-}
-void* operator new[](std::size_t size, std::align_val_t align) {
-  return checked(allocate_aligned(size, align));
-}
-void* operator new(std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
-  return allocate_aligned(size, align);
-}
-void* operator new[](std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
-  return allocate_aligned(size, align);
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-// NOLINTEND(misc-new-delete-overloads)
 
 #endif
 

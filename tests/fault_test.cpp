@@ -6,12 +6,12 @@
 // lost nothing: every open connection is idle or held, the counts are exact, and the pool still
 // reaches its full size. The rounds end with the first one whose scenario made fewer than n
 // allocations. Also the other exceptions that cross the pool: a Conn whose move constructor
-// throws. A binary of its own (it replaces the global operator new); not built under
-// ThreadSanitizer, whose runtime defines operator new itself.
+// throws. A binary of its own: it replaces the global operator new through
+// tests/support/replace_new.hpp, whose hook (defined here) fails the n-th allocation; not built
+// under ThreadSanitizer, whose runtime defines operator new itself.
 
 #include <chrono>
 #include <cstddef>
-#include <cstdlib>
 #include <new>
 #include <optional>
 #include <stdexcept>
@@ -26,6 +26,7 @@
 
 #include "catch.hpp"
 #include "fake_conn.hpp"
+#include "replace_new.hpp"
 
 namespace {
 
@@ -33,30 +34,6 @@ namespace {
 thread_local bool armed = false;
 thread_local long fail_at = 0;  // the allocation (1, 2, ...) that fails while armed
 thread_local long seen = 0;     // allocations while armed
-
-bool should_fail() noexcept {
-  return armed && ++seen == fail_at;
-}
-
-void* allocate(std::size_t size) noexcept {
-  return should_fail() ? nullptr : std::malloc(size == 0 ? 1 : size);
-}
-
-void* allocate_aligned(std::size_t size, std::align_val_t align) noexcept {
-  if (should_fail()) {
-    return nullptr;
-  }
-  const auto a = static_cast<std::size_t>(align);
-  const std::size_t rounded = ((size == 0 ? 1 : size) + a - 1) / a * a;
-  return std::aligned_alloc(a, rounded);
-}
-
-void* checked(void* p) {
-  if (p == nullptr) {
-    throw std::bad_alloc();
-  }
-  return p;
-}
 
 /// Makes the n-th allocation of this thread fail while alive.
 class FailNth {
@@ -75,68 +52,11 @@ class FailNth {
 
 }  // namespace
 
-// NOLINTBEGIN(misc-new-delete-overloads): the full replaceable set, on purpose
-void* operator new(std::size_t size) {
-  return checked(allocate(size));
+// The replaced operator new (replace_new.hpp) asks before every allocation: while armed, the
+// fail_at-th one fails.
+bool connpool_test::on_allocate() noexcept {
+  return !(armed && ++seen == fail_at);
 }
-void* operator new[](std::size_t size) {
-  return checked(allocate(size));
-}
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-  return allocate(size);
-}
-void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
-  return allocate(size);
-}
-void* operator new(std::size_t size, std::align_val_t align) {
-  return checked(allocate_aligned(size, align));
-}
-void* operator new[](std::size_t size, std::align_val_t align) {
-  return checked(allocate_aligned(size, align));
-}
-void* operator new(std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
-  return allocate_aligned(size, align);
-}
-void* operator new[](std::size_t size, std::align_val_t align, const std::nothrow_t&) noexcept {
-  return allocate_aligned(size, align);
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept {
-  std::free(p);
-}
-// NOLINTEND(misc-new-delete-overloads)
 
 using namespace std::chrono_literals;
 using connpool::PooledHandle;
