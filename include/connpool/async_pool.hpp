@@ -378,6 +378,7 @@ class AsyncConnectionPool {
   using WaiterT = typename Core::WaiterT;
   using SlotT = typename Core::SlotT;
   using CoreRef = typename Core::CoreRef;
+  using Reservation = typename Core::Reservation;
 
   /// What an acquire that suspends keeps in its driver's frame (see detail::AcquireDriver).
   struct DriveState {
@@ -391,7 +392,7 @@ class AsyncConnectionPool {
     std::optional<WaitClock::duration> timeout;  // nullopt: try_acquire
     std::optional<WaitClock::time_point> deadline;
     std::stop_token stop;
-    bool capacity = false;  // holds a unit of capacity (with a connect permit): must create
+    Reservation capacity;   // a unit of capacity with a connect permit: must create
     bool try_only = false;  // try_acquire: never queues
     std::optional<PooledHandle<Conn>> result;
     std::exception_ptr error;
@@ -440,15 +441,13 @@ class AsyncConnectionPool {
       std::optional<std::stop_callback<Cancel>> cancel;
       for (bool first = true;; first = false) {
         if (st.abandoned()) {
-          if (std::exchange(st.capacity, false)) {
-            core.give_up_capacity();
-          }
+          st.capacity.reset();
           co_return;
         }
-        if (std::exchange(st.capacity, false)) {
+        if (st.capacity.capacity()) {
           // Below max_size: create, outside the lock (DESIGN 3). A failure frees the place.
           if constexpr (!async_factory) {
-            st.result = core.create_for_caller();
+            st.result = core.create_for_caller(std::move(st.capacity));
           } else {
             SlotT* slot = nullptr;
             std::optional<Conn> conn;
@@ -456,10 +455,10 @@ class AsyncConnectionPool {
               slot = core.begin_create();
               conn.emplace(co_await std::invoke(core.factory()));
             } catch (...) {
-              core.abort_create(slot);
+              core.abort_create(slot, st.capacity);
               throw;
             }
-            st.result = core.finish_create(slot, std::move(*conn));
+            st.result = core.finish_create(slot, std::move(*conn), std::move(st.capacity));
           }
           co_return;
         }
@@ -477,14 +476,15 @@ class AsyncConnectionPool {
         st.waiter.state = &st;
         co_await Wait{&st};
         if (SlotT* slot = std::exchange(st.waiter.slot, nullptr)) {
-          st.result = core.check_out_granted(slot, std::exchange(st.waiter.fresh, false));
+          st.result =
+              core.check_out_granted(slot, std::exchange(st.waiter.fresh, false), st.capacity);
           if (st.result) {
             co_return;
           }
           // It failed validation: its place is ours, to connect when a permit is free.
-          st.capacity = core.permit_for_capacity();
+          (void)core.permit_for(st.capacity);
         } else if (std::exchange(st.waiter.may_create, false)) {
-          st.capacity = true;
+          core.adopt_grant(st.capacity);
         } else {
           throw_outcome(st);
         }
@@ -529,17 +529,17 @@ class AsyncConnectionPool {
         throw std::logic_error("connpool: an acquire operation can be awaited once");
       }
       try {
-        bool capacity = false;
+        Reservation capacity;
         result_ = pool_->core_->acquire_nowait(capacity);
         if (result_) {
           return true;
         }
-        if (capacity) {
+        if (capacity.capacity()) {
           if constexpr (!async_factory) {
-            result_ = pool_->core_->create_for_caller();
+            result_ = pool_->core_->create_for_caller(std::move(capacity));
             return true;
           } else {
-            capacity_ = true;
+            capacity_ = std::move(capacity);
             return false;  // the driver awaits the factory
           }
         }
@@ -560,9 +560,7 @@ class AsyncConnectionPool {
       try {
         driver_ = drive();
       } catch (...) {
-        if (std::exchange(capacity_, false)) {
-          core->give_up_capacity();
-        }
+        capacity_.reset();
         throw;
       }
       DrivePromise& st = driver_.promise();
@@ -570,7 +568,7 @@ class AsyncConnectionPool {
       st.scheduler = pool_->scheduler_;
       st.timeout = timeout_;
       st.stop = std::move(stop_);
-      st.capacity = std::exchange(capacity_, false);
+      st.capacity = std::move(capacity_);
       st.try_only = Try;
       st.continuation = caller;
       return driver_.handle();
@@ -636,7 +634,8 @@ class AsyncConnectionPool {
     std::optional<WaitClock::duration> timeout_;  // nullopt: try_acquire
     std::stop_token stop_;
     bool awaited_ = false;
-    bool capacity_ = false;  // await_ready() took a unit of capacity: the driver must create
+    // A unit of capacity (and a connect permit) await_ready() took: the driver must create.
+    Reservation capacity_;
     std::optional<PooledHandle<Conn>> result_;
     std::exception_ptr error_;
     Driver driver_;  // owned until abandon() lets it free itself

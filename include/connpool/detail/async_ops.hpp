@@ -24,17 +24,19 @@ namespace connpool::detail {
 
 template <class Conn, class Factory, class Clock>
 std::optional<typename PoolCore<Conn, Factory, Clock>::Handle>
-PoolCore<Conn, Factory, Clock>::acquire_nowait(bool& capacity) {
+PoolCore<Conn, Factory, Clock>::acquire_nowait(Reservation& capacity) {
   const DrainOnExit drain;
-  capacity = false;
-  bool have_capacity = false;
-  if (std::optional<Handle> h = acquire_fast(have_capacity)) {
+  bool had_capacity = false;
+  if (std::optional<Handle> h = acquire_fast(had_capacity)) {
     return h;
   }
   CoreRef keep;  // taken when this call holds a unit of capacity it may give up below
-  bool have_permit = false;
+  Reservation res;
+  if (had_capacity) {
+    adopt_capacity(res);
+  }
   for (;;) {
-    if (have_capacity && keep.get() == nullptr) {
+    if (res.capacity() && keep.get() == nullptr) {
       keep = CoreRef(this);
     }
     SlotT* slot = nullptr;
@@ -42,7 +44,7 @@ PoolCore<Conn, Factory, Clock>::acquire_nowait(bool& capacity) {
     Unavailable why;
     {
       UniqueLock lk(mutex_);
-      step = step_locked(have_capacity, have_permit, slot, nullptr, &why);
+      step = step_locked(res, slot, nullptr, &why);
     }
     switch (step) {
       case Step::closed:
@@ -51,13 +53,12 @@ PoolCore<Conn, Factory, Clock>::acquire_nowait(bool& capacity) {
       case Step::wait:
         return std::nullopt;
       case Step::create:
-        capacity = true;  // with a connect permit: the caller connects
+        capacity = std::move(res);  // with a connect permit: the caller connects
         return std::nullopt;
       case Step::slot:
-        if (std::optional<Handle> h = check_out_granted(slot, false)) {
+        if (std::optional<Handle> h = check_out_granted(slot, false, res)) {
           return h;
         }
-        have_capacity = true;
         break;
     }
   }
@@ -65,11 +66,12 @@ PoolCore<Conn, Factory, Clock>::acquire_nowait(bool& capacity) {
 
 template <class Conn, class Factory, class Clock>
 std::optional<typename PoolCore<Conn, Factory, Clock>::Handle>
-PoolCore<Conn, Factory, Clock>::check_out_granted(SlotT* slot, bool fresh) {
+PoolCore<Conn, Factory, Clock>::check_out_granted(SlotT* slot, bool fresh, Reservation& capacity) {
   const Verdict v = judge_now(*slot, !fresh && may_idle_expire());
   if (check_out(slot, v, !fresh)) {
     return HandleAccess::make<Conn>(this, slot);
   }
+  adopt_capacity(capacity);
   return std::nullopt;
 }
 
@@ -86,14 +88,12 @@ bool PoolCore<Conn, Factory, Clock>::enqueue_async(WaiterT& w,
   if (w.cancelled) {
     return false;
   }
-  bool have_capacity = false;
-  bool have_permit = false;
+  Reservation res;  // empty when the lock is released (create passes it on to `w`)
   SlotT* slot = nullptr;
   if (deadline) {
     w.until = *deadline;
   }
-  switch (step_locked(have_capacity, have_permit, slot, deadline ? &*deadline : nullptr,
-                      &w.why_unavailable)) {
+  switch (step_locked(res, slot, deadline ? &*deadline : nullptr, &w.why_unavailable)) {
     case Step::closed:
       w.closed = true;
       return false;
@@ -104,6 +104,8 @@ bool PoolCore<Conn, Factory, Clock>::enqueue_async(WaiterT& w,
       w.slot = slot;
       return false;
     case Step::create:
+      res.capacity_ = false;  // passed on to `w`, with the permit
+      res.permit_ = false;
       w.may_create = true;
       return false;
     case Step::wait:
@@ -153,25 +155,15 @@ bool PoolCore<Conn, Factory, Clock>::withdraw_async(WaiterT& w) noexcept {
 }
 
 template <class Conn, class Factory, class Clock>
-void PoolCore<Conn, Factory, Clock>::give_up_capacity() noexcept {
-  const CoreRef keep(this);
-  const DrainOnExit drain;
-  UniqueLock lk(mutex_);
-  gate_.give_back();
-  free_capacity_locked();
-  serve_capacity_locked();
-}
-
-template <class Conn, class Factory, class Clock>
-bool PoolCore<Conn, Factory, Clock>::permit_for_capacity() {
+bool PoolCore<Conn, Factory, Clock>::permit_for(Reservation& r) {
   const CoreRef keep(this);
   const DrainOnExit drain;
   UniqueLock lk(mutex_);
   if (!closed_.load(std::memory_order_relaxed) && connect_permitted_locked(WaitClock::now())) {
-    gate_.begin();
+    take_permit_locked(r);
     return true;
   }
-  free_capacity_locked();
+  drop_locked(r);
   return false;
 }
 
@@ -229,29 +221,33 @@ typename PoolCore<Conn, Factory, Clock>::SlotT* PoolCore<Conn, Factory, Clock>::
 
 template <class Conn, class Factory, class Clock>
 typename PoolCore<Conn, Factory, Clock>::Handle PoolCore<Conn, Factory, Clock>::finish_create(
-    SlotT* s, Conn&& conn) {
+    SlotT* s, Conn&& conn, Reservation&& r) {
   const CoreRef keep(this);
   const DrainOnExit drain;
+  Reservation res = std::move(r);
   try {
     s->conn.emplace(std::move(conn));  // Conn's move constructor may throw
     install(s);
   } catch (...) {
     s->conn.reset();
     give_back_slot(s);
-    creation_failed(std::current_exception());
+    creation_failed(res, std::current_exception());
     throw;
   }
-  return hand_new(s);
+  res.capacity_ = false;  // the new connection's slot holds the unit now
+  return hand_new(s, res);
 }
 
 template <class Conn, class Factory, class Clock>
-void PoolCore<Conn, Factory, Clock>::abort_create(SlotT* s, std::exception_ptr error) noexcept {
+void PoolCore<Conn, Factory, Clock>::abort_create(SlotT* s,
+                                                  Reservation& r,
+                                                  std::exception_ptr error) noexcept {
   const CoreRef keep(this);
   const DrainOnExit drain;
   if (s != nullptr) {
     give_back_slot(s);
   }
-  creation_failed(std::move(error));
+  creation_failed(r, std::move(error));
 }
 
 }  // namespace connpool::detail

@@ -189,6 +189,53 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     PoolCore* core_ = nullptr;
   };
 
+  /// A unit of capacity (a place under max_size, with its count on the core), and the connect
+  /// permit to fill it, held by one caller between the decision under the lock and the connect
+  /// outside it. Dropped while it holds either, it gives them back (to the oldest waiter, say),
+  /// so that no exception (a factory's, a throwing move of Conn, std::bad_alloc) can lose one.
+  /// The core takes and ends them under its lock (take_capacity_locked(), take_permit_locked(),
+  /// drop_locked(), and the create path, where the unit passes to the new connection's slot).
+  /// Move-only; used by one thread at a time.
+  class Reservation {
+   public:
+    Reservation() noexcept = default;
+    Reservation(Reservation&& other) noexcept
+        : core_(other.core_),
+          capacity_(std::exchange(other.capacity_, false)),
+          permit_(std::exchange(other.permit_, false)) {}
+    Reservation& operator=(Reservation&& other) noexcept {
+      if (this != &other) {
+        reset();
+        core_ = other.core_;
+        capacity_ = std::exchange(other.capacity_, false);
+        permit_ = std::exchange(other.permit_, false);
+      }
+      return *this;
+    }
+    Reservation(const Reservation&) = delete;
+    Reservation& operator=(const Reservation&) = delete;
+    ~Reservation() { reset(); }
+
+    /// Whether it holds a unit of capacity: its holder must connect, or let it go.
+    [[nodiscard]] bool capacity() const noexcept { return capacity_; }
+    /// Whether it holds a connect permit (always with a unit of capacity, once taken).
+    [[nodiscard]] bool permit() const noexcept { return permit_; }
+
+    /// Gives back what it holds, now (the next waiter may have it).
+    void reset() noexcept {
+      if (capacity_ || permit_) {
+        core_->give_up(*this);
+      }
+    }
+
+   private:
+    friend class PoolCore;
+
+    PoolCore* core_ = nullptr;  // set when it first takes something
+    bool capacity_ = false;
+    bool permit_ = false;
+  };
+
   /// The owner (ConnectionPool, AsyncConnectionPool) lets go: closes the pool, waits for the
   /// internal threads (except the one this runs on, when a hook or an inline-resumed coroutine
   /// destroys the pool from it: that thread holds its own count and ends its loop afterwards),
@@ -216,15 +263,16 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// Everything acquire() does without waiting and without calling the factory.
   ///
-  /// Returns: a handle; or nullopt with `capacity` set, when the caller now holds a unit of
-  /// capacity and must create a connection (create_for_caller(), or begin_create() and what
-  /// follows); or nullopt with `capacity` clear, when it must queue (enqueue_async()).
+  /// Returns: a handle; or nullopt with `capacity` holding a unit of capacity and a connect
+  /// permit, when the caller must create a connection (create_for_caller(), or begin_create()
+  /// and what follows); or nullopt with `capacity` empty, when it must queue (enqueue_async()).
   /// Throws: PoolClosed.
-  std::optional<Handle> acquire_nowait(bool& capacity) CONNPOOL_EXCLUDES(mutex_);
+  std::optional<Handle> acquire_nowait(Reservation& capacity) CONNPOOL_EXCLUDES(mutex_);
 
   /// Checks out a slot claimed for, or handed to, a caller (DESIGN 5, 6). Returns nullopt when it
-  /// was closed instead; the caller then holds its unit of capacity.
-  std::optional<Handle> check_out_granted(SlotT* slot, bool fresh) CONNPOOL_EXCLUDES(mutex_);
+  /// was closed instead; its unit of capacity then passes to `capacity`.
+  std::optional<Handle> check_out_granted(SlotT* slot, bool fresh, Reservation& capacity)
+      CONNPOOL_EXCLUDES(mutex_);
 
   /// Queues the asynchronous waiter `w`, whose completion is `complete`, with an optional
   /// deadline, unless it can be served at once.
@@ -243,14 +291,23 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// waiting at all.
   bool withdraw_async(WaiterT& w) noexcept CONNPOOL_EXCLUDES(mutex_);
 
-  /// Gives up a unit of capacity and the connect permit that came with it, unused (the
-  /// asynchronous acquire that held them could not go on): the next waiter may have them.
-  void give_up_capacity() noexcept CONNPOOL_EXCLUDES(mutex_);
+  /// `r` takes over the unit of capacity of a connection the caller closed instead of handing
+  /// it out (a failed check-out).
+  void adopt_capacity(Reservation& r) noexcept {
+    r.core_ = this;
+    r.capacity_ = true;
+  }
+
+  /// `r` takes over a unit of capacity and a connect permit granted to a waiter (may_create).
+  void adopt_grant(Reservation& r) noexcept {
+    adopt_capacity(r);
+    r.permit_ = true;
+  }
 
   /// For an acquirer whose connection failed its check-out and who so holds a unit of capacity:
-  /// takes a connect permit and returns true (the caller connects), or, when none is free,
-  /// gives the capacity up and returns false (the caller queues again).
-  bool permit_for_capacity() CONNPOOL_EXCLUDES(mutex_);
+  /// takes a connect permit into `r` and returns true (the caller connects), or, when none is
+  /// free, gives the capacity up and returns false (the caller queues again).
+  bool permit_for(Reservation& r) CONNPOOL_EXCLUDES(mutex_);
 
   /// Starts the thread that ends asynchronous waits at their deadlines (AsyncConnectionPool).
   void start_timer() { timer_ = start_internal(&PoolCore::timer_loop); }
@@ -576,7 +633,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   std::optional<Handle> acquire_slow(std::optional<WaitClock::duration> timeout,
                                      const std::stop_token* stop,
-                                     bool have_capacity) CONNPOOL_EXCLUDES(mutex_) {
+                                     bool had_capacity) CONNPOOL_EXCLUDES(mutex_) {
     // Why the waiter, the deadline and the stop callback live out here: the callback must be
     // registered without holding mutex_ (it runs inline when stop was already requested, and it
     // locks mutex_), and destroyed after mutex_ is released (its destructor waits for a
@@ -591,13 +648,16 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     WaiterT waiter;
     std::optional<WaitClock::time_point> deadline;
     std::optional<std::stop_callback<CancelWaiter>> cancel;
-    bool have_permit = false;
+    Reservation res;  // before `keep` goes: it may give a unit of capacity back
+    if (had_capacity) {
+      adopt_capacity(res);
+    }
     if (timeout) {
       deadline = WaitClock::now() + *timeout;
     }
 
     for (;;) {
-      if (have_capacity && keep.get() == nullptr) {
+      if (res.capacity() && keep.get() == nullptr) {
         keep = CoreRef(this);  // step_locked() may give the unit up
       }
       SlotT* slot = nullptr;
@@ -607,8 +667,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
       Unavailable why;
       {
         UniqueLock lk(mutex_);
-        const Step step =
-            step_locked(have_capacity, have_permit, slot, deadline ? &*deadline : nullptr, &why);
+        const Step step = step_locked(res, slot, deadline ? &*deadline : nullptr, &why);
         if (step == Step::closed) {
           failure = Failure::closed;
         } else if (step == Step::unavailable) {
@@ -627,8 +686,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           if (failure == Failure::none) {
             slot = std::exchange(waiter.slot, nullptr);
             fresh = std::exchange(waiter.fresh, false);
-            have_capacity = std::exchange(waiter.may_create, false);
-            have_permit = have_capacity;  // capacity is granted with a connect permit
+            if (std::exchange(waiter.may_create, false)) {
+              adopt_grant(res);  // capacity is granted with a connect permit
+            }
           } else if (failure == Failure::timeout) {
             snap = snapshot_locked();
           } else if (failure == Failure::unavailable) {
@@ -647,12 +707,12 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         if (check_out(slot, v, !fresh)) {
           return HandleAccess::make<Conn>(this, slot);
         }
-        have_capacity = true;  // it was closed; its place is ours to fill
+        adopt_capacity(res);  // it was closed; its place is ours to fill
         continue;
       }
-      if (have_capacity) {
+      if (res.capacity()) {
         // Below max_size with nothing idle: create, outside the lock (DESIGN 3).
-        return create_for_caller();
+        return create_for_caller(std::move(res));
       }
     }
   }
@@ -666,50 +726,42 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     unavailable,  // connects back off past the caller's deadline, nothing open to wait for
   };
 
-  /// The decision of every acquire that got past the fast path, under the lock. `have_capacity`:
-  /// the caller holds a unit of capacity (its connection failed validation, say);
-  /// `have_permit`: and a connect permit (granted with it to a waiter). `deadline`: the caller's,
-  /// if it may wait. On Step::unavailable, `why` says why.
-  Step step_locked(bool& have_capacity,
-                   bool& have_permit,
+  /// The decision of every acquire that got past the fast path, under the lock. `res`: what the
+  /// caller holds: a unit of capacity (its connection failed validation, say), and a connect
+  /// permit (granted with it to a waiter); on Step::create it holds both, otherwise nothing.
+  /// `deadline`: the caller's, if it may wait. On Step::unavailable, `why` says why.
+  Step step_locked(Reservation& res,
                    SlotT*& slot,
                    const WaitClock::time_point* deadline,
                    Unavailable* why) CONNPOOL_REQUIRES(mutex_) {
     const bool barge = fifo_ ? waiters_.empty() : !waiters_.starving();
     if (closed_.load(std::memory_order_relaxed)) {
-      drop_capacity_locked(have_capacity, have_permit);
+      drop_locked(res);
       return Step::closed;
     }
-    if ((have_capacity || barge) && (slot = claim_idle_locked()) != nullptr) {
+    if ((res.capacity() || barge) && (slot = claim_idle_locked()) != nullptr) {
       // Reuse (DESIGN 2). Why LIFO: the working set stays small and warm, and idle
       // connections beyond it age out (HikariCP, Go's database/sql).
-      if (std::exchange(have_permit, false)) {
-        end_connect_locked();  // not needed after all
-      }
-      if (std::exchange(have_capacity, false)) {
-        free_capacity_locked();
-      }
+      drop_locked(res);  // not needed after all
       return Step::slot;
     }
-    if (have_capacity || (barge && open_ < max_size_.load(std::memory_order_relaxed))) {
-      if (!have_permit) {
+    if (res.capacity() || (barge && open_ < max_size_.load(std::memory_order_relaxed))) {
+      if (!res.permit()) {
         const WaitClock::time_point now = WaitClock::now();
         if (!connect_permitted_locked(now)) {
           // The factory runs at most max_connecting at a time, and not during a backoff: wait
           // for a connect permit (or a connection) in the queue.
-          drop_capacity_locked(have_capacity, have_permit);
+          drop_locked(res);
           if (deadline != nullptr && gate_.cannot_wait_out(now, *deadline, open_)) {
             *why = gate_.unavailable(now);
             return Step::unavailable;
           }
           return Step::wait;
         }
-        gate_.begin();
-        have_permit = true;
+        take_permit_locked(res);
       }
-      if (!have_capacity) {
-        reserve_capacity_locked();  // the factory runs outside the lock (DESIGN 3)
-        have_capacity = true;
+      if (!res.capacity()) {
+        take_capacity_locked(res);  // the factory runs outside the lock (DESIGN 3)
       }
       return Step::create;
     }
@@ -723,14 +775,37 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     return gate_.permitted(now);
   }
 
-  /// Gives back a unit of capacity and a connect permit the caller holds, if it holds them.
-  void drop_capacity_locked(bool& have_capacity, bool& have_permit) CONNPOOL_REQUIRES(mutex_) {
-    if (std::exchange(have_permit, false)) {
+  /// Takes a unit of capacity into `r`.
+  void take_capacity_locked(Reservation& r) CONNPOOL_REQUIRES(mutex_) {
+    reserve_capacity_locked();
+    r.core_ = this;
+    r.capacity_ = true;
+  }
+
+  /// Takes a connect permit into `r` (the caller checked connect_permitted_locked()).
+  void take_permit_locked(Reservation& r) CONNPOOL_REQUIRES(mutex_) {
+    gate_.begin();
+    r.core_ = this;
+    r.permit_ = true;
+  }
+
+  /// Gives back what `r` holds.
+  void drop_locked(Reservation& r) CONNPOOL_REQUIRES(mutex_) {
+    if (std::exchange(r.permit_, false)) {
       end_connect_locked();
     }
-    if (std::exchange(have_capacity, false)) {
+    if (std::exchange(r.capacity_, false)) {
       free_capacity_locked();
     }
+  }
+
+  /// Reservation::reset(): gives back what `r` holds, taking the lock (and a count: the unit of
+  /// capacity may be the last one).
+  void give_up(Reservation& r) noexcept CONNPOOL_EXCLUDES(mutex_) {
+    const CoreRef keep(this);
+    const DrainOnExit drain;  // the unit may go to a waiter, maybe asynchronous
+    UniqueLock lk(mutex_);
+    drop_locked(r);
   }
 
   /// A connect permit is returned: the next waiter that needs one may get it.
@@ -1222,24 +1297,30 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   /// A connect for a caller failed with `error`: counts it, gives up the unit of capacity and
-  /// returns the connect permit. The caller holds another count.
+  /// returns the connect permit, both held in `r`. The caller holds another count.
   ///
   /// Why the unit is not handed to a waiter directly: the failed connect still holds its permit
   /// until connect_ended_locked(), so with max_connecting reached no waiter could take it; that
   /// function serves the waiters once the permit is back (or the backoff has started).
-  void creation_failed(std::exception_ptr error) noexcept CONNPOOL_EXCLUDES(mutex_) {
+  void creation_failed(Reservation& r, std::exception_ptr error) noexcept
+      CONNPOOL_EXCLUDES(mutex_) {
+    assert(r.capacity_ && r.permit_);
     std::shared_ptr<const std::string> what = describe_error(error);  // user code: unlocked
     UniqueLock lk(mutex_);
     ++counters_.create_failures;
+    r.capacity_ = false;
+    r.permit_ = false;
     release_capacity_locked();
     connect_ended_locked(std::move(error), std::move(what));
   }
 
-  /// The owned slot `s` holds a connection just created for a caller: the caller's handle.
-  Handle hand_new(SlotT* s) CONNPOOL_EXCLUDES(mutex_) {
+  /// The owned slot `s` holds a connection just created for a caller (its unit of capacity is
+  /// the slot's now): ends the connect of the permit in `r`, and returns the caller's handle.
+  Handle hand_new(SlotT* s, Reservation& r) CONNPOOL_EXCLUDES(mutex_) {
     {
       UniqueLock lk(mutex_);
       ++counters_.created;
+      r.permit_ = false;
       connect_ended_locked(nullptr);
     }
     if (!closed_.load(std::memory_order_acquire)) {
@@ -1254,37 +1335,42 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
  public:
-  /// Creates a connection for an acquirer that holds a unit of capacity, with the factory
-  /// called on this thread.
+  /// Creates a connection for an acquirer that holds a unit of capacity and a connect permit
+  /// (`r`), with the factory called on this thread.
   ///
   /// Throws: the factory's exception, unchanged (DESIGN 3), with the place freed; PoolClosed.
-  Handle create_for_caller() CONNPOOL_EXCLUDES(mutex_) {
+  Handle create_for_caller(Reservation&& r) CONNPOOL_EXCLUDES(mutex_) {
     const CoreRef keep(this);
     const DrainOnExit drain;  // a failure gives the capacity to a waiter, maybe asynchronous
+    Reservation res = std::move(r);
     SlotT* s = nullptr;
     try {
       s = create_slot();
     } catch (...) {
-      creation_failed(std::current_exception());
+      creation_failed(res, std::current_exception());
       throw;
     }
-    return hand_new(s);
+    res.capacity_ = false;  // the new connection's slot holds the unit now
+    return hand_new(s, res);
   }
 
   /// The creation of a connection by an asynchronous factory, for an acquirer that holds a
-  /// unit of capacity: begin_create(), then the factory's awaitable, then finish_create() with
-  /// its connection, or abort_create() if it threw.
+  /// unit of capacity and a connect permit (a Reservation): begin_create(), then the factory's
+  /// awaitable, then finish_create() with its connection, or abort_create() if it threw.
   ///
-  /// Throws: std::bad_alloc (the caller then calls abort_create(nullptr)).
+  /// Throws: std::bad_alloc (the caller then calls abort_create(nullptr, ...)).
   SlotT* begin_create();
 
   /// Throws: PoolClosed, if the pool closed meanwhile (the connection is closed); what Conn's
   /// move constructor throws (a failed create: the slot, the unit of capacity and the connect
   /// permit are given back, and create_failures counts it).
-  Handle finish_create(SlotT* s, Conn&& conn) CONNPOOL_EXCLUDES(mutex_);
+  Handle finish_create(SlotT* s, Conn&& conn, Reservation&& r) CONNPOOL_EXCLUDES(mutex_);
 
-  /// The asynchronous factory threw (or begin_create() did, with `s` null).
-  void abort_create(SlotT* s, std::exception_ptr error = std::current_exception()) noexcept
+  /// The asynchronous factory threw (or begin_create() did, with `s` null): counts the failure
+  /// and gives back `r` and the slot.
+  void abort_create(SlotT* s,
+                    Reservation& r,
+                    std::exception_ptr error = std::current_exception()) noexcept
       CONNPOOL_EXCLUDES(mutex_);
 
   Factory& factory() noexcept { return ops_.factory(); }
@@ -1294,6 +1380,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Returns false when nothing more should be added (closed, enough open, or a failure that is
   /// not to be thrown).
   bool add_idle_connection(bool throw_errors) CONNPOOL_EXCLUDES(mutex_) {
+    Reservation res;
     {
       UniqueLock lk(mutex_);
       if (closed_.load(std::memory_order_relaxed) ||
@@ -1301,21 +1388,23 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
           !connect_permitted_locked(WaitClock::now())) {
         return false;  // enough open, or connects are limited now: maintenance comes back later
       }
-      gate_.begin();
-      reserve_capacity_locked();
+      take_permit_locked(res);
+      take_capacity_locked(res);
     }
     SlotT* s = nullptr;
     try {
       s = create_slot();
     } catch (...) {
-      creation_failed(std::current_exception());
+      creation_failed(res, std::current_exception());
       if (throw_errors) {
         throw;
       }
       return false;
     }
+    res.capacity_ = false;  // the new connection's slot holds the unit now
     UniqueLock lk(mutex_);
     ++counters_.created;
+    res.permit_ = false;
     connect_ended_locked(nullptr);
     if (closed_.load(std::memory_order_relaxed)) {
       lk.unlock();
