@@ -160,34 +160,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// A count on the core, held for a scope: by calls that may give up units of capacity, and by
   /// asynchronous acquires in flight. Dropping the last one frees the core.
-  class CoreRef {
-   public:
-    CoreRef() noexcept = default;
-    explicit CoreRef(PoolCore* core) noexcept : core_(core) { core->ref(); }
-    CoreRef(CoreRef&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
-    CoreRef& operator=(CoreRef&& other) noexcept {
-      if (this != &other) {
-        reset();
-        core_ = std::exchange(other.core_, nullptr);
-      }
-      return *this;
-    }
-    CoreRef(const CoreRef&) = delete;
-    CoreRef& operator=(const CoreRef&) = delete;
-    ~CoreRef() { reset(); }
-
-    /// Lets go now; the core may be gone afterwards.
-    void reset() noexcept {
-      if (PoolCore* c = std::exchange(core_, nullptr)) {
-        c->unref();
-      }
-    }
-    [[nodiscard]] PoolCore* get() const noexcept { return core_; }
-    PoolCore* operator->() const noexcept { return core_; }
-
-   private:
-    PoolCore* core_ = nullptr;
-  };
+  class CoreRef;
 
   /// A unit of capacity (a place under max_size, with its count on the core), and the connect
   /// permit to fill it, held by one caller between the decision under the lock and the connect
@@ -196,45 +169,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// The core takes and ends them under its lock (take_capacity_locked(), take_permit_locked(),
   /// drop_locked(), and the create path, where the unit passes to the new connection's slot).
   /// Move-only; used by one thread at a time.
-  class Reservation {
-   public:
-    Reservation() noexcept = default;
-    Reservation(Reservation&& other) noexcept
-        : core_(other.core_),
-          capacity_(std::exchange(other.capacity_, false)),
-          permit_(std::exchange(other.permit_, false)) {}
-    Reservation& operator=(Reservation&& other) noexcept {
-      if (this != &other) {
-        reset();
-        core_ = other.core_;
-        capacity_ = std::exchange(other.capacity_, false);
-        permit_ = std::exchange(other.permit_, false);
-      }
-      return *this;
-    }
-    Reservation(const Reservation&) = delete;
-    Reservation& operator=(const Reservation&) = delete;
-    ~Reservation() { reset(); }
-
-    /// Whether it holds a unit of capacity: its holder must connect, or let it go.
-    [[nodiscard]] bool capacity() const noexcept { return capacity_; }
-    /// Whether it holds a connect permit (always with a unit of capacity, once taken).
-    [[nodiscard]] bool permit() const noexcept { return permit_; }
-
-    /// Gives back what it holds, now (the next waiter may have it).
-    void reset() noexcept {
-      if (capacity_ || permit_) {
-        core_->give_up(*this);
-      }
-    }
-
-   private:
-    friend class PoolCore;
-
-    PoolCore* core_ = nullptr;  // set when it first takes something
-    bool capacity_ = false;
-    bool permit_ = false;
-  };
+  class Reservation;
 
   /// The owner (ConnectionPool, AsyncConnectionPool) lets go: closes the pool, waits for the
   /// internal threads (except the one this runs on, when a hook or an inline-resumed coroutine
@@ -312,29 +247,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Starts the thread that ends asynchronous waits at their deadlines (AsyncConnectionPool).
   void start_timer() { timer_ = start_internal(&PoolCore::timer_loop); }
 
-  PoolStats stats() const CONNPOOL_EXCLUDES(mutex_) {
-    PoolStats s;
-    {
-      UniqueLock lk(mutex_);
-      counters_.fill(s);
-      s.leaks = leaks_.load(std::memory_order_relaxed);
-      s.pending = waiters_.size();
-    }
-    const std::size_t n = slots_.count();
-    for (std::size_t i = 0; i < n; ++i) {
-      const SlotT& slot = *slots_.at(i);
-      s.acquired += slot.acquired.get();
-      s.reused += slot.reused.get();
-      s.released += slot.released.get();
-      // Both gauges come from the slot's state, so that idle + in_use never exceeds the slots
-      // even while other threads move connections around.
-      const std::uint32_t st = slot.state.load(std::memory_order_relaxed);
-      s.idle += st == kIdle ? 1 : 0;
-      s.in_use += st == kInUse ? 1 : 0;
-    }
-    s.max_size = max_size_.load(std::memory_order_relaxed);
-    return s;
-  }
+  PoolStats stats() const CONNPOOL_EXCLUDES(mutex_);
 
   /// One maintenance pass (DESIGN 6): closes expired idle connections, pings those due for a
   /// keepalive (PoolOptions::keepalive_interval), then refills to min_size. Returns how many
@@ -361,92 +274,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// DESIGN 7: idempotent. Closes idle connections now, wakes waiters with PoolClosed, and
   /// joins the maintenance thread; in-use connections are closed when they come back.
-  void close() noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);
-    const DrainOnExit drain;  // the waiters' PoolClosed completions, once all else is done
-    SlotChain<SlotT> idle;
-    {
-      UniqueLock lk(mutex_);
-      if (closed_.load(std::memory_order_relaxed)) {
-        lk.unlock();
-        join_internal_threads(false);  // "stops promptly": gone when close() returns
-        return;
-      }
-      // A releaser that publishes kIdle after the claim below sees closed_ and closes its
-      // connection itself (publish()).
-      closed_.store(true, std::memory_order_seq_cst);
-      while (!waiters_.empty()) {
-        WaiterT* w = waiters_.pop_front();
-        unlink_deadline_locked(*w);
-        w->closed = true;
-        w->signal();
-      }
-      idle = claim_all_idle_locked();
-      for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
-        s->close_reason = CloseReason::pool_closed;
-      }
-      maintenance_cv_.notify_all();
-      timer_cv_.notify_all();
-    }
-    join_internal_threads(false);
-    close_slots(idle);
-  }
+  void close() noexcept CONNPOOL_EXCLUDES(mutex_);
 
-  void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_) {
-    auto* s = static_cast<SlotT*>(base);
-    s->released.bump();
-    ops_.released(*s);
-    bool keep = !close;
-    if (!keep) {
-      s->close_reason = CloseReason::invalidated;
-    }
-    if (keep && !ops_.reset(*s)) {
-      keep = false;  // a connection that cannot be reset must not reach the next borrower
-      s->close_reason = CloseReason::reset_failed;
-    }
-    if (keep && s->generation != generation_.load(std::memory_order_relaxed)) {
-      keep = false;  // opened before evict_all()
-      s->close_reason = CloseReason::evicted;
-    }
-    if (keep &&
-        open_count_.load(std::memory_order_relaxed) > max_size_.load(std::memory_order_relaxed)) {
-      keep = false;  // set_max_size() shrank the pool below what is open
-      s->close_reason = CloseReason::shrunk;
-    }
-    if (keep && uses_ages_) {
-      const TimePoint now = clock_now<Clock>();
-      if (lifetime_over(s->created_at, s->lifetime, now)) {
-        keep = false;  // DESIGN 6: an expired connection is closed, not kept
-        s->close_reason = CloseReason::expired;
-      } else {
-        s->last_used = now;
-      }
-    }
-    if (keep) {
-      ops_.unheld(*s);
-      if (!must_hand_off()) {
-        publish(s);
-        return;
-      }
-      if (hand_off(s)) {
-        return;
-      }
-      s->close_reason = CloseReason::pool_closed;
-    }
-    // Closed instead of returned: invalidated, reset failed, expired, or the pool is closed.
-    close_slot(s);
-  }
+  void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_);
 
-  void forget(SlotBase<Conn>* base) noexcept override CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);  // the slot's unit of capacity may be the last count
-    const DrainOnExit drain;   // completions of asynchronous waiters served here, last
-    auto* s = static_cast<SlotT*>(base);
-    s->conn.reset();  // destroys the moved-from Conn, outside the lock
-    UniqueLock lk(mutex_);
-    ++counters_.detached;
-    retire_locked(s);
-    free_capacity_locked();
-  }
+  void forget(SlotBase<Conn>* base) noexcept override CONNPOOL_EXCLUDES(mutex_);
 
  private:
   enum class Verdict { ok, needs_ping, expired };
@@ -489,233 +321,41 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   ThreadHint& hint() const noexcept { return thread_hints[id_ & 3]; }
 
-  SlotT* take_hint() const noexcept {
-    ThreadHint& h = hint();
-    if (h.pool != id_) {
-      return nullptr;
-    }
-    auto* s = static_cast<SlotT*>(std::exchange(h.slot, nullptr));
-    if (s != nullptr && s->incarnation.load(std::memory_order_relaxed) != h.incarnation) {
-      return nullptr;  // its connection was closed; the slot holds another one now (or none)
-    }
-    return s;
-  }
+  SlotT* take_hint() const noexcept;
 
   /// Makes the owned slot `s` idle: publishes kIdle, then serves waiters, or closes the idle
   /// connections if the pool closed meanwhile, and records `s` as this thread's hint (the slot
   /// the hint held before goes on the idle stack, so a thread's earlier releases stay reachable
   /// in LIFO order).
-  void publish(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    // The hint first, while `s` still holds a connection and so keeps the pool alive.
-    ThreadHint& h = hint();
-    const std::uint64_t previous_pool = h.pool;
-    const std::uint32_t previous_incarnation = h.incarnation;
-    void* const previous = std::exchange(h.slot, s);
-    h.pool = id_;
-    h.incarnation = s->incarnation.load(std::memory_order_relaxed);
-    if (previous != nullptr && previous != s) {
-      if (previous_pool == id_) {
-        adopt_evicted_hint(previous, previous_incarnation);
-      } else {
-        PoolRegistry::instance().return_evicted(previous_pool, previous, previous_incarnation);
-      }
-    }
-    // Once `s` is idle another thread may take and close it, and if the pool's owner is gone
-    // that may free the pool: `publishers` holds it until this thread's last access.
-    s->publishers.fetch_add(1, std::memory_order_relaxed);
-    s->state.store(kIdle, std::memory_order_seq_cst);
-    if (waiters_count() != 0 || closed_.load(std::memory_order_seq_cst)) {
-      after_publish_slow(s);
-      return;
-    }
-    s->publishers.fetch_sub(1, std::memory_order_release);
-  }
+  void publish(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// A slot of this pool that was some thread's hint until it was replaced: back on the idle
   /// stack, on top, if it is still idle with the connection the hint was set for.
   void adopt_evicted_hint(void* slot, std::uint32_t incarnation) noexcept override
-      CONNPOOL_EXCLUDES(mutex_) {
-    auto* s = static_cast<SlotT*>(slot);
-    UniqueLock lk(mutex_);
-    if (s->state.load(std::memory_order_seq_cst) == kIdle &&
-        s->incarnation.load(std::memory_order_relaxed) == incarnation) {
-      unlink_locked(s);
-      idle_.push_front(s);
-    }
-  }
+      CONNPOOL_EXCLUDES(mutex_);
 
   /// After a publish that raced with waiters or with close(): serves the waiters, or, if the
   /// pool is closed, closes every idle connection (close() may have claimed before `self` was
   /// published). Ends the publication of `self` (see Slot::publishers); the pool may be gone
   /// when it returns.
-  void after_publish_slow(SlotT* self) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    // A count on the core only when closing below gives units of capacity up (taken while
-    // `self` still keeps the core from being freed). Why not always: with callers waiting,
-    // every release comes here, and an RMW on the core's count from all of them cost W3 with
-    // bounded_barging a third of its throughput (bench/ab.py).
-    CoreRef keep;
-    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
-    SlotChain<SlotT> idle;
-    {
-      UniqueLock lk(mutex_);
-      if (!closed_.load(std::memory_order_relaxed)) {
-        serve_waiters_locked();
-      } else {
-        keep = CoreRef(this);
-        idle = claim_all_idle_locked();
-      }
-    }
-    // The publication ends before any user code runs (close hooks below), so that no thread
-    // waiting in destroy() for it can wait on that code.
-    self->publishers.fetch_sub(1, std::memory_order_release);
-    close_slots(idle);
-  }
+  void after_publish_slow(SlotT* self) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// Claims every idle slot, for closing.
-  SlotChain<SlotT> claim_all_idle_locked() CONNPOOL_REQUIRES(mutex_) {
-    SlotChain<SlotT> chain;
-    const std::size_t n = slots_.count();
-    for (std::size_t i = 0; i < n; ++i) {
-      SlotT* s = slots_.at(i);
-      if (try_claim(s)) {
-        unlink_locked(s);
-        chain.push(s);
-      }
-    }
-    return chain;
-  }
+  SlotChain<SlotT> claim_all_idle_locked() CONNPOOL_REQUIRES(mutex_);
 
   /// Hands the owned slot `s` to the oldest waiter (DESIGN 4). Returns false if the pool is
   /// closed (the caller then closes it).
-  bool hand_off(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const DrainOnExit drain;  // completions of asynchronous waiters served here, last
-    {
-      UniqueLock lk(mutex_);
-      if (closed_.load(std::memory_order_relaxed)) {
-        return false;
-      }
-      if (!fifo_) {
-        update_starving_locked();  // must_hand_off() read it without the lock
-      }
-      if (!waiters_.empty() && (fifo_ || waiters_.starving())) {
-        grant_slot_locked(s, false);
-        return true;
-      }
-    }
-    publish(s);  // the waiters left meanwhile, or (bounded_barging) none starves now
-    return true;
-  }
+  bool hand_off(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// The fast path: this thread's own last connection, claimed without the lock. Returns
   /// nullopt when there is none; `have_capacity` is then set if the one it found was closed.
-  std::optional<Handle> acquire_fast(bool& have_capacity) CONNPOOL_EXCLUDES(mutex_) {
-    if (may_barge()) {
-      if (SlotT* s = take_hint(); s != nullptr && try_claim(s)) {
-        const Verdict v = judge_now(*s, may_idle_expire());
-        // A connection claimed through a hint after close() must not be handed out: check_out
-        // then closes it (DESIGN 7).
-        if (v == Verdict::ok && !closed_.load(std::memory_order_seq_cst)) {
-          s->acquired.bump();
-          s->reused.bump();
-          ops_.handed_out(*s);
-          return HandleAccess::make<Conn>(this, s);
-        }
-        if (check_out(s, v, true)) {
-          return HandleAccess::make<Conn>(this, s);
-        }
-        have_capacity = true;
-      }
-    }
-    return std::nullopt;
-  }
+  std::optional<Handle> acquire_fast(bool& have_capacity) CONNPOOL_EXCLUDES(mutex_);
 
   // --- The slow path of acquire ----------------------------------------------------------------
 
   std::optional<Handle> acquire_slow(std::optional<WaitClock::duration> timeout,
                                      const std::stop_token* stop,
-                                     bool had_capacity) CONNPOOL_EXCLUDES(mutex_) {
-    // Why the waiter, the deadline and the stop callback live out here: the callback must be
-    // registered without holding mutex_ (it runs inline when stop was already requested, and it
-    // locks mutex_), and destroyed after mutex_ is released (its destructor waits for a
-    // callback running in another thread, which needs mutex_).
-    // A count on the core, taken only where this call may give up a unit of capacity (it holds
-    // one: from a failed check-out) or runs user code that may destroy the pool and then goes
-    // on (draining completions while it waits). Why not always: every caller that finds no
-    // connection at hand comes here, and an RMW on the core's count from all of them costs a
-    // contended pool a fifth of its throughput (W3 with bounded_barging, bench/ab.py).
-    CoreRef keep;
-    const DrainOnExit drain;  // runs after everything here is done
-    WaiterT waiter;
-    std::optional<WaitClock::time_point> deadline;
-    std::optional<std::stop_callback<CancelWaiter>> cancel;
-    Reservation res;  // before `keep` goes: it may give a unit of capacity back
-    if (had_capacity) {
-      adopt_capacity(res);
-    }
-    if (timeout) {
-      deadline = WaitClock::now() + *timeout;
-    }
-
-    for (;;) {
-      if (res.capacity() && keep.get() == nullptr) {
-        keep = CoreRef(this);  // step_locked() may give the unit up
-      }
-      SlotT* slot = nullptr;
-      bool fresh = false;
-      Failure failure = Failure::none;
-      Snapshot snap;
-      Unavailable why;
-      {
-        UniqueLock lk(mutex_);
-        const Step step = step_locked(res, slot, deadline ? &*deadline : nullptr, &why);
-        if (step == Step::closed) {
-          failure = Failure::closed;
-        } else if (step == Step::unavailable) {
-          failure = Failure::unavailable;
-        } else if (step == Step::wait) {
-          if (!timeout) {
-            return std::nullopt;  // try_acquire never waits for another holder
-          }
-          if (stop != nullptr && stop->stop_possible() && !cancel) {
-            // Register the stop callback unlocked, then look again: the state may change.
-            lk.unlock();
-            cancel.emplace(*stop, CancelWaiter{this, &waiter});
-            continue;
-          }
-          failure = wait_locked(lk, waiter, *deadline, *timeout, keep);
-          if (failure == Failure::none) {
-            slot = std::exchange(waiter.slot, nullptr);
-            fresh = std::exchange(waiter.fresh, false);
-            if (std::exchange(waiter.may_create, false)) {
-              adopt_grant(res);  // capacity is granted with a connect permit
-            }
-          } else if (failure == Failure::timeout) {
-            snap = snapshot_locked();
-          } else if (failure == Failure::unavailable) {
-            why = std::move(waiter.why_unavailable);
-          }
-        }
-      }
-      if (failure == Failure::unavailable) {
-        detail::throw_unavailable(why, timeout.value_or(WaitClock::duration::zero()));
-      }
-      if (failure != Failure::none) {
-        detail::throw_failure(failure, timeout.value_or(WaitClock::duration::zero()), snap);
-      }
-      if (slot != nullptr) {
-        const Verdict v = judge_now(*slot, !fresh && may_idle_expire());
-        if (check_out(slot, v, !fresh)) {
-          return HandleAccess::make<Conn>(this, slot);
-        }
-        adopt_capacity(res);  // it was closed; its place is ours to fill
-        continue;
-      }
-      if (res.capacity()) {
-        // Below max_size with nothing idle: create, outside the lock (DESIGN 3).
-        return create_for_caller(std::move(res));
-      }
-    }
-  }
+                                     bool had_capacity) CONNPOOL_EXCLUDES(mutex_);
 
   /// What an acquirer can do now, without waiting (step_locked()).
   enum class Step {
@@ -733,40 +373,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   Step step_locked(Reservation& res,
                    SlotT*& slot,
                    const WaitClock::time_point* deadline,
-                   Unavailable* why) CONNPOOL_REQUIRES(mutex_) {
-    const bool barge = fifo_ ? waiters_.empty() : !waiters_.starving();
-    if (closed_.load(std::memory_order_relaxed)) {
-      drop_locked(res);
-      return Step::closed;
-    }
-    if ((res.capacity() || barge) && (slot = claim_idle_locked()) != nullptr) {
-      // Reuse (DESIGN 2). Why LIFO: the working set stays small and warm, and idle
-      // connections beyond it age out (HikariCP, Go's database/sql).
-      drop_locked(res);  // not needed after all
-      return Step::slot;
-    }
-    if (res.capacity() || (barge && open_ < max_size_.load(std::memory_order_relaxed))) {
-      if (!res.permit()) {
-        const WaitClock::time_point now = WaitClock::now();
-        if (!connect_permitted_locked(now)) {
-          // The factory runs at most max_connecting at a time, and not during a backoff: wait
-          // for a connect permit (or a connection) in the queue.
-          drop_locked(res);
-          if (deadline != nullptr && gate_.cannot_wait_out(now, *deadline, open_)) {
-            *why = gate_.unavailable(now);
-            return Step::unavailable;
-          }
-          return Step::wait;
-        }
-        take_permit_locked(res);
-      }
-      if (!res.capacity()) {
-        take_capacity_locked(res);  // the factory runs outside the lock (DESIGN 3)
-      }
-      return Step::create;
-    }
-    return Step::wait;
-  }
+                   Unavailable* why) CONNPOOL_REQUIRES(mutex_);
 
   // --- Connect-storm control (the decisions are ConnectGate's) ---------------------------------
 
@@ -790,23 +397,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   /// Gives back what `r` holds.
-  void drop_locked(Reservation& r) CONNPOOL_REQUIRES(mutex_) {
-    if (std::exchange(r.permit_, false)) {
-      end_connect_locked();
-    }
-    if (std::exchange(r.capacity_, false)) {
-      free_capacity_locked();
-    }
-  }
+  void drop_locked(Reservation& r) CONNPOOL_REQUIRES(mutex_);
 
   /// Reservation::reset(): gives back what `r` holds, taking the lock (and a count: the unit of
   /// capacity may be the last one).
-  void give_up(Reservation& r) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);
-    const DrainOnExit drain;  // the unit may go to a waiter, maybe asynchronous
-    UniqueLock lk(mutex_);
-    drop_locked(r);
-  }
+  void give_up(Reservation& r) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// A connect permit is returned: the next waiter that needs one may get it.
   void end_connect_locked() CONNPOOL_REQUIRES(mutex_) {
@@ -819,103 +414,21 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// when it ends.
   void connect_ended_locked(std::exception_ptr error,
                             std::shared_ptr<const std::string> what = nullptr)
-      CONNPOOL_REQUIRES(mutex_) {
-    thread_local std::minstd_rand rng(
-        static_cast<std::uint_fast32_t>(std::hash<std::thread::id>{}(std::this_thread::get_id())));
-    const double jitter = error ? std::uniform_real_distribution<double>(0.75, 1.25)(rng) : 1.0;
-    const WaitClock::time_point now = WaitClock::now();
-    if (gate_.ended(std::move(error), now, jitter, std::move(what))) {
-      fail_early_locked(now);
-      // Whoever waits must wake when the backoff ends, to connect then: the timer thread serves
-      // the asynchronous waiters; each blocked thread sleeps until its deadline and is woken
-      // here to sleep until the backoff ends instead (wait_locked()).
-      timer_cv_.notify_all();
-      for (WaiterT* w = waiters_.front(); w != nullptr; w = IntrusiveList<WaiterT>::next(w)) {
-        if (!w->is_async()) {
-          w->cv.notify_one();
-        }
-      }
-    }
-    serve_capacity_locked();
-  }
+      CONNPOOL_REQUIRES(mutex_);
 
   /// Ends, with Unavailable, the waits that cannot outlast the backoff.
-  void fail_early_locked(WaitClock::time_point now) CONNPOOL_REQUIRES(mutex_) {
-    for (WaiterT* w = waiters_.front(); w != nullptr;) {
-      WaiterT* next = IntrusiveList<WaiterT>::next(w);
-      if (gate_.cannot_wait_out(now, w->until, open_)) {
-        remove_waiter_locked(*w, w->woken);
-        unlink_deadline_locked(*w);
-        w->unavailable = true;
-        w->why_unavailable = gate_.unavailable(now);
-        w->signal();
-      }
-      w = next;
-    }
-  }
+  void fail_early_locked(WaitClock::time_point now) CONNPOOL_REQUIRES(mutex_);
 
   /// Gives waiters capacity and a connect permit while both are free (nothing idle to hand
   /// over): after a connect ended, a backoff ran out, or max_size grew.
-  void serve_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
-    if (waiters_.empty()) {
-      return;
-    }
-    const WaitClock::time_point now = WaitClock::now();
-    while (!waiters_.empty() && open_ < max_size_.load(std::memory_order_relaxed) &&
-           gate_.permitted(now)) {
-      gate_.begin();
-      reserve_capacity_locked();
-      WaiterT* w = pop_waiter_locked();
-      w->may_create = true;
-      w->signal();
-    }
-  }
+  void serve_capacity_locked() CONNPOOL_REQUIRES(mutex_);
 
   /// An idle slot from the idle stack (most recent first), else from a scan of all slots.
-  SlotT* claim_idle_locked() CONNPOOL_REQUIRES(mutex_) {
-    while (!idle_.empty()) {
-      SlotT* s = idle_.pop_front();
-      if (try_claim(s)) {
-        return s;
-      }
-    }
-    // The scan finds slots that sit in other threads' hints. Its loads are sequentially
-    // consistent: a waiter's scan must not miss a slot published before the waiter queued (the
-    // Dekker pair in the class comment). O(slots), on the slow path only (HikariCP scans its
-    // sharedList the same way).
-    const std::size_t n = slots_.count();
-    for (std::size_t i = n; i-- > 0;) {
-      SlotT* s = slots_.at(i);
-      if (s->state.load(std::memory_order_seq_cst) == kIdle && try_claim(s)) {
-        unlink_locked(s);
-        return s;
-      }
-    }
-    return nullptr;
-  }
+  SlotT* claim_idle_locked() CONNPOOL_REQUIRES(mutex_);
 
   /// Gives idle connections to the oldest waiters. Under bounded_barging, while the oldest
   /// waiter has waited less than starvation_bound, it is only woken to compete for one.
-  void serve_waiters_locked() CONNPOOL_REQUIRES(mutex_) {
-    if (!fifo_) {
-      update_starving_locked();
-      SlotT* s = nullptr;
-      while (waiters_.starving() && (s = claim_idle_locked()) != nullptr) {
-        grant_slot_locked(s, false);  // updates the starvation state
-      }
-      if (!waiters_.starving()) {
-        wake_front_locked();
-      }
-      return;
-    }
-    while (!waiters_.empty()) {
-      SlotT* s = claim_idle_locked();
-      if (s == nullptr) {
-        return;
-      }
-      grant_slot_locked(s, false);
-    }
-  }
+  void serve_waiters_locked() CONNPOOL_REQUIRES(mutex_);
 
   /// bounded_barging: the oldest waiter starves once it has waited longer than the bound, as
   /// long as fewer than half the connections (at least one) are on their way to waiters that
@@ -932,31 +445,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     waiters_.update_starving(WaitClock::now(), max_size_.load(std::memory_order_relaxed));
   }
 
-  void grant_slot_locked(SlotT* s, bool fresh) CONNPOOL_REQUIRES(mutex_) {
-    WaiterT* w = pop_waiter_locked();
-    w->slot = s;
-    w->fresh = fresh;
-    w->signal();
-  }
+  void grant_slot_locked(SlotT* s, bool fresh) CONNPOOL_REQUIRES(mutex_);
 
   /// Takes the oldest waiter off the queue, to be granted something. Under bounded_barging, a
   /// wake-up it had been given to compete for an idle connection passes to the next waiter.
-  WaiterT* pop_waiter_locked() CONNPOOL_REQUIRES(mutex_) {
-    WaiterT* w = waiters_.pop_front();
-    if (w->is_async()) {
-      // It takes the grant up when its completion runs, which the pool cannot watch: the wait
-      // ends now, and it takes no part in bounded_barging's count of hand-offs in flight.
-      unlink_deadline_locked(*w);
-      take_up_locked(*w);
-    } else if (!fifo_) {
-      waiters_.handed(*w);
-    }
-    if (!fifo_) {
-      update_starving_locked();
-      pass_wake_locked(w->woken);
-    }
-    return w;
-  }
+  WaiterT* pop_waiter_locked() CONNPOOL_REQUIRES(mutex_);
 
   void pass_wake_locked(bool had_wake) CONNPOOL_REQUIRES(mutex_) {
     if (had_wake) {
@@ -966,20 +459,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// bounded_barging: wakes the oldest waiter to compete for an idle connection. An
   /// asynchronous one does not run until its completion does, so it is served at once instead.
-  void wake_front_locked() CONNPOOL_REQUIRES(mutex_) {
-    if (waiters_.empty() || waiters_.front()->woken) {
-      return;
-    }
-    WaiterT* w = waiters_.front();
-    if (w->is_async()) {
-      if (SlotT* s = claim_idle_locked()) {
-        grant_slot_locked(s, false);
-      }
-      return;
-    }
-    w->woken = true;
-    w->signal();
-  }
+  void wake_front_locked() CONNPOOL_REQUIRES(mutex_);
 
   /// Blocks until `w` is granted a connection or capacity, or fails. Called with the lock held
   /// and `w` unlinked; returns with the lock held and `w` unlinked.
@@ -987,86 +467,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
                       WaiterT& w,
                       WaitClock::time_point deadline,
                       WaitClock::duration timeout,
-                      CoreRef& keep) CONNPOOL_REQUIRES(mutex_) {
-    if (w.cancelled) {
-      return Failure::cancelled;
-    }
-    w.since = deadline - timeout;
-    w.until = deadline;
-    waiters_.push_back(&w);
-    ++counters_.waited;
-    int spins = wait_spin_yields;
-    bool timed_out = false;
-    for (;;) {
-      // Before sleeping, after every wake-up and at the deadline: a connection published while
-      // this caller queued (the Dekker race in the class comment) is served now, not stranded.
-      const bool was_woken = std::exchange(w.woken, false);
-      w.signalled.store(false, std::memory_order_relaxed);
-      if (!w.granted() && !w.closed && !w.unavailable) {
-        if (fifo_ || waiters_.starving()) {
-          serve_waiters_locked();
-        } else if (SlotT* s = claim_idle_locked()) {
-          // bounded_barging: compete for an idle connection like a running caller does, and
-          // pass the wake-up on: more connections may be idle.
-          remove_waiter_locked(w, true);
-          w.slot = s;
-        }
-        if (!w.granted() && gate_.backoff_set()) {
-          serve_capacity_locked();  // a connect backoff may have ended
-        }
-      }
-      if (w.granted()) {
-        take_up_locked(w);
-        return Failure::none;
-      }
-      if (w.closed) {
-        return Failure::closed;  // close() unlinked it
-      }
-      if (w.unavailable) {
-        return Failure::unavailable;  // fail_early_locked() unlinked it
-      }
-      if (w.cancelled) {
-        remove_waiter_locked(w, was_woken);
-        return Failure::cancelled;
-      }
-      if (timed_out) {
-        remove_waiter_locked(w, was_woken);
-        ++counters_.timeouts;
-        return Failure::timeout;
-      }
-      if (!resume_queue().empty()) {
-        if (keep.get() == nullptr) {
-          keep = CoreRef(this);  // the completions may destroy the pool; this call goes on
-        }
-        drain_unlocked();  // asynchronous waiters this thread served run before it blocks
-        continue;
-      }
-      if (spins > 0 && WaitClock::now() < deadline) {
-        spin_unlocked(w, std::exchange(spins, 0));
-        continue;
-      }
-      // On timeout, one more pass of the loop: a last look for a connection, then fail. While
-      // connects back off, also wake when the backoff ends, to connect.
-      WaitClock::time_point wake = deadline;
-      if (gate_.backing_off(WaitClock::now())) {
-        wake = std::min(wake, gate_.backoff_until());
-      }
-      timed_out = w.cv.wait_until(lk.native(), wake) == std::cv_status::timeout &&
-                  WaitClock::now() >= deadline;
-    }
-  }
+                      CoreRef& keep) CONNPOOL_REQUIRES(mutex_);
 
   /// A waiter got what it was granted: ends its hand-off and counts how long it waited. Counted
   /// now, whatever the check-out then finds: this is how long the caller waited.
-  void take_up_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_) {
-    if (waiters_.taken_up(w)) {
-      update_starving_locked();
-    }
-    const auto waited =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(WaitClock::now() - w.since);
-    counters_.total_wait_time += waited;
-    counters_.max_wait_time = std::max(counters_.max_wait_time, waited);
-  }
+  void take_up_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_);
 
   /// Runs this thread's queued completions without the lock.
   void drain_unlocked() CONNPOOL_REQUIRES(mutex_) {
@@ -1087,33 +492,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Unlinks a waiter that leaves on its own (it claimed a connection, timed out or was
   /// cancelled). `pass_wake`: under bounded_barging, it had been woken to compete for an idle
   /// connection, so the next waiter is woken in its place.
-  void remove_waiter_locked(WaiterT& w, bool pass_wake) CONNPOOL_REQUIRES(mutex_) {
-    waiters_.remove(&w);
-    if (!fifo_) {
-      update_starving_locked();
-      pass_wake_locked(pass_wake);
-    }
-  }
+  void remove_waiter_locked(WaiterT& w, bool pass_wake) CONNPOOL_REQUIRES(mutex_);
 
   /// A stop request for the waiter `w`. A blocked thread (`async` false) is woken and leaves
   /// the queue itself. An asynchronous waiter leaves the queue now, if it waits there; one not
   /// queued yet is marked, and enqueue_async() ends its wait at once; one whose wait ended
   /// (served, timed out, closed) keeps that outcome.
-  void cancel_waiter(WaiterT& w, bool async) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const DrainOnExit drain;
-    UniqueLock lk(mutex_);
-    if (!async) {
-      w.cancelled = true;
-      w.signal();
-    } else if (IntrusiveList<WaiterT>::is_linked(&w)) {
-      remove_waiter_locked(w, w.woken);
-      unlink_deadline_locked(w);
-      w.cancelled = true;
-      w.signal();
-    } else if (!w.decided) {
-      w.cancelled = true;
-    }
-  }
+  void cancel_waiter(WaiterT& w, bool async) noexcept CONNPOOL_EXCLUDES(mutex_);
 
  public:
   /// Ends the wait of the asynchronous waiter `w` with AcquireCancelled, unless it ended already.
@@ -1181,37 +566,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// so. Returns true when it may be handed out; otherwise closes it, keeping its unit of
   /// capacity for the caller, and returns false. `reused`: an existing connection (not one
   /// created for this caller by maintenance).
-  bool check_out(SlotT* s, Verdict verdict, bool reused) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    bool failed_validation = false;
-    if constexpr (Pingable<Conn>) {
-      if (verdict == Verdict::needs_ping) {
-        const bool alive = ops_.ping(*s);  // DESIGN 5: an exception is a failed ping
-        verdict = alive ? Verdict::ok : Verdict::expired;
-        failed_validation = !alive;
-      }
-    }
-    if (verdict == Verdict::ok && !closed_.load(std::memory_order_acquire)) {
-      s->acquired.bump();
-      if (reused) {
-        s->reused.bump();
-      }
-      ops_.handed_out(*s);
-      return true;
-    }
-    s->close_reason =
-        failed_validation ? CloseReason::validation_failed
-        : verdict != Verdict::ok
-            ? (s->generation != generation_.load(std::memory_order_relaxed) ? CloseReason::evicted
-                                                                            : CloseReason::expired)
-            : CloseReason::pool_closed;
-    const bool close_failed = !ops_.close(*s);
-    UniqueLock lk(mutex_);
-    ++counters_.closed;
-    counters_.close_failures += close_failed ? 1 : 0;
-    counters_.validation_failures += failed_validation ? 1 : 0;
-    retire_locked(s);
-    return false;
-  }
+  bool check_out(SlotT* s, Verdict verdict, bool reused) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   // --- Creation, closing, capacity -------------------------------------------------------------
 
@@ -1232,69 +587,23 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// A unit of capacity is free: it goes to the oldest waiter, which then creates a
   /// connection; with nobody waiting, open_ shrinks.
-  void free_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
-    // Above max_size (set_max_size() shrank it), or with no connect permit free, the unit is
-    // given up instead; serve_capacity_locked() hands it out when a permit is free again.
-    if (!waiters_.empty() && open_ <= max_size_.load(std::memory_order_relaxed) &&
-        connect_permitted_locked(WaitClock::now())) {
-      gate_.begin();
-      WaiterT* w = pop_waiter_locked();
-      w->may_create = true;
-      w->signal();
-    } else {
-      release_capacity_locked();
-    }
-  }
+  void free_capacity_locked() CONNPOOL_REQUIRES(mutex_);
 
   /// Calls the factory into a slot of its own (a free one, or a new one), outside the lock; the
   /// caller holds a unit of capacity. Returns the slot in kInUse, owned by the caller, and
   /// published in slots_. On failure the slot is given back and the exception propagates; the
   /// caller still holds its unit of capacity.
-  SlotT* create_slot() CONNPOOL_EXCLUDES(mutex_) {
-    SlotT* s = take_slot();
-    s->generation = generation_.load(std::memory_order_relaxed);  // before the connect starts
-    try {
-      s->conn.emplace(ops_.make_connection());
-    } catch (...) {
-      give_back_slot(s);
-      throw;
-    }
-    install(s);
-    return s;
-  }
+  SlotT* create_slot() CONNPOOL_EXCLUDES(mutex_);
 
   /// A slot without a connection, owned by the caller: a free one, or a new one that is not in
   /// slots_ yet. Throws std::bad_alloc.
-  SlotT* take_slot() CONNPOOL_EXCLUDES(mutex_) {
-    {
-      UniqueLock lk(mutex_);
-      if (SlotT* s = slots_.take_free()) {
-        return s;
-      }
-    }
-    return new SlotT();
-  }
+  SlotT* take_slot() CONNPOOL_EXCLUDES(mutex_);
 
   /// Gives back a slot from take_slot() whose connection could not be made.
-  void give_back_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    if (!s->listed) {
-      delete s;
-      return;
-    }
-    UniqueLock lk(mutex_);
-    slots_.put_free(s);
-  }
+  void give_back_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// The owned slot `s` has its new connection: stamps it and lists it in slots_.
-  void install(SlotT* s) CONNPOOL_EXCLUDES(mutex_) {
-    ops_.stamp_new(*s);
-    if (!s->listed) {
-      s->listed = true;
-      UniqueLock lk(mutex_);
-      slots_.list(s);
-    }
-    ops_.created(*s);
-  }
+  void install(SlotT* s) CONNPOOL_EXCLUDES(mutex_);
 
   /// A connect for a caller failed with `error`: counts it, gives up the unit of capacity and
   /// returns the connect permit, both held in `r`. The caller holds another count.
@@ -1302,57 +611,18 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Why the unit is not handed to a waiter directly: the failed connect still holds its permit
   /// until connect_ended_locked(), so with max_connecting reached no waiter could take it; that
   /// function serves the waiters once the permit is back (or the backoff has started).
-  void creation_failed(Reservation& r, std::exception_ptr error) noexcept
-      CONNPOOL_EXCLUDES(mutex_) {
-    assert(r.capacity_ && r.permit_);
-    std::shared_ptr<const std::string> what = describe_error(error);  // user code: unlocked
-    UniqueLock lk(mutex_);
-    ++counters_.create_failures;
-    r.capacity_ = false;
-    r.permit_ = false;
-    release_capacity_locked();
-    connect_ended_locked(std::move(error), std::move(what));
-  }
+  void creation_failed(Reservation& r, std::exception_ptr error) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// The owned slot `s` holds a connection just created for a caller (its unit of capacity is
   /// the slot's now): ends the connect of the permit in `r`, and returns the caller's handle.
-  Handle hand_new(SlotT* s, Reservation& r) CONNPOOL_EXCLUDES(mutex_) {
-    {
-      UniqueLock lk(mutex_);
-      ++counters_.created;
-      r.permit_ = false;
-      connect_ended_locked(nullptr);
-    }
-    if (!closed_.load(std::memory_order_acquire)) {
-      s->acquired.bump();
-      ops_.handed_out(*s);
-      return HandleAccess::make<Conn>(this, s);
-    }
-    // The pool closed while the factory ran.
-    s->close_reason = CloseReason::pool_closed;
-    close_slot(s);
-    throw PoolClosed();
-  }
+  Handle hand_new(SlotT* s, Reservation& r) CONNPOOL_EXCLUDES(mutex_);
 
  public:
   /// Creates a connection for an acquirer that holds a unit of capacity and a connect permit
   /// (`r`), with the factory called on this thread.
   ///
   /// Throws: the factory's exception, unchanged (DESIGN 3), with the place freed; PoolClosed.
-  Handle create_for_caller(Reservation&& r) CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);
-    const DrainOnExit drain;  // a failure gives the capacity to a waiter, maybe asynchronous
-    Reservation res = std::move(r);
-    SlotT* s = nullptr;
-    try {
-      s = create_slot();
-    } catch (...) {
-      creation_failed(res, std::current_exception());
-      throw;
-    }
-    res.capacity_ = false;  // the new connection's slot holds the unit now
-    return hand_new(s, res);
-  }
+  Handle create_for_caller(Reservation&& r) CONNPOOL_EXCLUDES(mutex_);
 
   /// The creation of a connection by an asynchronous factory, for an acquirer that holds a
   /// unit of capacity and a connect permit (a Reservation): begin_create(), then the factory's
@@ -1379,46 +649,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Opens one connection into the idle set (or to the oldest waiter), for warm-up and refill.
   /// Returns false when nothing more should be added (closed, enough open, or a failure that is
   /// not to be thrown).
-  bool add_idle_connection(bool throw_errors) CONNPOOL_EXCLUDES(mutex_) {
-    Reservation res;
-    {
-      UniqueLock lk(mutex_);
-      if (closed_.load(std::memory_order_relaxed) ||
-          open_ >= min_size_.load(std::memory_order_relaxed) ||
-          !connect_permitted_locked(WaitClock::now())) {
-        return false;  // enough open, or connects are limited now: maintenance comes back later
-      }
-      take_permit_locked(res);
-      take_capacity_locked(res);
-    }
-    SlotT* s = nullptr;
-    try {
-      s = create_slot();
-    } catch (...) {
-      creation_failed(res, std::current_exception());
-      if (throw_errors) {
-        throw;
-      }
-      return false;
-    }
-    res.capacity_ = false;  // the new connection's slot holds the unit now
-    UniqueLock lk(mutex_);
-    ++counters_.created;
-    res.permit_ = false;
-    connect_ended_locked(nullptr);
-    if (closed_.load(std::memory_order_relaxed)) {
-      lk.unlock();
-      close_slot(s);
-      return false;
-    }
-    if (!waiters_.empty()) {
-      grant_slot_locked(s, true);
-    } else {
-      s->state.store(kIdle, std::memory_order_seq_cst);
-      idle_.push_front(s);
-    }
-    return true;
-  }
+  bool add_idle_connection(bool throw_errors) CONNPOOL_EXCLUDES(mutex_);
 
   /// Opens connections until min_size are open; a failure is counted and ends the pass.
   void refill() noexcept CONNPOOL_EXCLUDES(mutex_) {
@@ -1428,32 +659,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// Closes the connections of the owned slots in `chain` and frees their places. The caller
   /// holds a count besides the slots' units of capacity (see the class comment).
-  void close_slots(SlotChain<SlotT> chain) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    if (chain.size == 0) {
-      return;
-    }
-    std::uint64_t failures = 0;
-    for (SlotT* s = chain.head; s != nullptr; s = s->next_closing) {
-      failures += ops_.close(*s) ? 0 : 1;
-    }
-    UniqueLock lk(mutex_);
-    counters_.closed += chain.size;
-    counters_.close_failures += failures;
-    for (SlotT* s = chain.head; s != nullptr;) {
-      SlotT* next = s->next_closing;
-      retire_locked(s);
-      free_capacity_locked();
-      s = next;
-    }
-  }
+  void close_slots(SlotChain<SlotT> chain) noexcept CONNPOOL_EXCLUDES(mutex_);
 
-  void close_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const CoreRef keep(this);  // the slot's unit of capacity may be the last count
-    const DrainOnExit drain;   // completions of asynchronous waiters served here, last
-    SlotChain<SlotT> chain;
-    chain.push(s);
-    close_slots(chain);
-  }
+  void close_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   void ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
 
@@ -1467,15 +675,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Frees this object, once no releaser is still between publishing a slot and its last access
   /// to the pool (a short wait: a few loads, at most a lock and no user code). Never called
   /// with the lock held.
-  void destroy() noexcept CONNPOOL_EXCLUDES(mutex_) {
-    const std::size_t n = slots_.count();
-    for (std::size_t i = 0; i < n; ++i) {
-      while (slots_.at(i)->publishers.load(std::memory_order_acquire) != 0) {
-        std::this_thread::yield();
-      }
-    }
-    delete this;
-  }
+  void destroy() noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// Starts an internal thread running `loop`; the thread holds a count while it runs.
   std::jthread start_internal(void (PoolCore::*loop)() noexcept) {
@@ -1501,23 +701,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// them (a hook or an inline-resumed coroutine destroyed the pool there), which is detached:
   /// it holds its own count and ends its loop once the pool is closed. Each thread object is
   /// taken out under join_mutex_, so that two callers never join one thread.
-  void join_internal_threads(bool owner) noexcept {
-    for (std::jthread* member : {&thread_, &timer_}) {
-      std::jthread t;
-      {
-        const std::lock_guard<std::mutex> lock(join_mutex_);
-        if (!member->joinable() || (!owner && member->get_id() == std::this_thread::get_id())) {
-          continue;
-        }
-        t = std::move(*member);
-      }
-      if (t.get_id() == std::this_thread::get_id()) {
-        t.detach();
-      } else {
-        t.join();
-      }
-    }
-  }
+  void join_internal_threads(bool owner) noexcept;
 
   /// The owned slot `s` has no connection any more: onto the free-slot list.
   void retire_locked(SlotT* s) CONNPOOL_REQUIRES(mutex_) {
@@ -1597,4 +781,192 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   std::atomic<std::size_t> refs_{1};
 };
 
+// --- The core's counts and reservations (declared in the class) ------------------------------
+
+template <class Conn, class Factory, class Clock>
+class PoolCore<Conn, Factory, Clock>::CoreRef {
+ public:
+  CoreRef() noexcept = default;
+  explicit CoreRef(PoolCore* core) noexcept : core_(core) { core->ref(); }
+  CoreRef(CoreRef&& other) noexcept : core_(std::exchange(other.core_, nullptr)) {}
+  CoreRef& operator=(CoreRef&& other) noexcept {
+    if (this != &other) {
+      reset();
+      core_ = std::exchange(other.core_, nullptr);
+    }
+    return *this;
+  }
+  CoreRef(const CoreRef&) = delete;
+  CoreRef& operator=(const CoreRef&) = delete;
+  ~CoreRef() { reset(); }
+
+  /// Lets go now; the core may be gone afterwards.
+  void reset() noexcept {
+    if (PoolCore* c = std::exchange(core_, nullptr)) {
+      c->unref();
+    }
+  }
+  [[nodiscard]] PoolCore* get() const noexcept { return core_; }
+  PoolCore* operator->() const noexcept { return core_; }
+
+ private:
+  PoolCore* core_ = nullptr;
+};
+
+template <class Conn, class Factory, class Clock>
+class PoolCore<Conn, Factory, Clock>::Reservation {
+ public:
+  Reservation() noexcept = default;
+  Reservation(Reservation&& other) noexcept
+      : core_(other.core_),
+        capacity_(std::exchange(other.capacity_, false)),
+        permit_(std::exchange(other.permit_, false)) {}
+  Reservation& operator=(Reservation&& other) noexcept {
+    if (this != &other) {
+      reset();
+      core_ = other.core_;
+      capacity_ = std::exchange(other.capacity_, false);
+      permit_ = std::exchange(other.permit_, false);
+    }
+    return *this;
+  }
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation() { reset(); }
+
+  /// Whether it holds a unit of capacity: its holder must connect, or let it go.
+  [[nodiscard]] bool capacity() const noexcept { return capacity_; }
+  /// Whether it holds a connect permit (always with a unit of capacity, once taken).
+  [[nodiscard]] bool permit() const noexcept { return permit_; }
+
+  /// Gives back what it holds, now (the next waiter may have it).
+  void reset() noexcept {
+    if (capacity_ || permit_) {
+      core_->give_up(*this);
+    }
+  }
+
+ private:
+  friend class PoolCore;
+
+  PoolCore* core_ = nullptr;  // set when it first takes something
+  bool capacity_ = false;
+  bool permit_ = false;
+};
+
+// --- The fast path: a thread's own last connection, and giving one back ----------------------
+
+template <class Conn, class Factory, class Clock>
+inline void PoolCore<Conn, Factory, Clock>::give_back(SlotBase<Conn>* base, bool close) noexcept {
+  auto* s = static_cast<SlotT*>(base);
+  s->released.bump();
+  ops_.released(*s);
+  bool keep = !close;
+  if (!keep) {
+    s->close_reason = CloseReason::invalidated;
+  }
+  if (keep && !ops_.reset(*s)) {
+    keep = false;  // a connection that cannot be reset must not reach the next borrower
+    s->close_reason = CloseReason::reset_failed;
+  }
+  if (keep && s->generation != generation_.load(std::memory_order_relaxed)) {
+    keep = false;  // opened before evict_all()
+    s->close_reason = CloseReason::evicted;
+  }
+  if (keep &&
+      open_count_.load(std::memory_order_relaxed) > max_size_.load(std::memory_order_relaxed)) {
+    keep = false;  // set_max_size() shrank the pool below what is open
+    s->close_reason = CloseReason::shrunk;
+  }
+  if (keep && uses_ages_) {
+    const TimePoint now = clock_now<Clock>();
+    if (lifetime_over(s->created_at, s->lifetime, now)) {
+      keep = false;  // DESIGN 6: an expired connection is closed, not kept
+      s->close_reason = CloseReason::expired;
+    } else {
+      s->last_used = now;
+    }
+  }
+  if (keep) {
+    ops_.unheld(*s);
+    if (!must_hand_off()) {
+      publish(s);
+      return;
+    }
+    if (hand_off(s)) {
+      return;
+    }
+    s->close_reason = CloseReason::pool_closed;
+  }
+  // Closed instead of returned: invalidated, reset failed, expired, or the pool is closed.
+  close_slot(s);
+}
+
+template <class Conn, class Factory, class Clock>
+inline void PoolCore<Conn, Factory, Clock>::publish(SlotT* s) noexcept {
+  // The hint first, while `s` still holds a connection and so keeps the pool alive.
+  ThreadHint& h = hint();
+  const std::uint64_t previous_pool = h.pool;
+  const std::uint32_t previous_incarnation = h.incarnation;
+  void* const previous = std::exchange(h.slot, s);
+  h.pool = id_;
+  h.incarnation = s->incarnation.load(std::memory_order_relaxed);
+  if (previous != nullptr && previous != s) {
+    if (previous_pool == id_) {
+      adopt_evicted_hint(previous, previous_incarnation);
+    } else {
+      PoolRegistry::instance().return_evicted(previous_pool, previous, previous_incarnation);
+    }
+  }
+  // Once `s` is idle another thread may take and close it, and if the pool's owner is gone
+  // that may free the pool: `publishers` holds it until this thread's last access.
+  s->publishers.fetch_add(1, std::memory_order_relaxed);
+  s->state.store(kIdle, std::memory_order_seq_cst);
+  if (waiters_count() != 0 || closed_.load(std::memory_order_seq_cst)) {
+    after_publish_slow(s);
+    return;
+  }
+  s->publishers.fetch_sub(1, std::memory_order_release);
+}
+
+template <class Conn, class Factory, class Clock>
+inline auto PoolCore<Conn, Factory, Clock>::acquire_fast(bool& have_capacity)
+    -> std::optional<Handle> {
+  if (may_barge()) {
+    if (SlotT* s = take_hint(); s != nullptr && try_claim(s)) {
+      const Verdict v = judge_now(*s, may_idle_expire());
+      // A connection claimed through a hint after close() must not be handed out: check_out
+      // then closes it (DESIGN 7).
+      if (v == Verdict::ok && !closed_.load(std::memory_order_seq_cst)) {
+        s->acquired.bump();
+        s->reused.bump();
+        ops_.handed_out(*s);
+        return HandleAccess::make<Conn>(this, s);
+      }
+      if (check_out(s, v, true)) {
+        return HandleAccess::make<Conn>(this, s);
+      }
+      have_capacity = true;
+    }
+  }
+  return std::nullopt;
+}
+
+template <class Conn, class Factory, class Clock>
+inline auto PoolCore<Conn, Factory, Clock>::take_hint() const noexcept -> SlotT* {
+  ThreadHint& h = hint();
+  if (h.pool != id_) {
+    return nullptr;
+  }
+  auto* s = static_cast<SlotT*>(std::exchange(h.slot, nullptr));
+  if (s != nullptr && s->incarnation.load(std::memory_order_relaxed) != h.incarnation) {
+    return nullptr;  // its connection was closed; the slot holds another one now (or none)
+  }
+  return s;
+}
+
 }  // namespace connpool::detail
+
+// The members defined out of the class, so that each part can be read alone.
+#include <connpool/detail/pool_core_create.hpp>
+#include <connpool/detail/pool_core_wait.hpp>
