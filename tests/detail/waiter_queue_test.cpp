@@ -67,8 +67,10 @@ TEST_CASE("WaiterQueue: bounded_barging lets callers barge until the oldest wait
   CHECK(q.starving());
   CHECK_FALSE(q.may_barge());
   CHECK(q.must_hand_off());
-  // Served: nobody waits, so nobody starves.
+  CHECK(q.may_starve(4));
+  // Served: nobody waits, so nobody starves, whatever the time.
   CHECK(q.pop_front() == &a);
+  CHECK_FALSE(q.may_starve(4));
   q.update_starving(at(102ms), 4);
   CHECK_FALSE(q.starving());
 }
@@ -92,6 +94,7 @@ TEST_CASE("WaiterQueue: at most half the connections go to waiters that have not
   q.handed(*q.pop_front());  // b granted, asleep
   q.update_starving(at(10ms), max_size);
   CHECK_FALSE(q.starving());  // c still starves, but two connections are already on their way
+  CHECK_FALSE(q.may_starve(max_size));  // so the time does not matter
   CHECK(q.handoffs_pending() == 2);
   CHECK(q.taken_up(a));
   CHECK_FALSE(q.taken_up(a));  // counted once

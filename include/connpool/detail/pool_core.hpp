@@ -442,7 +442,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// served in order ahead of everyone else, and the other half of the pool keeps serving running
   /// callers.
   void update_starving_locked() CONNPOOL_REQUIRES(mutex_) {
-    waiters_.update_starving(WaitClock::now(), max_size_.load(std::memory_order_relaxed));
+    const std::size_t max_size = max_size_.load(std::memory_order_relaxed);
+    // The clock only when the answer depends on it (WaiterQueue::may_starve()).
+    waiters_.update_starving(
+        waiters_.may_starve(max_size) ? WaitClock::now() : WaitClock::time_point{}, max_size);
   }
 
   void grant_slot_locked(SlotT* s, bool fresh) CONNPOOL_REQUIRES(mutex_);
