@@ -843,4 +843,188 @@ TEST_CASE(
   CHECK(pool.stats().idle == 1);
 }
 
+// --- Destroying an io_context with connpool resumptions queued -------------------------------
+
+/// A coroutine the test owns: it runs `task` at once, and the test destroys it wherever it is
+/// suspended (and, with it, the Task and the frame of the coroutine the Task runs).
+struct OwnedRoot {
+  struct promise_type {
+    OwnedRoot get_return_object() noexcept {
+      return OwnedRoot{std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_always final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+
+  explicit OwnedRoot(std::coroutine_handle<promise_type> h) noexcept : frame(h) {}
+  OwnedRoot(OwnedRoot&& other) noexcept : frame(std::exchange(other.frame, nullptr)) {}
+  OwnedRoot(const OwnedRoot&) = delete;
+  OwnedRoot& operator=(const OwnedRoot&) = delete;
+  OwnedRoot& operator=(OwnedRoot&&) = delete;
+  ~OwnedRoot() { destroy(); }
+
+  void destroy() noexcept {
+    if (frame) {
+      std::exchange(frame, nullptr).destroy();
+    }
+  }
+
+  std::coroutine_handle<promise_type> frame;
+};
+
+OwnedRoot run_owned(connpool::Task<> task) {
+  co_await std::move(task);
+}
+
+/// A plain connpool coroutine that waits for a connection; `frames` counts it while it lives.
+connpool::Task<> wait_in_acquire(Pool& pool, std::atomic<int>& resumed, std::atomic<int>& frames) {
+  const LiveCount alive(frames);
+  Handle h = co_await pool.acquire();
+  resumed.fetch_add(1);
+}
+
+// The pool hands a connection to a coroutine whose ExecutorScheduler posts its resumption to an
+// io_context, which is then destroyed without running it. The resumption is dropped: the
+// connection goes back to the pool at once, the coroutine is never resumed, and destroying it
+// afterwards is safe. AddressSanitizer checks that no frame and no connection leaks.
+TEST_CASE(
+    "ExecutorScheduler: an io_context destroyed with a coroutine's resumption queued gives the "
+    "connection back",
+    "[asio][lifetime]") {
+  FakeState state;
+  std::atomic<int> resumed{0};
+  std::atomic<int> frames{0};
+  {
+    std::optional<asio::io_context> io(std::in_place);
+    Pool pool(FakeFactory(state), options(1), connpool::asio::make_scheduler(*io));
+    Handle held = acquire_now(pool);
+    OwnedRoot waiting = run_owned(wait_in_acquire(pool, resumed, frames));
+    REQUIRE(pool.stats().pending == 1);
+    held.release();  // granted on this thread: the resumption is posted to io, which never runs
+    REQUIRE(pool.stats().in_use == 1);
+    io.reset();
+    CHECK(resumed.load() == 0);
+    const connpool::PoolStats s = pool.stats();
+    REQUIRE(s.in_use == 0);
+    REQUIRE(s.idle == 1);
+    CHECK(s.pending == 0);
+    CHECK(frames.load() == 1);  // still suspended in its acquire
+    waiting.destroy();
+    CHECK(frames.load() == 0);
+    CHECK(resumed.load() == 0);
+    Handle again = acquire_now(pool);
+    CHECK(again->id() == 1);
+  }
+  CHECK(state.created.load() == 1);
+  CHECK(state.live.load() == 0);
+}
+
+// The same with several coroutines waiting: dropping the first one's resumption gives the
+// connection back to the next waiter, whose resumption is posted to the io_context being destroyed
+// and dropped in turn, and so on down the queue.
+TEST_CASE(
+    "ExecutorScheduler: an io_context destroyed with resumptions queued hands the connection down "
+    "the queue and drops each",
+    "[asio][lifetime]") {
+  constexpr int waiters = 4;
+  FakeState state;
+  std::atomic<int> resumed{0};
+  std::atomic<int> frames{0};
+  {
+    std::optional<asio::io_context> io(std::in_place);
+    Pool pool(FakeFactory(state), options(1), connpool::asio::make_scheduler(*io));
+    Handle held = acquire_now(pool);
+    std::vector<OwnedRoot> waiting;
+    waiting.reserve(waiters);
+    for (int i = 0; i < waiters; ++i) {
+      waiting.push_back(run_owned(wait_in_acquire(pool, resumed, frames)));
+    }
+    REQUIRE(pool.stats().pending == waiters);
+    held.release();
+    REQUIRE(pool.stats().pending == waiters - 1);
+    io.reset();
+    CHECK(resumed.load() == 0);
+    const connpool::PoolStats s = pool.stats();
+    CHECK(s.pending == 0);
+    CHECK(s.in_use == 0);
+    CHECK(s.idle == 1);
+    CHECK(s.acquired == 1 + waiters);  // each was handed the connection, and gave it back
+    CHECK(s.released == 1 + waiters);
+    CHECK(frames.load() == waiters);
+    waiting.clear();
+    CHECK(frames.load() == 0);
+  }
+  CHECK(state.created.load() == 1);
+  CHECK(state.live.load() == 0);
+}
+
+// The coroutine is destroyed first (its wait is abandoned while its resumption is queued), then
+// the io_context: the dropped resumption finds the wait abandoned, gives the connection back and
+// frees what is left of the acquire.
+TEST_CASE(
+    "ExecutorScheduler: a coroutine destroyed with its resumption queued and then its io_context",
+    "[asio][lifetime]") {
+  FakeState state;
+  std::atomic<int> resumed{0};
+  std::atomic<int> frames{0};
+  {
+    std::optional<asio::io_context> io(std::in_place);
+    Pool pool(FakeFactory(state), options(1), connpool::asio::make_scheduler(*io));
+    Handle held = acquire_now(pool);
+    OwnedRoot waiting = run_owned(wait_in_acquire(pool, resumed, frames));
+    held.release();
+    REQUIRE(pool.stats().in_use == 1);
+    waiting.destroy();
+    CHECK(frames.load() == 0);
+    CHECK(pool.stats().in_use == 1);  // the grant waits for its resumption
+    io.reset();
+    CHECK(resumed.load() == 0);
+    CHECK(pool.stats().in_use == 0);
+    CHECK(pool.stats().idle == 1);
+  }
+  CHECK(state.live.load() == 0);
+}
+
+// async_acquire on a pool whose own scheduler posts to the io_context: the pool has handed the
+// operation its connection and the resumption is queued when the context is destroyed. The
+// context's shutdown destroys the operation, and the dropped resumption gives the connection back.
+// With the pool's scheduler on another io_context, destroyed first, the operation is destroyed
+// with its own context later.
+TEST_CASE(
+    "async_acquire: an io_context destroyed with the pool's resumption of the operation queued",
+    "[asio][lifetime]") {
+  const bool same_context = GENERATE(true, false);
+  CAPTURE(same_context);
+  FakeState state;
+  std::atomic<int> live{0};
+  std::atomic<int> completed{0};
+  {
+    std::optional<asio::io_context> io(std::in_place);
+    std::optional<asio::io_context> pool_io;
+    if (!same_context) {
+      pool_io.emplace();
+    }
+    Pool pool(FakeFactory(state), options(1),
+              connpool::asio::make_scheduler(same_context ? *io : *pool_io));
+    Handle held = acquire_now(pool);
+    connpool::asio::async_acquire(
+        pool,
+        asio::bind_executor(*io, [&completed, alive = LiveCount(live)](std::exception_ptr, Handle) {
+          completed.fetch_add(1);
+        }));
+    REQUIRE(pool.stats().pending == 1);
+    held.release();  // granted: the pool's resumption of the operation is posted
+    REQUIRE(pool.stats().in_use == 1);
+    pool_io.reset();
+    io.reset();
+    CHECK(completed.load() == 0);
+    CHECK(live.load() == 0);
+    CHECK(pool.stats().in_use == 0);
+    CHECK(pool.stats().idle == 1);
+  }
+  CHECK(state.live.load() == 0);
+}
+
 }  // namespace

@@ -3,12 +3,17 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
+#include <cstddef>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <connpool/async_pool.hpp>
@@ -538,4 +543,323 @@ TEST_CASE("AsyncConnectionPool: bounded_barging serves suspended coroutines", "[
   CHECK(spawned.errors().empty());
   CHECK(state.double_holds == 0);
   CHECK(pool.stats().pending == 0);
+}
+
+// --- Schedulers that take a Resumption ----------------------------------------------------------
+
+namespace {
+
+/// A Scheduler that takes Resumptions and keeps them until the test runs them, or destroys them
+/// unrun as an event loop that shuts down does. schedule() may be called from any thread.
+class ResumptionQueue {
+ public:
+  struct Ref {
+    ResumptionQueue* queue;
+    void schedule(connpool::Resumption r) const { queue->push(std::move(r)); }
+    void schedule(std::coroutine_handle<>) const { std::terminate(); }  // not when it has both
+  };
+  [[nodiscard]] Ref scheduler() { return Ref{this}; }
+
+  void push(connpool::Resumption r) {
+    const std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(r));
+  }
+
+  [[nodiscard]] std::size_t queued() const {
+    const std::lock_guard lock(mutex_);
+    return queue_.size();
+  }
+
+  /// Runs the queued resumptions until the queue is empty.
+  void run() {
+    while (connpool::Resumption r = pop()) {
+      std::move(r).resume();
+    }
+  }
+
+  /// Destroys the queued resumptions unrun until the queue is empty: one at a time, outside the
+  /// lock, since a dropped one may give its connection to a waiter whose resumption comes here.
+  void drop_all() {
+    while (connpool::Resumption r = pop()) {
+      r.reset();
+    }
+  }
+
+ private:
+  connpool::Resumption pop() {
+    const std::lock_guard lock(mutex_);
+    if (queue_.empty()) {
+      return {};
+    }
+    connpool::Resumption r = std::move(queue_.front());
+    queue_.pop_front();
+    return r;
+  }
+
+  mutable std::mutex mutex_;  // guards queue_
+  std::deque<connpool::Resumption> queue_;
+};
+
+static_assert(connpool::Scheduler<ResumptionQueue::Ref>);
+static_assert(connpool::detail::ResumptionScheduler<ResumptionQueue::Ref>);
+static_assert(!connpool::detail::ResumptionScheduler<Loop::Ref>);
+static_assert(!connpool::detail::ResumptionScheduler<connpool::InlineScheduler>);
+static_assert(!connpool::Scheduler<int>);
+static_assert(!std::is_copy_constructible_v<connpool::Resumption>);
+static_assert(std::is_nothrow_move_constructible_v<connpool::Resumption>);
+static_assert(sizeof(connpool::Resumption) == 2 * sizeof(void*));
+
+/// A coroutine the test owns: it runs `task` at once, and the test destroys it wherever it is
+/// suspended (and, with it, the Task and the frame of the coroutine the Task runs).
+struct Owned {
+  struct promise_type {
+    Owned get_return_object() noexcept {
+      return Owned{std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_always final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+
+  explicit Owned(std::coroutine_handle<promise_type> h) noexcept : frame(h) {}
+  Owned(Owned&& other) noexcept : frame(std::exchange(other.frame, nullptr)) {}
+  Owned(const Owned&) = delete;
+  Owned& operator=(const Owned&) = delete;
+  Owned& operator=(Owned&&) = delete;
+  ~Owned() { destroy(); }
+
+  void destroy() noexcept {
+    if (frame) {
+      std::exchange(frame, nullptr).destroy();
+    }
+  }
+
+  std::coroutine_handle<promise_type> frame;
+};
+
+Owned run_owned(Task<void> task) {
+  co_await std::move(task);
+}
+
+/// Waits in acquire(timeout); counts its resumption (with a connection or an error) in
+/// `resumed`, and itself in `frames` while it lives.
+Task<void> wait_in_acquire(Pool& pool,
+                           std::chrono::milliseconds timeout,
+                           std::atomic<int>& resumed,
+                           std::atomic<int>& frames) {
+  const Counted alive(frames);
+  try {
+    auto h = co_await pool.acquire(timeout);
+    resumed.fetch_add(1);
+  } catch (...) {
+    resumed.fetch_add(1);
+  }
+}
+
+/// Where a drop function saw its coroutine, for the Resumption tests.
+std::atomic<int> drops{0};
+void count_drop(std::coroutine_handle<>) noexcept {
+  drops.fetch_add(1);
+}
+
+}  // namespace
+
+TEST_CASE("Resumption: runs once or is dropped once when destroyed unrun", "[async]") {
+  drops = 0;
+  {
+    connpool::Resumption r(std::noop_coroutine(), &count_drop);
+    CHECK(static_cast<bool>(r));
+    connpool::Resumption moved(std::move(r));
+    CHECK_FALSE(static_cast<bool>(r));  // NOLINT(bugprone-use-after-move): moved-from is empty
+    CHECK(static_cast<bool>(moved));
+  }
+  CHECK(drops == 1);
+  {
+    connpool::Resumption r(std::noop_coroutine(), &count_drop);
+    std::move(r).resume();
+    CHECK_FALSE(static_cast<bool>(r));  // NOLINT(bugprone-use-after-move)
+  }
+  CHECK(drops == 1);
+  {
+    connpool::Resumption r(std::noop_coroutine(), &count_drop);
+    r();
+  }
+  CHECK(drops == 1);
+  {
+    connpool::Resumption r(std::noop_coroutine(), &count_drop);
+    const std::coroutine_handle<> h = std::move(r).release();
+    CHECK(h == std::noop_coroutine());
+  }
+  CHECK(drops == 1);
+  {
+    connpool::Resumption a(std::noop_coroutine(), &count_drop);
+    connpool::Resumption b(std::noop_coroutine(), &count_drop);
+    a = std::move(b);  // a's own resumption is dropped
+    CHECK(drops == 2);
+    a.reset();
+    CHECK(drops == 3);
+    CHECK_FALSE(static_cast<bool>(a));
+  }
+  CHECK(drops == 3);
+}
+
+TEST_CASE("AsyncConnectionPool: a scheduler taking Resumptions runs them", "[async]") {
+  FakeState state;
+  ResumptionQueue queue;
+  std::atomic<int> resumed{0};
+  std::atomic<int> frames{0};
+  {
+    Pool pool{FakeFactory{state}, sized(1), queue.scheduler()};
+    auto held = pool.acquire_blocking();
+    Owned waiting = run_owned(wait_in_acquire(pool, generous_deadline, resumed, frames));
+    held.release();
+    CHECK(queue.queued() == 1);
+    CHECK(resumed == 0);
+    queue.run();
+    CHECK(resumed == 1);
+    CHECK(frames == 0);  // it ran to its end (its root stays, suspended at its end)
+    CHECK(pool.stats().idle == 1);
+  }
+  CHECK(state.live == 0);
+}
+
+// A scheduler that destroys its queued resumptions unrun (an event loop shutting down): whatever
+// each wait got goes back to the pool (a connection, which the next waiter gets, and whose
+// resumption is dropped in turn; a unit of capacity, given up without calling the factory; an
+// error, discarded), and no coroutine is resumed. They stay suspended, and may be destroyed.
+TEST_CASE("AsyncConnectionPool: a scheduler may destroy Resumptions unrun", "[async][lifetime]") {
+  enum class Outcome { connection, capacity, timeout, closed };
+  const Outcome outcome =
+      GENERATE(Outcome::connection, Outcome::capacity, Outcome::timeout, Outcome::closed);
+  CAPTURE(static_cast<int>(outcome));
+  constexpr int waiters = 3;
+  FakeState state;
+  ResumptionQueue queue;
+  std::atomic<int> resumed{0};
+  std::atomic<int> frames{0};
+  {
+    Pool pool{FakeFactory{state}, sized(1), queue.scheduler()};
+    auto held = pool.acquire_blocking();
+    const std::chrono::milliseconds timeout =
+        outcome == Outcome::timeout ? std::chrono::milliseconds(20) : generous_deadline;
+    std::vector<Owned> waiting;
+    waiting.reserve(waiters);
+    for (int i = 0; i < waiters; ++i) {
+      waiting.push_back(run_owned(wait_in_acquire(pool, timeout, resumed, frames)));
+    }
+    REQUIRE(pool.stats().pending == waiters);
+    switch (outcome) {
+      case Outcome::connection:
+        held.release();  // to the first waiter
+        break;
+      case Outcome::capacity:
+        held.invalidate();  // closed: its place goes to the first waiter, to create
+        break;
+      case Outcome::timeout:
+        REQUIRE(eventually([&] { return queue.queued() == waiters; }));
+        break;
+      case Outcome::closed:
+        pool.close();
+        break;
+    }
+    REQUIRE(queue.queued() >= 1);
+    queue.drop_all();
+    CHECK(resumed == 0);
+    CHECK(frames == waiters);
+    const connpool::PoolStats s = pool.stats();
+    CHECK(s.pending == 0);
+    switch (outcome) {
+      case Outcome::connection:
+        CHECK(s.in_use == 0);
+        CHECK(s.idle == 1);
+        CHECK(s.acquired == 1 + waiters);
+        break;
+      case Outcome::capacity:
+        CHECK(s.in_use == 0);
+        CHECK(s.idle == 0);
+        CHECK(state.factory_calls == 1);  // nobody created with the place
+        break;
+      case Outcome::timeout:
+        CHECK(s.timeouts == waiters);
+        CHECK(s.in_use == 1);
+        break;
+      case Outcome::closed:
+        CHECK(s.in_use == 1);
+        break;
+    }
+    waiting.clear();
+    CHECK(frames == 0);
+    CHECK(resumed == 0);
+    if (outcome != Outcome::closed) {
+      held.release();
+      auto again = pool.acquire_blocking(1s);  // the place is free again
+      CHECK(again);
+    }
+    CHECK(queue.queued() == 0);
+  }
+  CHECK(state.live == 0);
+}
+
+// The coroutine is destroyed (its wait abandoned) while its resumption is queued, and the
+// resumption is dropped afterwards, or at the same time on another thread: exactly one of them
+// frees the acquire, and the connection goes back.
+TEST_CASE("AsyncConnectionPool: a coroutine destroyed with its Resumption queued and then dropped",
+          "[async][lifetime]") {
+  const bool concurrent = GENERATE(false, true);
+  CAPTURE(concurrent);
+  const int rounds = concurrent ? 200 : 1;
+  FakeState state;
+  ResumptionQueue queue;
+  std::atomic<int> resumed{0};
+  std::atomic<int> frames{0};
+  {
+    Pool pool{FakeFactory{state}, sized(1), queue.scheduler()};
+    for (int i = 0; i < rounds; ++i) {
+      auto held = pool.acquire_blocking(1s);
+      Owned waiting = run_owned(wait_in_acquire(pool, generous_deadline, resumed, frames));
+      held.release();
+      REQUIRE(queue.queued() == 1);
+      if (concurrent) {
+        std::thread dropper([&queue] { queue.drop_all(); });
+        waiting.destroy();
+        dropper.join();
+      } else {
+        waiting.destroy();
+        CHECK(pool.stats().in_use == 1);  // the grant waits for its resumption
+        queue.drop_all();
+      }
+      REQUIRE(frames == 0);
+      REQUIRE(pool.stats().in_use == 0);
+      REQUIRE(pool.stats().idle == 1);
+    }
+    CHECK(resumed == 0);
+  }
+  CHECK(state.live == 0);
+}
+
+// The pool is destroyed while a waiter it granted a connection to has its resumption queued, and
+// the resumption is dropped afterwards: the connection is closed (its pool is gone), and nothing
+// leaks.
+TEST_CASE("AsyncConnectionPool: a Resumption dropped after its pool is destroyed",
+          "[async][lifetime]") {
+  FakeState state;
+  ResumptionQueue queue;
+  std::atomic<int> resumed{0};
+  std::atomic<int> frames{0};
+  std::optional<Owned> waiting;
+  {
+    Pool pool{FakeFactory{state}, sized(1), queue.scheduler()};
+    auto held = pool.acquire_blocking();
+    waiting.emplace(run_owned(wait_in_acquire(pool, generous_deadline, resumed, frames)));
+    held.release();
+    REQUIRE(queue.queued() == 1);
+  }
+  CHECK(state.live == 1);  // handed to the waiter, whose resumption is queued
+  queue.drop_all();
+  CHECK(state.live == 0);
+  CHECK(resumed == 0);
+  CHECK(frames == 1);
+  waiting.reset();
+  CHECK(frames == 0);
 }

@@ -133,9 +133,10 @@ class AsioAcquireRegistry {
     }
   }
 
-  /// The context shuts down: every listed operation whose wait can still be abandoned is
-  /// destroyed (its frame, and its handler unrun); one whose wait has just ended finds the
-  /// context gone and ends without completing. Waits for deliveries in progress.
+  /// The context shuts down: every listed operation whose wait can still be abandoned (or whose
+  /// pool's resumption was dropped: nothing will resume it) is destroyed (its frame, and its
+  /// handler unrun); one whose wait has just ended finds the context gone and ends without
+  /// completing. Waits for deliveries in progress.
   void shutdown() noexcept {
     std::unique_lock<std::mutex> lock(mutex_);
     alive_ = false;
@@ -495,19 +496,25 @@ auto async_acquire(AsyncConnectionPool<Conn, Factory, Clock>& pool, CompletionTo
 /// A connpool Scheduler that resumes coroutines on an Asio executor: the pool's waiting
 /// coroutines (and async_acquire operations) continue on the executor's threads.
 ///
-/// `schedule(h)` posts `h.resume()` to the executor, so a coroutine whose wait ends in another
-/// thread (a release on a worker thread, the pool's timer thread) is resumed by a thread running
-/// the executor, never inline in the thread that ended the wait.
+/// `schedule(r)` posts a handler that owns the connpool::Resumption `r` to the executor, so a
+/// coroutine whose wait ends in another thread (a release on a worker thread, the pool's timer
+/// thread) is resumed by a thread running the executor, never inline in the thread that ended the
+/// wait.
 ///
 /// Thread safety: schedule() may be called concurrently from any thread.
 /// Lifetime: the scheduler keeps no work of its own: a posted resumption counts as the
 /// executor's outstanding work until it runs, and nothing else does, so io_context::run() can
 /// return while coroutines wait in the pool (give it work, e.g. async_acquire does, if it must
 /// not). Use an untracked executor, such as io_context::get_executor(): a work-tracking one would
-/// keep run() from returning for as long as the pool lives. The executor's context must run
-/// every posted resumption: if it is destroyed (or never run again) with one queued, that
-/// coroutine is never resumed and its frame leaks; close the pool and let the context run until
-/// its waiting coroutines have finished.
+/// keep run() from returning for as long as the pool lives. The executor's context may be
+/// destroyed (or never run again) with resumptions queued: a handler destroyed unrun drops its
+/// Resumption, so the acquire gives back what its wait got (the connection returns to the pool,
+/// or goes on to the next waiter, whose resumption is posted to the same context and dropped in
+/// turn while it shuts down), and its coroutine is never resumed: it stays suspended, and
+/// destroying it (its frame, or the Task that owns it) is safe and leaks nothing. Waits that
+/// have not ended when the context is gone must not end later, though (their resumption would
+/// be posted to a context that no longer exists): close the pool, or destroy those coroutines,
+/// before the context, as with any executor a pool's scheduler posts to.
 /// Example:
 ///     asio::io_context io;
 ///     connpool::AsyncConnectionPool pool{factory, connpool::PoolOptions{.max_size = 8},
@@ -521,8 +528,16 @@ class ExecutorScheduler {
       std::is_nothrow_copy_constructible_v<executor_type>)
       : executor_(executor) {}
 
-  /// Posts `coroutine.resume()` to the executor. A failed post (std::bad_alloc) terminates:
-  /// a coroutine that can be resumed nowhere cannot be recovered.
+  /// Posts `resumption` to the executor: run there, or dropped if the handler is destroyed
+  /// unrun. A failed post (std::bad_alloc) terminates: a resumption that can be run nowhere
+  /// cannot be recovered.
+  void schedule(Resumption resumption) const noexcept {
+    ::asio::post(executor_, std::move(resumption));
+  }
+
+  /// Posts `coroutine.resume()` to the executor, for callers that have a bare handle. Unlike a
+  /// Resumption, a handle whose handler is destroyed unrun is never resumed (the coroutine's
+  /// frame leaks). AsyncConnectionPool uses the overload above.
   void schedule(std::coroutine_handle<> coroutine) const noexcept {
     ::asio::post(executor_, [coroutine] { coroutine.resume(); });
   }

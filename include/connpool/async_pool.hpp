@@ -35,13 +35,92 @@
 
 namespace connpool {
 
-/// Where an AsyncConnectionPool resumes a coroutine whose wait ended: any type with
-/// `schedule(std::coroutine_handle<>)`, which must eventually resume the handle exactly once
-/// (on any thread) and must not throw.
-template <class S>
-concept Scheduler = std::move_constructible<S> && requires(S& s, std::coroutine_handle<> h) {
-  s.schedule(h);
+/// A coroutine's resumption, handed to a Scheduler that takes one: `std::move(r).resume()` (or
+/// `r()`) resumes the coroutine, once; destroying `r` without having run it *drops* it.
+///
+/// For schedulers that may destroy queued work without running it, as an event loop does when it
+/// shuts down (Asio's io_context destroys its queued handlers unrun). A Resumption from an
+/// AsyncConnectionPool that is dropped ends the acquire without resuming its coroutine: what the
+/// wait got goes back to the pool (a connection returns to it, or to the next waiter; a unit of
+/// capacity to create one is given up; an error is discarded), on the thread that drops it, and
+/// the coroutine that awaited the acquire stays suspended until its owner destroys it (destroying
+/// it is safe). Dropping is safe on any thread, at any time, even after the pool is gone, and
+/// leaks nothing.
+///
+/// Move-only; two pointers; allocates nothing. A moved-from (or default-constructed) Resumption is
+/// empty: it must not be resumed, and destroying it does nothing.
+class Resumption {
+ public:
+  /// What dropping does with the coroutine, instead of resuming it. Must not throw.
+  using drop_function = void (*)(std::coroutine_handle<> coroutine) noexcept;
+
+  Resumption() noexcept = default;
+
+  /// Resumes `coroutine` when run; calls `drop(coroutine)` if destroyed without having run.
+  Resumption(std::coroutine_handle<> coroutine, drop_function drop) noexcept
+      : coroutine_(coroutine), drop_(drop) {}
+
+  Resumption(Resumption&& other) noexcept
+      : coroutine_(std::exchange(other.coroutine_, nullptr)), drop_(other.drop_) {}
+
+  /// Drops the resumption this one held, if it held one, and takes `other`'s.
+  Resumption& operator=(Resumption&& other) noexcept {
+    if (this != &other) {
+      reset();
+      coroutine_ = std::exchange(other.coroutine_, nullptr);
+      drop_ = other.drop_;
+    }
+    return *this;
+  }
+
+  Resumption(const Resumption&) = delete;
+  Resumption& operator=(const Resumption&) = delete;
+
+  /// Drops the resumption if it has not run (see the class comment).
+  ~Resumption() { reset(); }
+
+  /// Resumes the coroutine, on this thread; the Resumption is empty afterwards.
+  /// Precondition: not empty.
+  void resume() && { std::exchange(coroutine_, nullptr).resume(); }
+
+  /// The same as `std::move(*this).resume()`: a Resumption is a handler of its own.
+  void operator()() { std::move(*this).resume(); }
+
+  /// Drops the resumption now if it has not run; the Resumption is empty afterwards.
+  void reset() noexcept {
+    if (coroutine_) {
+      drop_(std::exchange(coroutine_, nullptr));
+    }
+  }
+
+  /// Gives up the guarantee: returns the coroutine, which the caller must now resume exactly
+  /// once; the Resumption is empty afterwards. Null if it was empty.
+  [[nodiscard]] std::coroutine_handle<> release() && noexcept {
+    return std::exchange(coroutine_, nullptr);
+  }
+
+  /// Whether it holds a resumption that has not run.
+  explicit operator bool() const noexcept { return static_cast<bool>(coroutine_); }
+
+ private:
+  std::coroutine_handle<> coroutine_;
+  drop_function drop_ = nullptr;
 };
+
+/// Where an AsyncConnectionPool resumes a coroutine whose wait ended: any type with
+/// `schedule(connpool::Resumption)` or `schedule(std::coroutine_handle<>)` (the first when it
+/// has both). Must not throw.
+///
+/// `schedule(std::coroutine_handle<>)` must eventually resume the handle exactly once (on any
+/// thread). `schedule(connpool::Resumption)` must eventually run the Resumption or destroy it
+/// unrun (on any thread); a scheduler that may destroy queued work without running it (an event
+/// loop shutting down) should take a Resumption: destroying it unrun gives back what the wait got
+/// and leaks nothing, where a coroutine_handle that is never resumed leaks the acquire, its
+/// connection and its frame.
+template <class S>
+concept Scheduler = std::move_constructible<S> &&
+    (requires(S& s, Resumption r) { s.schedule(std::move(r)); } ||
+     requires(S& s, std::coroutine_handle<> h) { s.schedule(h); });
 
 /// The default Scheduler: resumes the coroutine at once, on the thread that ended its wait.
 ///
@@ -80,6 +159,10 @@ struct async_factory_conn<F> {
 template <class F>
 using async_factory_conn_t = typename async_factory_conn<F>::type;
 
+/// Whether the Scheduler `S` takes a Resumption (else a coroutine_handle).
+template <class S>
+concept ResumptionScheduler = requires(S& s, Resumption r) { s.schedule(std::move(r)); };
+
 /// A Scheduler behind one type. Copies share the scheduler, so that an operation completed
 /// after its pool is gone still finds it.
 class AnyScheduler {
@@ -91,16 +174,23 @@ class AnyScheduler {
   requires(!std::is_same_v<S, AnyScheduler> && Scheduler<S>) explicit AnyScheduler(S scheduler)
       : self_(std::make_shared<S>(std::move(scheduler))), schedule_(&call<S>) {}
 
-  void schedule(std::coroutine_handle<> h) const noexcept { schedule_(self_.get(), h); }
+  /// Hands `r` to the scheduler: as it is if it takes a Resumption, else its coroutine (which the
+  /// scheduler then resumes, never drops).
+  void schedule(Resumption&& r) const noexcept { schedule_(self_.get(), std::move(r)); }
 
  private:
   template <class S>
-  static void call(void* self, std::coroutine_handle<> h) noexcept {
-    static_cast<S*>(self)->schedule(h);  // noexcept: a scheduler that throws terminates
+  static void call(void* self, Resumption&& r) noexcept {
+    // noexcept: a scheduler that throws terminates
+    if constexpr (ResumptionScheduler<S>) {
+      static_cast<S*>(self)->schedule(std::move(r));
+    } else {
+      static_cast<S*>(self)->schedule(std::move(r).release());
+    }
   }
 
   std::shared_ptr<void> self_;
-  void (*schedule_)(void*, std::coroutine_handle<>) noexcept = nullptr;
+  void (*schedule_)(void*, Resumption&&) noexcept = nullptr;
 };
 
 /// Where an acquire's driver coroutine stands, in the race between its end and the
@@ -109,6 +199,8 @@ enum class DriverPhase : int {
   running,    // suspended or running; the awaiting coroutine waits for it
   finished,   // it ended: it resumes (or resumed) the awaiting coroutine
   abandoned,  // the awaiting coroutine is gone: it cleans up and frees itself when it ends
+  dropped,    // its resumption was dropped: it ended, gave back what it got, and resumes nobody;
+              // the awaiting coroutine's operation frees it
 };
 
 /// The coroutine behind an acquire that has to wait or to create asynchronously: started by the
@@ -119,12 +211,21 @@ enum class DriverPhase : int {
 /// the driver is abandoned, and if the pool has already decided its wait (its resumption is queued
 /// in a scheduler, say), it runs to its end later, gives back what it got, and frees itself
 /// without resuming anyone.
+///
+/// Its resumption may also be dropped (a Resumption destroyed unrun, see drop()): it then runs to
+/// its end at once, on the dropping thread, as if abandoned, and gives back what it got
+/// (`State::discard_outcome()`), but does not resume the awaiting coroutine, which stays
+/// suspended; it frees itself if it was abandoned too, else it is left to its owner (phase
+/// dropped).
 template <class State>
 class AcquireDriver {
  public:
   struct promise_type : State {
     std::coroutine_handle<> continuation;
     std::atomic<DriverPhase> phase{DriverPhase::running};
+    // Its resumption was dropped. Set before the drop resumes it, by the thread that drops it,
+    // and read only by the driver's body after that: no other thread touches it.
+    bool dropped = false;
 
     AcquireDriver get_return_object() noexcept {
       return AcquireDriver(std::coroutine_handle<promise_type>::from_promise(*this));
@@ -135,6 +236,17 @@ class AcquireDriver {
         bool await_ready() noexcept { return false; }
         std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) noexcept {
           promise_type& p = h.promise();
+          if (p.dropped) {
+            // Nobody takes the outcome up: a connection goes back to the pool now (perhaps to the
+            // next waiter), not when the awaiting coroutine's frame is destroyed, which may be
+            // never. Before the exchange: afterwards the frame may be freed by its owner.
+            p.discard_outcome();
+            if (p.phase.exchange(DriverPhase::dropped, std::memory_order_acq_rel) ==
+                DriverPhase::abandoned) {
+              h.destroy();
+            }
+            return std::noop_coroutine();
+          }
           if (p.phase.exchange(DriverPhase::finished, std::memory_order_acq_rel) ==
               DriverPhase::abandoned) {
             h.destroy();  // nobody awaits it: the handle it may hold gives its connection back
@@ -149,10 +261,19 @@ class AcquireDriver {
     void return_void() noexcept {}
     void unhandled_exception() noexcept { std::terminate(); }  // the body catches everything
 
+    /// Whether it has to give up: abandoned, or its resumption dropped.
     [[nodiscard]] bool abandoned() const noexcept {
-      return phase.load(std::memory_order_acquire) == DriverPhase::abandoned;
+      return dropped || phase.load(std::memory_order_acquire) == DriverPhase::abandoned;
     }
   };
+
+  /// The drop function of the driver's Resumptions: marks the driver dropped and resumes it here,
+  /// so that it ends at once without resuming the awaiting coroutine (see the class comment).
+  static void drop(std::coroutine_handle<> driver) noexcept {
+    const auto h = std::coroutine_handle<promise_type>::from_address(driver.address());
+    h.promise().dropped = true;
+    h.resume();
+  }
 
   AcquireDriver() = default;
   AcquireDriver(AcquireDriver&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
@@ -264,7 +385,8 @@ class AsyncConnectionPool {
       : AsyncConnectionPool(std::move(factory), options, InlineScheduler{}) {}
 
   /// As above; coroutines whose wait ended are resumed through `scheduler` (taken by value; to
-  /// share one, pass a pointer-like wrapper or a cheap handle such as an executor).
+  /// share one, pass a pointer-like wrapper or a cheap handle such as an executor). A scheduler
+  /// that may destroy queued work unrun should take a Resumption (see Scheduler).
   template <Scheduler S>
   AsyncConnectionPool(Factory factory, PoolOptions options, S scheduler)
       : scheduler_(std::move(scheduler)), core_(make_core(std::move(factory), options)) {}
@@ -292,7 +414,10 @@ class AsyncConnectionPool {
   /// factory's awaitable completed).
   /// Lifetime: a coroutine suspended here may be destroyed: its wait leaves the queue (or, if
   /// the wait already ended and the resumption is queued in the scheduler, what it was given
-  /// goes back to the pool when that resumption runs), and nothing is resumed.
+  /// goes back to the pool when that resumption runs or is dropped), and nothing is resumed. A
+  /// scheduler that takes a Resumption may drop it (destroy it unrun, as an Asio io_context
+  /// destroyed with it queued does): what the wait got goes back to the pool at once, and the
+  /// coroutine is never resumed here; it may still be destroyed.
   [[nodiscard]] acquire_operation acquire() {
     return acquire_operation(this, detail::to_wait_duration(core_->options().acquire_timeout), {});
   }
@@ -398,16 +523,25 @@ class AsyncConnectionPool {
     std::exception_ptr error;
     std::coroutine_handle<> self;  // the driver, for the completion
     Waiter waiter;
+
+    /// The driver's resumption was dropped: nobody takes the outcome up. The connection goes
+    /// back to the pool.
+    void discard_outcome() noexcept {
+      result.reset();
+      error = nullptr;
+    }
   };
   using Driver = detail::AcquireDriver<DriveState>;
   using DrivePromise = typename Driver::promise_type;
 
-  /// Ends a wait: resumes the driver through the scheduler. Runs outside the pool's lock.
+  /// Ends a wait: resumes the driver through the scheduler, which may also drop the resumption
+  /// (Driver::drop). Runs outside the pool's lock.
   static void on_complete(detail::Resumable* r) noexcept {
     DriveState* st = static_cast<typename DriveState::Waiter*>(static_cast<WaiterT*>(r))->state;
-    // Copied: once resumed, the driver (and the state in its frame) may be gone at any moment.
+    // Copied: once resumed (or dropped), the driver (and the state in its frame) may be gone at
+    // any moment.
     const detail::AnyScheduler scheduler = st->scheduler;
-    scheduler.schedule(st->self);
+    scheduler.schedule(Resumption(st->self, &Driver::drop));
   }
 
   /// Suspends the driver in the pool's queue, unless enqueue_async() serves it at once.
@@ -430,7 +564,9 @@ class AsyncConnectionPool {
   };
 
   /// The body of the driver: queues (or awaits an asynchronous factory) until it has a result
-  /// or an error, in its promise. Abandoned, it gives back what it holds and ends.
+  /// or an error, in its promise. Abandoned (or dropped), it gives back what it holds and ends:
+  /// a unit of capacity is given up, never used to create; a connection handed over is checked
+  /// out as usual, and given back at the end (AcquireDriver's final suspension).
   CONNPOOL_CORO_NO_SANITIZE_FUNCTION static Driver drive() {
     DrivePromise& st = co_await detail::ThisPromise<DrivePromise>{};
     Core& core = *st.core.get();
@@ -594,8 +730,10 @@ class AsyncConnectionPool {
     /// being destroyed while suspended in it: the wait leaves the pool's queue, or, if the pool
     /// already decided it (its resumption queued in a scheduler, or an asynchronous factory at
     /// work), its driver gives back what it gets and frees itself. Either way nothing resumes
-    /// the awaiting coroutine. Returns true if so; false if the wait had already ended (the
-    /// awaiting coroutine is resumed, or is being resumed), or was never suspended.
+    /// the awaiting coroutine. Returns true if so, and also if the wait ended with its
+    /// resumption dropped (nothing resumes the awaiting coroutine either; the driver is freed
+    /// with this object); false if the wait had already ended otherwise (the awaiting coroutine
+    /// is resumed, or is being resumed), or was never suspended.
     ///
     /// Thread safety: may race with the end of the wait on another thread; exactly one of them
     /// wins (an atomic exchange of the driver's phase).
@@ -604,8 +742,10 @@ class AsyncConnectionPool {
         return false;
       }
       DrivePromise& st = driver_.promise();
-      if (st.phase.load(std::memory_order_acquire) != detail::DriverPhase::running) {
-        return false;  // finished: the await completed (the driver is freed with this object)
+      const detail::DriverPhase phase = st.phase.load(std::memory_order_acquire);
+      if (phase != detail::DriverPhase::running) {
+        // Finished (the await completed) or dropped: the driver is freed with this object.
+        return phase == detail::DriverPhase::dropped;
       }
       if (st.core->withdraw_async(st.waiter)) {
         // It waited in the queue: nothing will resume it, and it holds nothing to give back.
@@ -616,7 +756,7 @@ class AsyncConnectionPool {
       detail::DriverPhase expected = detail::DriverPhase::running;
       if (!st.phase.compare_exchange_strong(expected, detail::DriverPhase::abandoned,
                                             std::memory_order_acq_rel)) {
-        return false;
+        return expected == detail::DriverPhase::dropped;  // as above
       }
       driver_.release();  // it frees itself when it ends
       return true;
