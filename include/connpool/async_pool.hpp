@@ -118,9 +118,9 @@ class Resumption {
 /// and leaks nothing, where a coroutine_handle that is never resumed leaks the acquire, its
 /// connection and its frame.
 template <class S>
-concept Scheduler = std::move_constructible<S> &&
-    (requires(S& s, Resumption r) { s.schedule(std::move(r)); } ||
-     requires(S& s, std::coroutine_handle<> h) { s.schedule(h); });
+concept Scheduler = std::move_constructible<S> &&(
+    requires(S& s, Resumption r) { s.schedule(std::move(r)); } ||
+    requires(S & s, std::coroutine_handle<> h) { s.schedule(h); });
 
 /// The default Scheduler: resumes the coroutine at once, on the thread that ended its wait.
 ///
@@ -161,7 +161,9 @@ using async_factory_conn_t = typename async_factory_conn<F>::type;
 
 /// Whether the Scheduler `S` takes a Resumption (else a coroutine_handle).
 template <class S>
-concept ResumptionScheduler = requires(S& s, Resumption r) { s.schedule(std::move(r)); };
+concept ResumptionScheduler = requires(S& s, Resumption r) {
+  s.schedule(std::move(r));
+};
 
 /// A Scheduler behind one type. Copies share the scheduler, so that an operation completed
 /// after its pool is gone still finds it.
