@@ -161,6 +161,7 @@ PoolStats sample_stats() {
   s.released = 5;
   s.waited = 4;
   s.timeouts = 3;
+  s.rejected = 17;
   s.validation_failures = 9;
   s.create_failures = 10;
   s.close_failures = 11;
@@ -272,6 +273,7 @@ TEST_CASE("PoolStats: to_json() is one flat JSON object with every field and der
                           "released",
                           "waited",
                           "timeouts",
+                          "rejected",
                           "validation_failures",
                           "create_failures",
                           "close_failures",
@@ -289,7 +291,7 @@ TEST_CASE("PoolStats: to_json() is one flat JSON object with every field and der
     INFO("key: " << key);
     CHECK(m.count(key) == 1);
   }
-  REQUIRE(m.size() == 21);
+  REQUIRE(m.size() == 22);
 
   CHECK(m.at("created") == "1234567");
   CHECK(m.at("closed") == "2");
@@ -298,6 +300,7 @@ TEST_CASE("PoolStats: to_json() is one flat JSON object with every field and der
   CHECK(m.at("released") == "5");
   CHECK(m.at("waited") == "4");
   CHECK(m.at("timeouts") == "3");
+  CHECK(m.at("rejected") == "17");
   CHECK(m.at("validation_failures") == "9");
   CHECK(m.at("create_failures") == "10");
   CHECK(m.at("close_failures") == "11");
@@ -320,7 +323,7 @@ TEST_CASE("PoolStats: to_json() of an empty snapshot is valid JSON too", "[stats
   INFO("json: " << json);
   const auto parsed = FlatJson::parse(json);
   REQUIRE(parsed.has_value());
-  CHECK(parsed->size() == 21);
+  CHECK(parsed->size() == 22);
   CHECK(as_double(parsed->at("reuse_ratio")) == 0.0);
 }
 
@@ -448,6 +451,7 @@ TEST_CASE("PoolStats: to_prometheus() writes every figure as a metric", "[stats]
   s.released = 39;
   s.waited = 3;
   s.timeouts = 1;
+  s.rejected = 11;
   s.validation_failures = 2;
   s.create_failures = 4;
   s.close_failures = 6;
@@ -462,7 +466,7 @@ TEST_CASE("PoolStats: to_prometheus() writes every figure as a metric", "[stats]
   const std::string text = s.to_prometheus("app_db");
   INFO(text);
   const auto m = prometheus_samples(text);
-  CHECK(m.size() == 18);
+  CHECK(m.size() == 19);
   CHECK(m.at("app_db_connections_created_total") == "5");
   CHECK(m.at("app_db_connections_closed_total") == "1");
   CHECK(m.at("app_db_acquires_total") == "40");
@@ -470,6 +474,7 @@ TEST_CASE("PoolStats: to_prometheus() writes every figure as a metric", "[stats]
   CHECK(m.at("app_db_releases_total") == "39");
   CHECK(m.at("app_db_waits_total") == "3");
   CHECK(m.at("app_db_timeouts_total") == "1");
+  CHECK(m.at("app_db_rejected_total") == "11");
   CHECK(m.at("app_db_validation_failures_total") == "2");
   CHECK(m.at("app_db_create_failures_total") == "4");
   CHECK(m.at("app_db_close_failures_total") == "6");

@@ -640,6 +640,9 @@ class AsyncConnectionPool {
     if (w.cancelled) {
       throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
     }
+    if (w.overloaded) {
+      detail::throw_failure(detail::Failure::overloaded, WaitClock::duration::zero(), w.snapshot);
+    }
     if (w.unavailable) {
       detail::throw_unavailable(w.why_unavailable,
                                 st.timeout.value_or(WaitClock::duration::zero()));

@@ -2,7 +2,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// PoolError, the three failures of an acquire, and NoHealthyHost (MultiHostPool). Invalid options
+// PoolError, the failures of an acquire, and NoHealthyHost (MultiHostPool). Invalid options
 // are reported with std::invalid_argument (options.hpp); a factory's own exception reaches the
 // caller unchanged.
 
@@ -43,6 +43,14 @@ class PoolClosed : public PoolError {
 /// open. The message names each host with its health state and its last error, e.g.
 /// "connpool: no healthy host (db1: open, 5 consecutive failures, last error: connection
 /// refused; db2: ...)".
+/// An acquire was refused at once because PoolOptions::max_waiters callers already wait: the
+/// pool is overloaded, and queueing would only add to the wait of everyone behind. The message
+/// gives the counts. Shed the request (an HTTP 503, say), or retry later.
+class PoolOverloaded : public PoolError {
+ public:
+  using PoolError::PoolError;
+};
+
 class NoHealthyHost : public PoolError {
  public:
   using PoolError::PoolError;

@@ -135,6 +135,7 @@ inline void add_stats_into(PoolStats& t, const PoolStats& s) {
   t.released += s.released;
   t.waited += s.waited;
   t.timeouts += s.timeouts;
+  t.rejected += s.rejected;
   t.validation_failures += s.validation_failures;
   t.create_failures += s.create_failures;
   t.close_failures += s.close_failures;

@@ -490,11 +490,12 @@ class MultiHostPool {
 
   /// How one try on one host ended.
   enum class Attempt {
-    got,        ///< a connection, in `out`
-    full,       ///< no spare connection (try_acquire only), or no host served (take_spare)
-    failed,     ///< the connect failed, counted against the host
-    gone,       ///< the host's pool is closed: the host was removed, or this pool is closing
-    destroyed,  ///< user code inside the host's acquire destroyed this pool: touch nothing
+    got,         ///< a connection, in `out`
+    full,        ///< no spare connection (try_acquire only), or no host served (take_spare)
+    failed,      ///< the connect failed, counted against the host
+    gone,        ///< the host's pool is closed: the host was removed, or this pool is closing
+    destroyed,   ///< user code inside the host's acquire destroyed this pool: touch nothing
+    overloaded,  ///< the host's pool refused to queue one more waiter (PoolOptions::max_waiters)
   };
 
   /// One acquire on host `e` (try_acquire when `wait` is empty; cancellable through `stop`
@@ -540,6 +541,16 @@ class MultiHostPool {
         e.health.abandon_probe();
       }
       return Attempt::gone;  // removed meanwhile, or the whole pool is closing
+    } catch (const PoolOverloaded&) {
+      // Its queue is full, which says nothing of the host's health: another host may take the
+      // wait.
+      if (call.destroyed()) {
+        return Attempt::destroyed;
+      }
+      if (admit == Admit::probe) {
+        e.health.abandon_probe();
+      }
+      return Attempt::overloaded;
     } catch (const PoolError&) {
       // AcquireTimeout or AcquireCancelled: the wait ended, which says nothing of the host.
       if (admit == Admit::probe && !call.destroyed()) {
@@ -586,6 +597,31 @@ class MultiHostPool {
     throw NoHealthyHost(msg);
   }
 
+  /// PoolOverloaded for an acquire that every host that could take its wait refused (each
+  /// host's pool had PoolOptions::max_waiters callers waiting), with each host's counts.
+  [[noreturn]] void throw_overloaded(const Snapshot& snap) const {
+    std::string msg =
+        "connpool: acquire refused at once: the queue of every host that could take the wait is "
+        "full (PoolOptions::max_waiters)";
+    const char* sep = " (";
+    for (const Entry* e : snap.hosts) {
+      const PoolStats st = e->pool.stats();
+      msg += sep;
+      msg += host_to_string(e->host());
+      msg += ": waiting ";
+      msg += std::to_string(st.pending);
+      msg += ", in use ";
+      msg += std::to_string(st.in_use);
+      msg += ", max_size ";
+      msg += std::to_string(st.max_size);
+      sep = "; ";
+    }
+    if (!snap.hosts.empty()) {
+      msg += ')';
+    }
+    throw PoolOverloaded(msg);
+  }
+
   /// Where one acquire stands: the host list it works on and the hosts that failed in it.
   struct Search {
     Search(const Snapshot& s, const MultiHostPool* pool)
@@ -593,6 +629,7 @@ class MultiHostPool {
     const Snapshot* snap;        // never freed before the pool (see the class comment)
     detail::IndexSet failed;     // indices into snap->hosts: failed or unavailable in this acquire
     bool failed_once = false;    // a host failed or left: the deadline now bounds phase 1 too
+    bool overloaded = false;     // a host refused the wait (its max_waiters callers waited)
     detail::MultiHostCall call;  // this acquire, on this thread's chain of calls
   };
 
@@ -629,6 +666,9 @@ class MultiHostPool {
       std::size_t i = 0;
       Entry* e = pick_to_wait(*s.snap, s.failed, i);
       if (e == nullptr) {
+        if (s.overloaded) {
+          throw_overloaded(*s.snap);
+        }
         throw_no_healthy_host(*s.snap);
       }
       if (!wait) {
@@ -646,6 +686,10 @@ class MultiHostPool {
           throw PoolClosed();  // this pool is gone: nothing of it is touched any more
         case Attempt::full:
           break;  // not reached: a waiting acquire returns or throws
+        case Attempt::overloaded:
+          s.failed.insert(i);  // its queue is full: wait on another host, if one can take it
+          s.overloaded = true;
+          break;
         case Attempt::failed:
           s.failed.insert(i);
           s.failed_once = true;
@@ -692,6 +736,7 @@ class MultiHostPool {
         case Attempt::destroyed:
           return Attempt::destroyed;
         case Attempt::full:
+        case Attempt::overloaded:  // not reached: an acquire that does not wait is never refused
           skip.insert(i);
           break;
         case Attempt::failed:

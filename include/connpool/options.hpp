@@ -115,6 +115,15 @@ struct PoolOptions {
   /// error (std::rethrow_if_nested). Default 5 s. 0 = no backoff. Must be >= 0.
   std::chrono::milliseconds max_connect_backoff{5'000};
 
+  /// Admission control: when this many callers already wait, a caller that would have to wait
+  /// is refused at once with PoolOverloaded (counted in PoolStats::rejected) instead of joining
+  /// the queue. try_acquire() never waits and is never refused. Default 0 = no limit.
+  ///
+  /// Why: past some queue length every added waiter only waits out its timeout, holding a
+  /// thread (or a request) meanwhile; refusing early lets a server shed load and answer at
+  /// once.
+  std::size_t max_waiters = 0;
+
   /// Hooks, called outside the pool's lock in the thread that caused the event. Exceptions
   /// they throw are swallowed. Empty = not called; on_acquire and on_release cost the fast path
   /// a call each when set.

@@ -133,13 +133,14 @@ inline void append_json_string(std::string& out, std::string_view s) {
 /// pool really had. Counters only grow; gauges are the state at the snapshot.
 struct PoolStats {
   // Counters, since the pool was constructed.
-  std::uint64_t created = 0;              ///< connections the factory returned
-  std::uint64_t closed = 0;               ///< connections closed (for any reason)
-  std::uint64_t acquired = 0;             ///< successful acquires (acquire and try_acquire)
-  std::uint64_t reused = 0;               ///< acquires served by an existing connection
-  std::uint64_t released = 0;             ///< handles given back (release, destructor, invalidate)
-  std::uint64_t waited = 0;               ///< acquires that had to wait for another holder
-  std::uint64_t timeouts = 0;             ///< acquires that failed with AcquireTimeout
+  std::uint64_t created = 0;   ///< connections the factory returned
+  std::uint64_t closed = 0;    ///< connections closed (for any reason)
+  std::uint64_t acquired = 0;  ///< successful acquires (acquire and try_acquire)
+  std::uint64_t reused = 0;    ///< acquires served by an existing connection
+  std::uint64_t released = 0;  ///< handles given back (release, destructor, invalidate)
+  std::uint64_t waited = 0;    ///< acquires that had to wait for another holder
+  std::uint64_t timeouts = 0;  ///< acquires that failed with AcquireTimeout
+  std::uint64_t rejected = 0;  ///< acquires refused with PoolOverloaded (PoolOptions::max_waiters)
   std::uint64_t validation_failures = 0;  ///< pings that returned false or threw
   std::uint64_t create_failures = 0;      ///< factory calls that threw
   std::uint64_t close_failures = 0;       ///< close() calls that threw (swallowed)
@@ -192,6 +193,7 @@ struct PoolStats {
     add("released", num(released));
     add("waited", num(waited));
     add("timeouts", num(timeouts));
+    add("rejected", num(rejected));
     add("validation_failures", num(validation_failures));
     add("create_failures", num(create_failures));
     add("close_failures", num(close_failures));
@@ -220,6 +222,7 @@ struct PoolStats {
   ///     <prefix>_releases_total                  counter   released
   ///     <prefix>_waits_total                     counter   waited
   ///     <prefix>_timeouts_total                  counter   timeouts
+  ///     <prefix>_rejected_total                  counter   rejected
   ///     <prefix>_validation_failures_total       counter   validation_failures
   ///     <prefix>_create_failures_total           counter   create_failures
   ///     <prefix>_close_failures_total            counter   close_failures
@@ -309,6 +312,7 @@ struct PoolStats {
     counter("releases_total", "Connections given back, including invalidated ones.", released);
     counter("waits_total", "Acquires that had to wait for another holder.", waited);
     counter("timeouts_total", "Acquires that timed out.", timeouts);
+    counter("rejected_total", "Acquires refused because max_waiters callers waited.", rejected);
     counter("validation_failures_total", "Pings that failed.", validation_failures);
     counter("create_failures_total", "Factory calls that threw.", create_failures);
     counter("close_failures_total", "Connection closes that threw.", close_failures);

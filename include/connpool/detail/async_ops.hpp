@@ -111,6 +111,12 @@ bool PoolCore<Conn, Factory, Clock>::enqueue_async(WaiterT& w,
     case Step::wait:
       break;
   }
+  if (over_waiter_limit_locked()) {
+    ++counters_.rejected;
+    w.overloaded = true;
+    w.snapshot = snapshot_locked();
+    return false;
+  }
   const WaitClock::time_point now = WaitClock::now();
   ++counters_.waited;
   if (deadline && *deadline <= now) {

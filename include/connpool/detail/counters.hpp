@@ -19,6 +19,7 @@ struct Counters {
   std::uint64_t closed = 0;
   std::uint64_t waited = 0;
   std::uint64_t timeouts = 0;
+  std::uint64_t rejected = 0;
   std::uint64_t validation_failures = 0;
   std::uint64_t create_failures = 0;
   std::uint64_t close_failures = 0;
@@ -32,6 +33,7 @@ struct Counters {
     s.closed = closed;
     s.waited = waited;
     s.timeouts = timeouts;
+    s.rejected = rejected;
     s.validation_failures = validation_failures;
     s.create_failures = create_failures;
     s.close_failures = close_failures;

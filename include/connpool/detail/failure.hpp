@@ -18,10 +18,10 @@
 namespace connpool::detail {
 
 /// Why an acquire did not get a connection (the exception is built after the lock is released).
-enum class Failure { none, timeout, closed, cancelled, unavailable };
+enum class Failure { none, timeout, closed, cancelled, unavailable, overloaded };
 
 /// Throws the exception of a wait of `timeout` that ended with `f`: PoolClosed,
-/// AcquireCancelled, or AcquireTimeout with the counts `snap` (for timeout).
+/// AcquireCancelled, PoolOverloaded with the counts `snap`, or AcquireTimeout with them.
 [[noreturn]] inline void throw_failure(Failure f,
                                        WaitClock::duration timeout,
                                        const Snapshot& snap) {
@@ -30,6 +30,11 @@ enum class Failure { none, timeout, closed, cancelled, unavailable };
       throw PoolClosed();
     case Failure::cancelled:
       throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
+    case Failure::overloaded:
+      throw PoolOverloaded("connpool: acquire refused at once: " + std::to_string(snap.waiting) +
+                           " callers already wait, the limit PoolOptions::max_waiters (in use " +
+                           std::to_string(snap.in_use) + ", idle " + std::to_string(snap.idle) +
+                           ", max_size " + std::to_string(snap.max_size) + ")");
     case Failure::timeout:
     case Failure::none:
     case Failure::unavailable:

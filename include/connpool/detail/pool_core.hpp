@@ -382,6 +382,12 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     return gate_.permitted(now);
   }
 
+  /// Admission control: whether max_waiters callers wait already, so that one more is refused
+  /// with PoolOverloaded instead of queueing.
+  bool over_waiter_limit_locked() const CONNPOOL_REQUIRES(mutex_) {
+    return options_.max_waiters != 0 && waiters_.size() >= options_.max_waiters;
+  }
+
   /// Takes a unit of capacity into `r`.
   void take_capacity_locked(Reservation& r) CONNPOOL_REQUIRES(mutex_) {
     reserve_capacity_locked();

@@ -153,7 +153,7 @@ inline auto PoolCore<Conn, Factory, Clock>::acquire_slow(std::optional<WaitClock
           if (std::exchange(waiter.may_create, false)) {
             adopt_grant(res);  // capacity is granted with a connect permit
           }
-        } else if (failure == Failure::timeout) {
+        } else if (failure == Failure::timeout || failure == Failure::overloaded) {
           snap = snapshot_locked();
         } else if (failure == Failure::unavailable) {
           why = std::move(waiter.why_unavailable);
@@ -315,6 +315,10 @@ inline auto PoolCore<Conn, Factory, Clock>::wait_locked(UniqueLock& lk,
                                                         CoreRef& keep) -> Failure {
   if (w.cancelled) {
     return Failure::cancelled;
+  }
+  if (over_waiter_limit_locked()) {
+    ++counters_.rejected;
+    return Failure::overloaded;
   }
   w.since = deadline - timeout;
   w.until = deadline;

@@ -66,6 +66,7 @@ struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
   bool handed = false;          // bounded_barging: granted by pop_waiter_locked, not yet taken up
   bool timed_out = false;       // async: the pool's timer ended the wait
   bool unavailable = false;     // failed early: connects back off past its deadline
+  bool overloaded = false;      // async: refused, max_waiters callers waited (see `snapshot`)
   Unavailable why_unavailable;  // ... and why
   std::chrono::steady_clock::time_point until = std::chrono::steady_clock::time_point::max();
   Snapshot snapshot;              // async: the counts when it timed out
