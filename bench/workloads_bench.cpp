@@ -5,7 +5,9 @@
 // one binary, so that every pool runs on the same machine in the same run (and, with
 // --benchmark_enable_random_interleaving, in interleaved repetitions). Names are
 // BM_<Workload>_<Scenario>/<pool>[/<size>], e.g. BM_W1_Cycle/connpool, BM_W4_Scale/soci/4096.
-// The pools: connpool (connpool_fifo and connpool_barging where waiting happens), the textbook
+// The pools: connpool stripped down to acquire/release (connpool; connpool_fifo and
+// connpool_barging where waiting happens), connpool as users run it (connpool_defaults: default
+// PoolOptions, a pingable connection, acquire(timeout)), the textbook
 // mutex + deque + condition-variable pool of bench/baselines/textbook_pool.hpp, and SOCI's
 // soci::connection_pool when CMake found it (CONNPOOL_BENCH_HAVE_SOCI). The connection does no
 // I/O, so what is measured is the pool alone. bench/run.sh runs the suite and renders the
@@ -30,6 +32,7 @@
 #include <connpool/connpool.hpp>
 
 #include "baselines/textbook_pool.hpp"
+#include <sys/resource.h>
 #ifdef CONNPOOL_BENCH_HAVE_SOCI
 #include "baselines/soci_pool.hpp"
 #endif
@@ -82,6 +85,38 @@ class ConnpoolAdapter {
   connpool::ConnectionPool<NullConnection, NullFactory> pool_;
 };
 
+/// A null connection that can be pinged (a no-op that succeeds), so that validate_on_acquire
+/// applies as it does to a real connection.
+struct PingableNullConnection {
+  int id = 0;
+  bool ping() const noexcept { return true; }
+};
+
+struct PingableNullFactory {
+  PingableNullConnection operator()() const noexcept { return {}; }
+};
+
+/// connpool::ConnectionPool as users run it: default PoolOptions (lifetimes with jitter, the idle
+/// limit, validation on acquire past validation_bypass, the maintenance thread, the default wait
+/// policy) but for the size, all connections opened up front, and acquire(timeout).
+class ConnpoolDefaultsAdapter {
+ public:
+  explicit ConnpoolDefaultsAdapter(std::size_t size)
+      : pool_(PingableNullFactory{}, options(size)) {}
+
+  auto acquire() { return pool_.acquire(std::chrono::seconds{30}); }
+
+ private:
+  static connpool::PoolOptions options(std::size_t size) {
+    connpool::PoolOptions o;
+    o.min_size = size;
+    o.max_size = size;
+    return o;
+  }
+
+  connpool::ConnectionPool<PingableNullConnection, PingableNullFactory> pool_;
+};
+
 /// The textbook pool over the same null connection.
 class TextbookAdapter {
  public:
@@ -94,6 +129,7 @@ class TextbookAdapter {
 };
 
 static_assert(BenchPool<ConnpoolAdapter<WaitPolicy::fifo>>);
+static_assert(BenchPool<ConnpoolDefaultsAdapter>);
 static_assert(BenchPool<TextbookAdapter>);
 #ifdef CONNPOOL_BENCH_HAVE_SOCI
 static_assert(BenchPool<connpool_bench::SociPool>);
@@ -146,6 +182,7 @@ struct SharedRun {
   std::unique_ptr<Pool> pool;
   std::atomic<bool> window_open{false};  // W3: true until some thread has done all its cycles
   std::array<ThreadRecord, max_threads> records;
+  rusage usage_before{};  // the process's CPU time and context switches when the run began
 
   /// Called by every thread before the loop; returns its record.
   ThreadRecord& enter(const benchmark::State& state, std::size_t pool_size) {
@@ -154,12 +191,30 @@ struct SharedRun {
     if (state.thread_index() == 0) {
       pool = std::make_unique<Pool>(pool_size);
       window_open.store(true, std::memory_order_relaxed);
+      getrusage(RUSAGE_SELF, &usage_before);
     }
     return mine;
   }
 
-  /// Called by thread 0 after the loop: sets cycles_per_s, then destroys the pool.
+  /// Called by thread 0 after the loop: sets cycles_per_s, and where the time went per 1,000
+  /// cycles (the process's user+sys CPU in microseconds, and its context switches, voluntary
+  /// and involuntary, from getrusage), then destroys the pool.
   void leave(benchmark::State& state) {
+    rusage after{};
+    getrusage(RUSAGE_SELF, &after);
+    const double kcycles = static_cast<double>(state.iterations()) * state.threads() / 1000.0;
+    if (kcycles > 0) {
+      const auto us = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) * 1e6 + static_cast<double>(t.tv_usec);
+      };
+      const double cpu = us(after.ru_utime) - us(usage_before.ru_utime) + us(after.ru_stime) -
+                         us(usage_before.ru_stime);
+      state.counters["cpu_us_per_kcycle"] = cpu / kcycles;
+      state.counters["vcsw_per_kcycle"] =
+          static_cast<double>(after.ru_nvcsw - usage_before.ru_nvcsw) / kcycles;
+      state.counters["ivcsw_per_kcycle"] =
+          static_cast<double>(after.ru_nivcsw - usage_before.ru_nivcsw) / kcycles;
+    }
     auto first = SteadyClock::time_point::max();
     auto last = SteadyClock::time_point::min();
     for (int t = 0; t < state.threads(); ++t) {
@@ -405,10 +460,12 @@ void register_contended(const std::string& pool) {
 
 [[maybe_unused]] const bool registered = [] {
   register_uncontended<ConnpoolAdapter<WaitPolicy::fifo>>("connpool");
+  register_uncontended<ConnpoolDefaultsAdapter>("connpool_defaults");
   register_uncontended<TextbookAdapter>("textbook");
 #ifdef CONNPOOL_BENCH_HAVE_SOCI
   register_uncontended<connpool_bench::SociPool>("soci");
 #endif
+  register_contended<ConnpoolDefaultsAdapter>("connpool_defaults");
   register_contended<ConnpoolAdapter<WaitPolicy::fifo>>("connpool_fifo");
   register_contended<ConnpoolAdapter<WaitPolicy::bounded_barging>>("connpool_barging");
   // The same with 2 ms and 10 ms bounds: the trade between the p99 wait and the longest wait.
