@@ -35,6 +35,18 @@
 // thread's end - the start of the measured period). Percentiles are nearest-rank over all
 // threads' requests.
 //
+// Client CPU: getrusage(RUSAGE_SELF), the whole process (every client thread, the pool's
+// background thread, the io_context's threads), is read when the first client completes a
+// request inside the measured period and when the last client ends its measured period (its
+// first request past the deadline), so set-up, warm-up and tear-down are left out. Reported per
+// 1,000 measured requests:
+//   cpu_ms_per_kreq    user + system CPU time, in ms (= µs of CPU per request)
+//   vcsw_per_kreq      voluntary context switches (ru_nvcsw: a thread blocked, e.g. waiting for
+//                      the server's answer or for a connection)
+//   ivcsw_per_kreq     involuntary context switches (ru_nivcsw: a runnable thread preempted)
+// --json also gives the totals over the period: cpu_user_s, cpu_sys_s, vcsw, ivcsw. Without a
+// measured request the figures are "-" (null in JSON).
+//
 // Usage: pg_bench [--conninfo S] [--mode pool|connect|direct|async] [--threads N] [--seconds S]
 //                 [--warmup S] [--pool-size N] [--reset discard_all|rollback_only]
 //                 [--wait-policy fifo|bounded_barging] [--starvation-bound-us N]
@@ -44,6 +56,7 @@
 // 2 bad usage, 77 no conninfo.
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -53,6 +66,7 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <iterator>
 #include <latch>
 #include <memory>
 #include <optional>
@@ -66,6 +80,7 @@
 #include <connpool/connpool.hpp>
 
 #include "pg_connection.hpp"
+#include <sys/resource.h>
 
 #if defined(CONNPOOL_PG_BENCH_HAVE_ASIO)
 #include <asio.hpp>
@@ -297,13 +312,48 @@ struct Schedule {
   Clock::time_point deadline{};
 };
 
+/// The process's CPU time and context switches over the measured period: getrusage(RUSAGE_SELF)
+/// when the first client completes a request inside the period (start()) and when the last of
+/// `clients` has ended it (finish(), once per client, also by a client that could not run).
+class UsageMeter {
+ public:
+  explicit UsageMeter(std::size_t clients) : remaining_(clients) {}
+
+  void start() noexcept {
+    if (!started_.exchange(true, std::memory_order_acq_rel)) {
+      getrusage(RUSAGE_SELF, &before_);
+    }
+  }
+
+  void finish() noexcept {
+    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      getrusage(RUSAGE_SELF, &after_);
+    }
+  }
+
+  /// Whether the period was measured; read after every client has finished (joined).
+  [[nodiscard]] bool measured() const noexcept {
+    return started_.load(std::memory_order_acquire) &&
+           remaining_.load(std::memory_order_acquire) == 0;
+  }
+  [[nodiscard]] const rusage& before() const noexcept { return before_; }
+  [[nodiscard]] const rusage& after() const noexcept { return after_; }
+
+ private:
+  std::atomic<bool> started_{false};
+  std::atomic<std::size_t> remaining_;
+  rusage before_{};
+  rusage after_{};
+};
+
 /// The bookkeeping of one client's closed loop, whatever runs its requests: call done() after
 /// each request. Requests that end before the measured period are warm-up and not recorded;
 /// a request's latency runs from the end of the previous one (or the start of the measured
 /// period) to its end.
 class LoopClock {
  public:
-  LoopClock(const Schedule& s, ThreadResult& r) : s_(s), r_(r), begin_(Clock::now()) {}
+  LoopClock(const Schedule& s, ThreadResult& r, UsageMeter& usage)
+      : s_(s), r_(r), usage_(usage), begin_(Clock::now()) {}
 
   /// Counts a request that just ended (`ok`: it succeeded); true when the client should stop.
   bool done(bool ok) {
@@ -314,6 +364,10 @@ class LoopClock {
     if (end <= s_.measure_start) {
       begin_ = end;
       return false;
+    }
+    if (!measuring_) {
+      measuring_ = true;
+      usage_.start();
     }
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                         end - std::max(begin_, s_.measure_start))
@@ -327,6 +381,7 @@ class LoopClock {
     begin_ = end;
     if (end >= s_.deadline) {
       r_.last_end = end;
+      usage_.finish();
       return true;
     }
     return false;
@@ -335,14 +390,16 @@ class LoopClock {
  private:
   const Schedule& s_;
   ThreadResult& r_;
+  UsageMeter& usage_;
   Clock::time_point begin_;
+  bool measuring_ = false;
 };
 
 /// The closed loop of one thread: warm-up, then the measured period. `request(error)` runs one
 /// request and returns whether it succeeded.
 template <class Request>
-void run_loop(const Schedule& s, ThreadResult& r, Request&& request) {
-  LoopClock loop(s, r);
+void run_loop(const Schedule& s, ThreadResult& r, UsageMeter& usage, Request&& request) {
+  LoopClock loop(s, r, usage);
   while (!loop.done(request(r.first_error))) {
   }
 }
@@ -356,6 +413,12 @@ struct Summary {
   double p50_us = 0;
   double p99_us = 0;
   double max_us = 0;
+  // The process's usage over the measured period (UsageMeter); `usage_measured` false: none.
+  bool usage_measured = false;
+  double cpu_user_s = 0;
+  double cpu_sys_s = 0;
+  long long vcsw = 0;
+  long long ivcsw = 0;
   std::string first_error;
   std::string pool_stats_json;  // pool mode only
 };
@@ -389,7 +452,9 @@ void set_schedule(const Options& o, Schedule& schedule, Clock::time_point start)
                                                    std::chrono::duration<double>(o.seconds));
 }
 
-Summary summarize(const std::vector<ThreadResult>& results, const Schedule& schedule);
+Summary summarize(const std::vector<ThreadResult>& results,
+                  const Schedule& schedule,
+                  const UsageMeter& usage);
 
 /// Runs `threads` threads; `setup(i)` runs first in thread i and returns its request callable
 /// (or nullopt when it failed, with the reason in the thread's first_error).
@@ -398,6 +463,7 @@ Summary run_threads(const Options& o, Setup setup) {
   const auto n = static_cast<std::size_t>(o.threads);
   std::vector<ThreadResult> results = make_results(o);
   Schedule schedule;
+  UsageMeter usage(n);
   std::latch ready(static_cast<std::ptrdiff_t>(n));
   std::latch gate(1);
   {
@@ -412,20 +478,28 @@ Summary run_threads(const Options& o, Setup setup) {
         if (!request) {
           ++r.errors;
           r.last_end = schedule.measure_start;
+          usage.finish();
           return;
         }
-        run_loop(schedule, r, *request);
+        run_loop(schedule, r, usage, *request);
       });
     }
     ready.wait();
     set_schedule(o, schedule, Clock::now());
     gate.count_down();
   }  // joins
-  return summarize(results, schedule);
+  return summarize(results, schedule, usage);
 }
 
-/// Merges the clients' results: counts, throughput over the measured period, percentiles.
-Summary summarize(const std::vector<ThreadResult>& results, const Schedule& schedule) {
+double seconds_of(const timeval& t) {
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+}
+
+/// Merges the clients' results: counts, throughput over the measured period, percentiles, the
+/// process's CPU time and context switches.
+Summary summarize(const std::vector<ThreadResult>& results,
+                  const Schedule& schedule,
+                  const UsageMeter& usage) {
   Summary sum;
   Clock::time_point last = schedule.measure_start;
   std::vector<std::uint64_t> all;
@@ -450,6 +524,15 @@ Summary summarize(const std::vector<ThreadResult>& results, const Schedule& sche
   sum.p50_us = percentile_us(all, 50);
   sum.p99_us = percentile_us(all, 99);
   sum.max_us = all.empty() ? 0 : static_cast<double>(all.back()) / 1000.0;
+  if (usage.measured() && sum.requests > 0) {
+    const rusage& b = usage.before();
+    const rusage& a = usage.after();
+    sum.usage_measured = true;
+    sum.cpu_user_s = seconds_of(a.ru_utime) - seconds_of(b.ru_utime);
+    sum.cpu_sys_s = seconds_of(a.ru_stime) - seconds_of(b.ru_stime);
+    sum.vcsw = a.ru_nvcsw - b.ru_nvcsw;
+    sum.ivcsw = a.ru_nivcsw - b.ru_nivcsw;
+  }
   return sum;
 }
 
@@ -631,8 +714,11 @@ asio::awaitable<bool> async_request(AsyncPool& pool, std::string& error) {
 }
 
 /// One client coroutine's closed loop (run_loop's).
-asio::awaitable<void> async_client(AsyncPool& pool, const Schedule& s, ThreadResult& r) {
-  LoopClock loop(s, r);
+asio::awaitable<void> async_client(AsyncPool& pool,
+                                   const Schedule& s,
+                                   ThreadResult& r,
+                                   UsageMeter& usage) {
+  LoopClock loop(s, r, usage);
   while (!loop.done(co_await async_request(pool, r.first_error))) {
   }
 }
@@ -644,6 +730,7 @@ Summary run_async(const Options& o, std::string& pool_stats) {
   asio::io_context io(io_threads);
   std::vector<ThreadResult> results = make_results(o);
   Schedule schedule;
+  UsageMeter usage(results.size());
   {
     AsyncPool pool{AsyncPgFactory{&o, &io},
                    connpool::PoolOptions{.min_size = o.pool_size,
@@ -653,7 +740,7 @@ Summary run_async(const Options& o, std::string& pool_stats) {
                    connpool::asio::make_scheduler(io)};
     set_schedule(o, schedule, Clock::now());
     for (ThreadResult& r : results) {
-      asio::co_spawn(io, async_client(pool, schedule, r), asio::detached);
+      asio::co_spawn(io, async_client(pool, schedule, r, usage), asio::detached);
     }
     {
       std::vector<std::jthread> runners;
@@ -664,9 +751,40 @@ Summary run_async(const Options& o, std::string& pool_stats) {
     pool_stats = pool.stats().to_json();
     pool.close();
   }
-  return summarize(results, schedule);
+  return summarize(results, schedule, usage);
 }
 #endif
+
+/// The client's CPU and context switches per 1,000 measured requests, as `key=value` pairs
+/// (`json`: `"key":value`, null when not measured), each preceded by `sep`.
+std::string usage_fields(const Summary& s, bool json) {
+  const char* const names[] = {"cpu_ms_per_kreq", "vcsw_per_kreq", "ivcsw_per_kreq"};
+  const double kreqs = static_cast<double>(s.requests) / 1000.0;
+  const double values[] = {(s.cpu_user_s + s.cpu_sys_s) * 1000.0 / kreqs,
+                           static_cast<double>(s.vcsw) / kreqs,
+                           static_cast<double>(s.ivcsw) / kreqs};
+  std::string out;
+  char field[96];
+  for (std::size_t i = 0; i < std::size(names); ++i) {
+    if (!s.usage_measured) {
+      std::snprintf(field, sizeof field, json ? ",\"%s\":null" : " %s=-", names[i]);
+    } else {
+      std::snprintf(field, sizeof field, json ? ",\"%s\":%.3f" : " %s=%.2f", names[i], values[i]);
+    }
+    out += field;
+  }
+  if (json) {
+    if (s.usage_measured) {
+      std::snprintf(field, sizeof field,
+                    ",\"cpu_user_s\":%.6f,\"cpu_sys_s\":%.6f,\"vcsw\":%lld,\"ivcsw\":%lld",
+                    s.cpu_user_s, s.cpu_sys_s, s.vcsw, s.ivcsw);
+      out += field;
+    } else {
+      out += ",\"cpu_user_s\":null,\"cpu_sys_s\":null,\"vcsw\":null,\"ivcsw\":null";
+    }
+  }
+  return out;
+}
 
 void print(const Options& o, const Summary& s) {
   const bool pool = o.mode == Mode::pool || o.mode == Mode::async;
@@ -686,7 +804,7 @@ void print(const Options& o, const Summary& s) {
         static_cast<unsigned long long>(s.requests), s.seconds, s.throughput, s.p50_us, s.p99_us,
         s.max_us, static_cast<unsigned long long>(s.errors),
         static_cast<unsigned long long>(s.dropped));
-    std::cout << line;
+    std::cout << line << usage_fields(s, true);
     if (!s.first_error.empty()) {
       std::string error;
       connpool::detail::append_json_string(error, s.first_error);  // the pool's JSON escaping
@@ -713,7 +831,7 @@ void print(const Options& o, const Summary& s) {
                   mode_name(o.mode), o.threads, pool ? std::to_string(o.pool_size).c_str() : "-",
                   static_cast<unsigned long long>(s.requests), s.seconds, s.throughput, s.p50_us,
                   s.p99_us, s.max_us, static_cast<unsigned long long>(s.errors));
-    std::cout << line << extra << '\n';
+    std::cout << line << usage_fields(s, false) << extra << '\n';
   }
   if (s.dropped > 0) {
     std::cerr << "pg_bench: the latency buffers were full: " << s.dropped

@@ -3,7 +3,8 @@
 # and against pgbench with persistent connections.
 # SPDX-License-Identifier: MIT
 #
-# For 1, 4 and 16 client threads, runs (all with the simple query protocol):
+# For 1, 4, 16 and 64 client threads (64: 16 callers per pooled connection), runs (all with the
+# simple query protocol):
 #   pool          build/release/bench/pg_bench --mode pool --reset rollback_only: a connpool
 #                 pool of 4 PgConnections, default options (WaitPolicy::fifo); a release sends
 #                 nothing, so a request is the same work as pgbench's
@@ -22,24 +23,31 @@
 # medians as a Markdown table, also written with the machine, the server's settings and every
 # raw output to bench/results/pg-<UTC date-time>.md.
 #
-# Usage: bench/pg_compare.sh [--seconds S] [--warmup S] [--reps R] [--threads "1 4 16"]
+# Usage: bench/pg_compare.sh [--seconds S] [--warmup S] [--reps R] [--threads "1 4 16 64"]
 #                            [--build-dir DIR] [--conninfo S]
 #   --seconds S    measured seconds per run (default 10; a whole number, as pgbench -T)
 #   --warmup S     unmeasured seconds before each run (default 2; 0 = none). pg_bench runs
 #                  them inside the same run (--warmup); for pgbench a separate
 #                  `pgbench ... -T S` run with the same options comes first.
 #   --reps R       rounds (default 3); the table gives the median of the R runs of each cell
-#   --threads L    client counts (default "1 4 16")
+#   --threads L    client counts (default "1 4 16 64")
 #   --build-dir D  where pg_bench was built (default build/release); build it first with
 #                    cmake --preset release && cmake --build build/release -j2 --target pg_bench
 #   --conninfo S   use this server (libpq conninfo, also given to pgbench and psql). Default:
 #                  start a throwaway server with scripts/pg-server.sh (127.0.0.1:54329,
 #                  fsync=off, max_connections=200, the rest at initdb's defaults) and stop
-#                  it at the end.
+#                  it at the end. 200 covers 64 clients: direct and pgbench hold one
+#                  connection per client, connect and pgbench -C at most one per client at a
+#                  time (plus backends of closed connections still exiting), the pools 4.
 # Latency percentiles are nearest-rank over every request of the run. For pgbench they come
 # from its per-transaction log (-l): the time between two consecutive log entries of one
 # client, i.e. from the end of its previous transaction to the end of this one, the same
 # definition as pg_bench's (see bench/README.md for why not the log's latency field).
+# The column "client CPU ms / 1k req" is the client process's user + system CPU time in ms per
+# 1,000 requests (= µs per request): for pg_bench its cpu_ms_per_kreq (getrusage over the
+# measured period only, see bench/pg_bench.cpp); for pgbench the user + system time of the
+# whole measured pgbench process (bash's `time`), its connection set-up and per-transaction log
+# included, divided by its "number of transactions actually processed" ("-" if not measured).
 # Needs: pgbench and psql (apt-get install postgresql-client-15), awk, sort; the throwaway
 # server needs the postgresql package. Exit status: 0, or 1 if a run failed.
 set -euo pipefail
@@ -51,7 +59,7 @@ invocation=bench/pg_compare.sh
 seconds=10
 warmup=2
 reps=3
-threads_list="1 4 16"
+threads_list="1 4 16 64"
 build_dir=build/release
 conninfo=""
 while (($# > 0)); do
@@ -148,9 +156,10 @@ printf 'SELECT 1;\nDISCARD ALL;\n' >"$tmp/select1_discard.sql"
 raw=$tmp/raw.txt
 : >"$raw"
 failed=0
-declare -A result  # "<contender> <threads> <rep>" -> "throughput p50 p99 max errors"
+declare -A result  # "<contender> <threads> <rep>" -> "throughput p50 p99 max errors cpu"
 
 # pg_bench's line: mode=pool threads=4 ... throughput=... p50_us=... p99_us=... max_us=... errors=0
+#   cpu_ms_per_kreq=... vcsw_per_kreq=... ivcsw_per_kreq=...
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<" $2" | head -1; }
 
 run_pg_bench() {  # contender threads rep -- pg_bench arguments
@@ -165,10 +174,12 @@ run_pg_bench() {  # contender threads rep -- pg_bench arguments
   if ((rc != 0)) || [[ -z $line ]]; then
     echo "pg_compare.sh: pg_bench $* --threads $n failed (exit $rc): $out" >&2
     failed=1
-    result["$contender $n $rep"]="0 0 0 0 1"
+    result["$contender $n $rep"]="0 0 0 0 1 -"
     return
   fi
-  result["$contender $n $rep"]="$(field throughput "$line") $(field p50_us "$line") $(field p99_us "$line") $(field max_us "$line") $(field errors "$line")"
+  local cpu
+  cpu=$(field cpu_ms_per_kreq "$line")
+  result["$contender $n $rep"]="$(field throughput "$line") $(field p50_us "$line") $(field p99_us "$line") $(field max_us "$line") $(field errors "$line") ${cpu:--}"
 }
 
 run_pgbench() {  # contender threads rep script [-C]
@@ -180,8 +191,11 @@ run_pgbench() {  # contender threads rep script [-C]
     "$pgbench" "${args[@]}" -T "$warmup" "$conninfo" >/dev/null 2>&1 || true
   fi
   rm -rf "$tmp/log" && mkdir "$tmp/log"
-  out=$("$pgbench" "${args[@]}" -T "$seconds" -l --log-prefix="$tmp/log/pgbench" "$conninfo" 2>&1) ||
-    rc=$?
+  # bash's `time` gives the CPU time of the pgbench process (its threads included), in s.
+  local TIMEFORMAT='%3U %3S'
+  { time "$pgbench" "${args[@]}" -T "$seconds" -l --log-prefix="$tmp/log/pgbench" "$conninfo" \
+    >"$tmp/pgbench.out" 2>&1; } 2>"$tmp/time" || rc=$?
+  out=$(<"$tmp/pgbench.out")
   # Per client, the time from one log entry to the next (the log's timestamps are read when
   # the entry is written); entries whose latency field is not a number are failures.
   local stats
@@ -194,22 +208,28 @@ run_pgbench() {  # contender threads rep script [-C]
       function at(pct,   r) { r = int((NR * pct + 99) / 100); return v[r < 1 ? 1 : r] }
       { v[NR] = $1 }
       END { if (NR == 0) print "0 0 0 0"; else print NR, at(50), at(99), v[NR] }') || true
-  local failures tps samples p50 p99 max
+  local failures tps samples p50 p99 max user sys transactions cpu
   failures=$(awk '{print $2}' "$tmp/failures")
   failures=${failures:-0}
   tps=$(awk '/^tps = / {print $3; exit}' <<<"$out")
   read -r samples p50 p99 max <<<"$stats"
-  printf '$ pgbench %s -T %s -l "<conninfo>"  (round %s; after a %s s warm-up run)\n%s\nfrom the log: %s intervals, p50 %s us, p99 %s us, max %s us, %s failed\n\n' \
+  read -r user sys <"$tmp/time" || true
+  transactions=$(awk '/^number of transactions actually processed: / {print $6; exit}' <<<"$out")
+  # ms of CPU per 1,000 transactions
+  cpu=$(awk -v u="$user" -v s="$sys" -v t="$transactions" 'BEGIN {
+    if (u ~ /^[0-9.]+$/ && s ~ /^[0-9.]+$/ && t ~ /^[0-9]+$/ && t > 0) printf "%.3f", (u + s) * 1e6 / t
+    else print "-" }')
+  printf '$ pgbench %s -T %s -l "<conninfo>"  (round %s; after a %s s warm-up run)\n%s\nfrom the log: %s intervals, p50 %s us, p99 %s us, max %s us, %s failed\nclient CPU (the whole pgbench process): user %s s, sys %s s; %s ms per 1,000 transactions\n\n' \
     "${args[*]/#$tmp\//}" "$seconds" "$rep" "$warmup" "$(grep -E '^(number of (clients|threads|trans|failed)|latency|initial|tps)' <<<"$out")" \
-    "$samples" "$p50" "$p99" "$max" "$failures" >>"$raw"
+    "$samples" "$p50" "$p99" "$max" "$failures" "${user:-?}" "${sys:-?}" "$cpu" >>"$raw"
   rm -rf "$tmp/log"
   if ((rc != 0)) || [[ -z $tps ]] || ((failures > 0)); then
     echo "pg_compare.sh: pgbench ${args[*]} failed (exit $rc, $failures failed transactions): $out" >&2
     failed=1
-    result["$contender $n $rep"]="${tps:-0} $p50 $p99 $max $((failures > 0 ? failures : 1))"
+    result["$contender $n $rep"]="${tps:-0} $p50 $p99 $max $((failures > 0 ? failures : 1)) $cpu"
     return
   fi
-  result["$contender $n $rep"]="$tps $p50 $p99 $max 0"
+  result["$contender $n $rep"]="$tps $p50 $p99 $max 0 $cpu"
 }
 
 contenders=(pool pool_barging pool_async pool_discard direct pgbench pgbench_discard connect pgbench_C)
@@ -241,12 +261,14 @@ for ((rep = 1; rep <= reps; rep++)); do
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# The median of field k (1-based: throughput p50 p99 max) over the rounds of one cell.
+# The median of field k (1-based: throughput p50 p99 max errors cpu) over the rounds of one
+# cell; "-" if a round has no figure ("-").
 median() {
   local c=$1 n=$2 k=$3 rep
   for ((rep = 1; rep <= reps; rep++)); do
     awk -v k="$k" '{print $k}' <<<"${result["$c $n $rep"]}"
-  done | sort -g | awk '{v[NR] = $1} END {m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m}'
+  done | sort -g | awk '$1 !~ /^[0-9.eE+-]*[0-9][0-9.eE+-]*$/ {none = 1} {v[NR] = $1}
+    END {if (none) {print "-"; exit}; m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; print m}'
 }
 errors_of() {
   local c=$1 n=$2 rep total=0
@@ -255,7 +277,7 @@ errors_of() {
   done
   echo "$total"
 }
-fmt() { awk -v x="$1" 'BEGIN { if (x >= 100) printf "%.0f", x; else if (x >= 10) printf "%.1f", x; else printf "%.2f", x }'; }
+fmt() { awk -v x="$1" 'BEGIN { if (x == "-") print "-"; else if (x >= 100) printf "%.0f", x; else if (x >= 10) printf "%.1f", x; else printf "%.2f", x }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) { r = a / b; f = r >= 10 ? "%.0fx" : "%.2fx"; printf f, r } else print "-" }'; }
 
 declare -A label=(
@@ -272,11 +294,11 @@ declare -A label=(
 
 table=$tmp/table.md
 {
-  echo "| Clients | Client | req/s | p50 µs | p99 µs | max µs | errors |"
-  echo "|---:|---|---:|---:|---:|---:|---:|"
+  echo "| Clients | Client | req/s | p50 µs | p99 µs | max µs | client CPU ms / 1k req | errors |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|"
   for n in $threads_list; do
     for c in "${contenders[@]}"; do
-      echo "| $n | ${label[$c]} | $(fmt "$(median "$c" "$n" 1)") | $(fmt "$(median "$c" "$n" 2)") | $(fmt "$(median "$c" "$n" 3)") | $(fmt "$(median "$c" "$n" 4)") | $(errors_of "$c" "$n") |"
+      echo "| $n | ${label[$c]} | $(fmt "$(median "$c" "$n" 1)") | $(fmt "$(median "$c" "$n" 2)") | $(fmt "$(median "$c" "$n" 3)") | $(fmt "$(median "$c" "$n" 4)") | $(fmt "$(median "$c" "$n" 6)") | $(errors_of "$c" "$n") |"
     done
   done
   echo
