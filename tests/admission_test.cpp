@@ -74,6 +74,19 @@ class Waiters {
   std::vector<std::jthread> threads_;
 };
 
+/// The message of the PoolOverloaded that `pool.acquire(10s)` throws; fails the test if the
+/// acquire does not throw it.
+template <class Pool>
+std::string refusal(Pool& pool) {
+  try {
+    auto h = pool.acquire(10s);
+  } catch (const PoolOverloaded& e) {
+    return e.what();
+  }
+  FAIL("acquire should have been refused with PoolOverloaded");
+  return {};
+}
+
 }  // namespace
 
 static_assert(std::is_base_of_v<connpool::PoolError, PoolOverloaded>);
@@ -93,13 +106,7 @@ TEST_CASE("ConnectionPool: with max_waiters callers waiting, the next is refused
     REQUIRE(eventually([&] { return pool.stats().pending == 2; }));
     // The third would wait 10 s; it is refused without waiting (a generous bound: 5 s).
     const auto start = std::chrono::steady_clock::now();
-    std::string message;
-    try {
-      auto h = pool.acquire(10s);
-      FAIL("acquire should have been refused");
-    } catch (const PoolOverloaded& e) {
-      message = e.what();
-    }
+    const std::string message = refusal(pool);
     CHECK(std::chrono::steady_clock::now() - start < 5s);
     CHECK(message.find("2 callers already wait") != std::string::npos);
     CHECK(message.find("max_waiters") != std::string::npos);
@@ -214,13 +221,7 @@ TEST_CASE("MultiHostPool: a host whose queue is full is skipped; all full refuse
     // The second caller was refused by the first host if it tried that one first.
     const std::uint64_t rejected = st.total.rejected;
     CHECK(rejected <= 1);
-    std::string message;
-    try {
-      auto h = pool.acquire(10s);
-      FAIL("acquire should have been refused");
-    } catch (const PoolOverloaded& e) {
-      message = e.what();
-    }
+    const std::string message = refusal(pool);
     CHECK(message.find("a: waiting 1") != std::string::npos);
     CHECK(message.find("b: waiting 1") != std::string::npos);
     CHECK(pool.stats().total.rejected == rejected + 2);  // by each host
