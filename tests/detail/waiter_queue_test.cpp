@@ -107,6 +107,48 @@ TEST_CASE("WaiterQueue: at most half the connections go to waiters that have not
   CHECK_FALSE(q.starving());
 }
 
+TEST_CASE(
+    "WaiterQueue: under fifo a caller spins before sleeping only while recent waits were "
+    "short",
+    "[detail][waiters]") {
+  WaiterQueue<W> q(true, 1000us);
+  CHECK(q.recent_wait() == 0ns);
+  CHECK(q.should_spin(1ms));  // nothing known yet: spin
+  for (int i = 0; i < 4; ++i) {
+    q.record_wait(100us);
+  }
+  CHECK(q.should_spin(1ms));
+  // Waits of several milliseconds (many callers per connection): the mean climbs past the
+  // limit within a few waits, and callers go straight to sleep.
+  int waits_to_stop = 0;
+  while (q.should_spin(1ms)) {
+    q.record_wait(5ms);
+    ++waits_to_stop;
+    REQUIRE(waits_to_stop < 20);
+  }
+  CHECK(waits_to_stop <= 4);
+  CHECK(q.recent_wait() >= 1ms);
+  CHECK(q.recent_wait() <= 5ms);
+  // Short waits again: spinning resumes, and the mean follows them down.
+  int waits_to_resume = 0;
+  while (!q.should_spin(1ms)) {
+    q.record_wait(10us);
+    ++waits_to_resume;
+    REQUIRE(waits_to_resume < 40);
+  }
+  CHECK(q.recent_wait() < 1ms);
+}
+
+TEST_CASE("WaiterQueue: under bounded_barging a caller always spins before sleeping",
+          "[detail][waiters]") {
+  WaiterQueue<W> q(false, 1000us);
+  for (int i = 0; i < 50; ++i) {
+    q.record_wait(50ms);  // spinning waiters compete for released connections: keep spinning
+  }
+  CHECK(q.recent_wait() > 1ms);
+  CHECK(q.should_spin(1ms));
+}
+
 TEST_CASE("WaiterQueue: deadlines in order, expired ones first", "[detail][waiters]") {
   WaiterQueue<W> q(true, 1000us);
   W a;

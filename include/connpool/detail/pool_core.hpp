@@ -63,6 +63,13 @@ namespace connpool::detail {
 /// 4 connections, 2 cores): 0.1 M cycles/s without, 0.55 M with 4 to 64 yields.
 inline constexpr int wait_spin_yields = 16;
 
+/// Under WaitPolicy::fifo, a caller about to sleep spins first (wait_spin_yields) only while the
+/// recent mean wait is below this (WaiterQueue::should_spin() says why). Measured on PostgreSQL
+/// with a pool of 4 (bench/README.md): mean waits of about 0.5 ms (16 threads) gain from the
+/// spin, waits of about 3 ms (64 threads) lose by it; 200 us made the 16-thread case lose
+/// throughput, 1 ms kept it and the 64-thread gain. W3 (waits of microseconds) always spins.
+inline constexpr std::chrono::microseconds wait_spin_limit{1'000};
+
 /// The shared state of a ConnectionPool.
 ///
 /// Where an idle connection can be found, fastest first:
@@ -478,8 +485,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
                       WaitClock::duration timeout,
                       CoreRef& keep) CONNPOOL_REQUIRES(mutex_);
 
-  /// A waiter got what it was granted: ends its hand-off and counts how long it waited. Counted
-  /// now, whatever the check-out then finds: this is how long the caller waited.
+  /// A waiter got what it was granted: ends its hand-off, counts how long it waited and records
+  /// it for the next waiters' spin decision. Counted now, whatever the check-out then finds: this
+  /// is how long the caller waited.
   void take_up_locked(WaiterT& w) CONNPOOL_REQUIRES(mutex_);
 
   /// Runs this thread's queued completions without the lock.

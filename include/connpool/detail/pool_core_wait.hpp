@@ -324,7 +324,7 @@ inline auto PoolCore<Conn, Factory, Clock>::wait_locked(UniqueLock& lk,
   w.until = deadline;
   waiters_.push_back(&w);
   ++counters_.waited;
-  int spins = wait_spin_yields;
+  int spins = waiters_.should_spin(wait_spin_limit) ? wait_spin_yields : 0;
   bool timed_out = false;
   for (;;) {
     // Before sleeping, after every wake-up and at the deadline: a connection published while
@@ -394,6 +394,7 @@ inline void PoolCore<Conn, Factory, Clock>::take_up_locked(WaiterT& w) {
       std::chrono::duration_cast<std::chrono::nanoseconds>(WaitClock::now() - w.since);
   counters_.total_wait_time += waited;
   counters_.max_wait_time = std::max(counters_.max_wait_time, waited);
+  waiters_.record_wait(waited);
 }
 
 template <class Conn, class Factory, class Clock>

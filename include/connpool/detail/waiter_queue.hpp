@@ -4,7 +4,8 @@
 
 // WaiterQueue<W>: the callers waiting in a pool, oldest first; the lock-free mirrors the fast
 // path reads (may a caller barge? must a releaser hand off?); bounded_barging's starvation rule
-// and its count of hand-offs not yet taken up; and the deadlines of asynchronous waiters, in
+// and its count of hand-offs not yet taken up; the recent mean wait, which says whether a caller
+// about to sleep should spin first; and the deadlines of asynchronous waiters, in
 // deadline order. A decision component: it never locks, never reads a clock (the caller passes
 // `now`) and never runs user code; serving waiters (claiming connections, granting capacity,
 // signalling) is detail/pool_core.hpp's. No member locks; the caller holds PoolCore::mutex_,
@@ -132,6 +133,32 @@ class alignas(64) WaiterQueue {
 
   [[nodiscard]] std::size_t handoffs_pending() const noexcept { return handoffs_pending_; }
 
+  // --- Spinning before sleeping ------------------------------------------------------------------
+
+  /// A wait ended with a grant after `waited`: folded into the recent mean wait (an exponential
+  /// moving average, weight 1/8).
+  void record_wait(std::chrono::nanoseconds waited) noexcept {
+    recent_wait_ += (waited - recent_wait_) / 8;
+  }
+
+  /// The recent mean of the waits that ended with a grant; zero before the first.
+  [[nodiscard]] std::chrono::nanoseconds recent_wait() const noexcept { return recent_wait_; }
+
+  /// Whether a caller about to sleep should spin first (PoolCore's wait_spin_yields), watching
+  /// for a grant: always under bounded_barging, whose spinning waiters compete for released
+  /// connections; under fifo while the recent mean wait is below `limit`.
+  ///
+  /// Why: under fifo a waiter's turn comes in arrival order, so how long it will wait is about
+  /// how long its predecessors did. Spinning pays off when the hand-off comes within the spin (a
+  /// waiter still running takes it at once, without a wake-up); when waits are long (many callers
+  /// per connection, connections held for a network round trip), spinners only take turns on the
+  /// processors with the holders and with the server, and the hand-off finds them parked anyway.
+  /// bench/README.md, "Callers outnumbering connections": PostgreSQL, 64 threads on 4
+  /// connections, about 15 % more requests and 25 % less client CPU per request.
+  [[nodiscard]] bool should_spin(std::chrono::nanoseconds limit) const noexcept {
+    return !fifo_ || recent_wait_ < limit;
+  }
+
   // --- Deadlines of asynchronous waiters
   // ----------------------------------------------------------
 
@@ -182,9 +209,10 @@ class alignas(64) WaiterQueue {
   const bool fifo_;
   const std::chrono::microseconds bound_;  // bounded_barging's starvation bound
   // Written under the lock.
-  alignas(64) IntrusiveList<W> list_;  // front = oldest
-  std::size_t handoffs_pending_ = 0;   // bounded_barging: handed() and not yet taken_up()
-  IntrusiveList<Deadline> deadlines_;  // asynchronous waiters with a deadline, earliest first
+  alignas(64) IntrusiveList<W> list_;        // front = oldest
+  std::size_t handoffs_pending_ = 0;         // bounded_barging: handed() and not yet taken_up()
+  std::chrono::nanoseconds recent_wait_{0};  // record_wait(): recent mean of granted waits
+  IntrusiveList<Deadline> deadlines_;        // asynchronous waiters with a deadline, earliest first
 };
 
 }  // namespace connpool::detail
