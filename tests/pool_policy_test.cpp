@@ -309,6 +309,42 @@ TEST_CASE("ConnectionPool: under bounded_barging a starving waiter gets the next
   CHECK(s.created == 1);
 }
 
+TEST_CASE(
+    "ConnectionPool: under bounded_barging every connection released while waiters starve goes "
+    "to them, even when the waiters granted before have not run yet",
+    "[pool][policy][design-4]") {
+  // DESIGN 4: "no caller is overtaken for longer than the wait policy's bound". Four waiters
+  // starve and the four connections are released back to back by this thread, faster than the
+  // woken waiters run: each must go to a waiter, none to this thread's immediate try_acquire().
+  FakeState state;
+  Pool pool{FakeFactory{state}, barging(4, 1ms)};
+  std::vector<connpool::PooledHandle<FakeConn>> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(pool.acquire());
+  }
+  std::vector<std::unique_ptr<Waiter>> waiters;
+  for (int i = 0; i < 4; ++i) {
+    waiters.push_back(start_waiter(pool));
+  }
+  std::this_thread::sleep_for(20ms);  // the bound must merely be exceeded
+  for (auto& h : held) {
+    h.release();
+    CHECK_FALSE(pool.try_acquire().has_value());
+  }
+  for (auto& w : waiters) {
+    REQUIRE(w->wait_for_outcome(Outcome::got));
+  }
+  for (auto& w : waiters) {
+    w->let_go();
+    REQUIRE(w->wait_released());
+  }
+  const auto s = pool.stats();
+  CHECK(s.waited == 4);
+  CHECK(s.timeouts == 0);
+  CHECK(s.pending == 0);
+  CHECK(s.created == 4);
+}
+
 TEST_CASE("ConnectionPool: two connections released together reach two sleeping waiters",
           "[pool][policy][design-4]") {
   // Whatever the policy, a connection released while callers sleep must reach one of them: a

@@ -23,7 +23,6 @@ constexpr WaitClock::time_point at(std::chrono::milliseconds ms) {
 /// The fields WaiterQueue reads of a waiter, and nothing else.
 struct W : ListHook<W> {
   WaitClock::time_point since{};
-  bool handed = false;
   DeadlineNode<W> deadline;
 };
 
@@ -58,53 +57,52 @@ TEST_CASE("WaiterQueue: bounded_barging lets callers barge until the oldest wait
   W a;
   a.since = at(100ms);
   q.push_back(&a);
-  q.update_starving(at(100ms), 4);
+  q.update_starving(at(100ms));
   CHECK(q.may_barge());  // a waits, but not for long: a running caller may take a connection
   CHECK_FALSE(q.must_hand_off());
-  q.update_starving(at(101ms), 4);
+  q.update_starving(at(101ms));
   CHECK_FALSE(q.starving());  // exactly the bound is not past it
-  q.update_starving(at(102ms), 4);
+  q.update_starving(at(102ms));
   CHECK(q.starving());
   CHECK_FALSE(q.may_barge());
   CHECK(q.must_hand_off());
-  CHECK(q.may_starve(4));
+  CHECK(q.may_starve());
   // Served: nobody waits, so nobody starves, whatever the time.
   CHECK(q.pop_front() == &a);
-  CHECK_FALSE(q.may_starve(4));
-  q.update_starving(at(102ms), 4);
+  CHECK_FALSE(q.may_starve());
+  q.update_starving(at(102ms));
   CHECK_FALSE(q.starving());
 }
 
-TEST_CASE("WaiterQueue: at most half the connections go to waiters that have not taken them up",
-          "[detail][waiters]") {
+TEST_CASE(
+    "WaiterQueue: every starving waiter is served directly, however many hand-offs are "
+    "in flight",
+    "[detail][waiters]") {
+  // DESIGN 4: "no caller is overtaken for longer than the wait policy's bound". Granted waiters
+  // that have not run yet do not suspend the bound for the ones behind them.
   WaiterQueue<W> q(false, 1000us);
   W a;
   W b;
   W c;
+  W d;
   for (W* w : {&a, &b, &c}) {
     w->since = at(0ms);
     q.push_back(w);
   }
-  const std::size_t max_size = 4;  // cap: 2 hand-offs in flight
-  q.update_starving(at(10ms), max_size);
-  REQUIRE(q.starving());
-  q.handed(*q.pop_front());  // a granted, asleep
-  q.update_starving(at(10ms), max_size);
-  CHECK(q.starving());
-  q.handed(*q.pop_front());  // b granted, asleep
-  q.update_starving(at(10ms), max_size);
-  CHECK_FALSE(q.starving());  // c still starves, but two connections are already on their way
-  CHECK_FALSE(q.may_starve(max_size));  // so the time does not matter
-  CHECK(q.handoffs_pending() == 2);
-  CHECK(q.taken_up(a));
-  CHECK_FALSE(q.taken_up(a));  // counted once
-  q.update_starving(at(10ms), max_size);
-  CHECK(q.starving());
-  // With max_size 1 the cap is still one hand-off.
-  CHECK(q.taken_up(b));
-  q.handed(b);
-  q.update_starving(at(10ms), 1);
-  CHECK_FALSE(q.starving());
+  d.since = at(9ms) + 500us;
+  q.push_back(&d);
+  for (W* expected : {&a, &b, &c}) {
+    q.update_starving(at(10ms));
+    REQUIRE(q.starving());
+    CHECK_FALSE(q.may_barge());
+    CHECK(q.must_hand_off());
+    CHECK(q.pop_front() == expected);  // granted; still asleep, and that does not matter
+  }
+  q.update_starving(at(10ms));
+  CHECK_FALSE(q.starving());  // d has waited 0.5 ms: running callers may overtake it again
+  CHECK(q.may_starve());
+  q.update_starving(at(10ms) + 600us);
+  CHECK(q.starving());  // ... until its 1 ms have passed
 }
 
 TEST_CASE(
@@ -139,13 +137,25 @@ TEST_CASE(
   CHECK(q.recent_wait() < 1ms);
 }
 
-TEST_CASE("WaiterQueue: under bounded_barging a caller always spins before sleeping",
-          "[detail][waiters]") {
+TEST_CASE(
+    "WaiterQueue: under bounded_barging a caller spins before sleeping while nobody starves, "
+    "whatever the recent waits",
+    "[detail][waiters]") {
   WaiterQueue<W> q(false, 1000us);
   for (int i = 0; i < 50; ++i) {
-    q.record_wait(50ms);  // spinning waiters compete for released connections: keep spinning
+    q.record_wait(50ms);
   }
-  CHECK(q.recent_wait() > 1ms);
+  REQUIRE(q.recent_wait() > 1ms);
+  W a;
+  a.since = at(0ms);
+  q.push_back(&a);
+  q.update_starving(at(0ms));
+  CHECK(q.should_spin(1ms));  // spinning waiters compete for released connections
+  q.update_starving(at(5ms));
+  REQUIRE(q.starving());
+  CHECK_FALSE(q.should_spin(1ms));  // releases go to the waiters in order, as under fifo
+  q.pop_front();
+  q.update_starving(at(5ms));
   CHECK(q.should_spin(1ms));
 }
 

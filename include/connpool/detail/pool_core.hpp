@@ -443,22 +443,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// waiter has waited less than starvation_bound, it is only woken to compete for one.
   void serve_waiters_locked() CONNPOOL_REQUIRES(mutex_);
 
-  /// bounded_barging: the oldest waiter starves once it has waited longer than the bound, as
-  /// long as fewer than half the connections (at least one) are on their way to waiters that
-  /// have not taken them up yet.
-  ///
-  /// Why the cap: a hand-off usually goes to a sleeping thread, and with more threads than
-  /// cores it may take a scheduler time slice to run. Handing every release to the queue
-  /// meanwhile reserves all connections for sleeping threads while the running ones queue behind
-  /// them, and the pool falls into FIFO hand-off with a context switch per cycle (W3 in bench/:
-  /// a p99 wait of 1 ms without the cap, 0.1 us with it). With the cap, starving waiters are still
-  /// served in order ahead of everyone else, and the other half of the pool keeps serving running
-  /// callers.
+  /// bounded_barging: the oldest waiter starves once it has waited longer than the bound
+  /// (WaiterQueue::update_starving()).
   void update_starving_locked() CONNPOOL_REQUIRES(mutex_) {
-    const std::size_t max_size = max_size_.load(std::memory_order_relaxed);
     // The clock only when the answer depends on it (WaiterQueue::may_starve()).
-    waiters_.update_starving(
-        waiters_.may_starve(max_size) ? WaitClock::now() : WaitClock::time_point{}, max_size);
+    waiters_.update_starving(waiters_.may_starve() ? WaitClock::now() : WaitClock::time_point{});
   }
 
   void grant_slot_locked(SlotT* s, bool fresh) CONNPOOL_REQUIRES(mutex_);

@@ -278,11 +278,9 @@ inline auto PoolCore<Conn, Factory, Clock>::pop_waiter_locked() -> WaiterT* {
   WaiterT* w = waiters_.pop_front();
   if (w->is_async()) {
     // It takes the grant up when its completion runs, which the pool cannot watch: the wait
-    // ends now, and it takes no part in bounded_barging's count of hand-offs in flight.
+    // ends now.
     unlink_deadline_locked(*w);
     take_up_locked(*w);
-  } else if (!fifo_) {
-    waiters_.handed(*w);
   }
   if (!fifo_) {
     update_starving_locked();
@@ -387,9 +385,6 @@ inline auto PoolCore<Conn, Factory, Clock>::wait_locked(UniqueLock& lk,
 
 template <class Conn, class Factory, class Clock>
 inline void PoolCore<Conn, Factory, Clock>::take_up_locked(WaiterT& w) {
-  if (waiters_.taken_up(w)) {
-    update_starving_locked();
-  }
   const auto waited =
       std::chrono::duration_cast<std::chrono::nanoseconds>(WaitClock::now() - w.since);
   counters_.total_wait_time += waited;

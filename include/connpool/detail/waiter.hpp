@@ -63,7 +63,6 @@ struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
   bool closed = false;                            // the pool closed while waiting
   bool cancelled = false;                         // the caller's stop_token was triggered
   bool woken = false;           // bounded_barging: notified to compete for an idle connection
-  bool handed = false;          // bounded_barging: granted by pop_waiter_locked, not yet taken up
   bool timed_out = false;       // async: the pool's timer ended the wait
   bool unavailable = false;     // failed early: connects back off past its deadline
   bool overloaded = false;      // async: refused, max_waiters callers waited (see `snapshot`)

@@ -3,8 +3,8 @@
 #pragma once
 
 // WaiterQueue<W>: the callers waiting in a pool, oldest first; the lock-free mirrors the fast
-// path reads (may a caller barge? must a releaser hand off?); bounded_barging's starvation rule
-// and its count of hand-offs not yet taken up; the recent mean wait, which says whether a caller
+// path reads (may a caller barge? must a releaser hand off?); bounded_barging's starvation rule;
+// the recent mean wait, which says whether a caller
 // about to sleep should spin first; and the deadlines of asynchronous waiters, in
 // deadline order. A decision component: it never locks, never reads a clock (the caller passes
 // `now`) and never runs user code; serving waiters (claiming connections, granting capacity,
@@ -23,7 +23,7 @@
 namespace connpool::detail {
 
 /// The waiters of one pool. `W` derives from ListHook<W> and has the fields `since` (when it
-/// started waiting), `handed` (granted, not yet taken up) and `deadline` (a DeadlineNode<W>).
+/// started waiting) and `deadline` (a DeadlineNode<W>).
 ///
 /// Why FIFO with direct hand-off by default: every caller's wait is bounded by the callers
 /// ahead of it, and no newcomer overtakes a waiter (DESIGN 4; HikariCP and Go's database/sql
@@ -90,48 +90,29 @@ class alignas(64) WaiterQueue {
   // --- bounded_barging ---------------------------------------------------------------------------
 
   /// Recomputes starving(): the oldest waiter starves once it has waited longer than the bound
-  /// at `now`, as long as fewer than half the connections (`max_size` / 2, at least one) are on
-  /// their way to waiters that have not taken them up yet.
+  /// at `now`. While it does, every release goes to the waiters directly, oldest first, however
+  /// many connections are already on their way to waiters that have not run yet: so no waiter
+  /// is overtaken for longer than the bound, plus the hand-offs to the starving waiters ahead of
+  /// it.
   ///
-  /// Why the cap: a hand-off usually goes to a sleeping thread, and with more threads than cores
-  /// it may take a scheduler time slice to run. Handing every release to the queue meanwhile
-  /// reserves all connections for sleeping threads while the running ones queue behind them, and
-  /// the pool falls into FIFO hand-off with a context switch per cycle (W3 in bench/: a p99 wait
-  /// of 1 ms without the cap, 0.1 us with it). With the cap, starving waiters are still served
-  /// in order ahead of everyone else, and the other half of the pool keeps serving running
-  /// callers.
-  void update_starving(WaitClock::time_point now, std::size_t max_size) noexcept {
-    const bool starving = may_starve(max_size) && now - list_.front()->since > bound_;
+  /// Why no cap on the hand-offs in flight: capping them at half the connections kept more
+  /// connections with running callers (W3's p99 wait fell from about 1 ms to 0.1 us), but then a
+  /// waiter could starve for as long as the scheduler left the woken waiters ahead of it without
+  /// a processor: worst waits of 25-30 ms and a fairness (cycles min/max) of about 0.5 in W3,
+  /// against 3-5 ms and about 0.9 without the cap, at about the same throughput
+  /// (bench/README.md, "Callers outnumbering connections").
+  void update_starving(WaitClock::time_point now) noexcept {
+    const bool starving = may_starve() && now - list_.front()->since > bound_;
     starving_.store(starving, std::memory_order_relaxed);
   }
 
-  /// Whether update_starving() depends on `now` at all: someone waits, and hand-offs in flight
-  /// are below the cap. Otherwise the caller need not read a clock: any `now` gives the same.
+  /// Whether update_starving() depends on `now` at all: someone waits. Otherwise the caller need
+  /// not read a clock: any `now` gives the same.
   ///
   /// Why it matters: the core recomputes starving() under its lock at every grant, removal and
   /// release with waiters; a clock read each time lengthened that critical section enough to cost
   /// W3 with bounded_barging about a tenth of its throughput.
-  [[nodiscard]] bool may_starve(std::size_t max_size) const noexcept {
-    return handoffs_pending_ < std::max<std::size_t>(1, max_size / 2) && !list_.empty();
-  }
-
-  /// A blocked waiter was granted something it has yet to take up (bounded_barging's count).
-  void handed(W& w) noexcept {
-    w.handed = true;
-    ++handoffs_pending_;
-  }
-
-  /// `w` took its grant up. Returns true if it had been counted by handed().
-  bool taken_up(W& w) noexcept {
-    if (!w.handed) {
-      return false;
-    }
-    w.handed = false;
-    --handoffs_pending_;
-    return true;
-  }
-
-  [[nodiscard]] std::size_t handoffs_pending() const noexcept { return handoffs_pending_; }
+  [[nodiscard]] bool may_starve() const noexcept { return !list_.empty(); }
 
   // --- Spinning before sleeping ------------------------------------------------------------------
 
@@ -145,18 +126,20 @@ class alignas(64) WaiterQueue {
   [[nodiscard]] std::chrono::nanoseconds recent_wait() const noexcept { return recent_wait_; }
 
   /// Whether a caller about to sleep should spin first (PoolCore's wait_spin_yields), watching
-  /// for a grant: always under bounded_barging, whose spinning waiters compete for released
-  /// connections; under fifo while the recent mean wait is below `limit`.
+  /// for a grant: while the recent mean wait is below `limit`, and under bounded_barging also
+  /// while the oldest waiter does not starve (as of the last update), since spinning waiters
+  /// then compete for released connections.
   ///
-  /// Why: under fifo a waiter's turn comes in arrival order, so how long it will wait is about
-  /// how long its predecessors did. Spinning pays off when the hand-off comes within the spin (a
-  /// waiter still running takes it at once, without a wake-up); when waits are long (many callers
-  /// per connection, connections held for a network round trip), spinners only take turns on the
-  /// processors with the holders and with the server, and the hand-off finds them parked anyway.
-  /// bench/README.md, "Callers outnumbering connections": PostgreSQL, 64 threads on 4
-  /// connections, about 15 % more requests and 25 % less client CPU per request.
+  /// Why: when releases go to the waiters in arrival order (fifo, or bounded_barging once the
+  /// oldest waiter starves), how long a waiter will wait is about how long its predecessors did.
+  /// Spinning pays off when the hand-off comes within the spin (a waiter still running takes it
+  /// at once, without a wake-up); when waits are long (many callers per connection, connections
+  /// held for a network round trip), spinners only take turns on the processors with the holders
+  /// and with the server, and the hand-off finds them parked anyway. bench/README.md, "Callers
+  /// outnumbering connections": PostgreSQL, 64 threads on 4 connections, about 15 % more
+  /// requests and 25 % less client CPU per request.
   [[nodiscard]] bool should_spin(std::chrono::nanoseconds limit) const noexcept {
-    return !fifo_ || recent_wait_ < limit;
+    return recent_wait_ < limit || (!fifo_ && !starving());
   }
 
   // --- Deadlines of asynchronous waiters
@@ -210,7 +193,6 @@ class alignas(64) WaiterQueue {
   const std::chrono::microseconds bound_;  // bounded_barging's starvation bound
   // Written under the lock.
   alignas(64) IntrusiveList<W> list_;        // front = oldest
-  std::size_t handoffs_pending_ = 0;         // bounded_barging: handed() and not yet taken_up()
   std::chrono::nanoseconds recent_wait_{0};  // record_wait(): recent mean of granted waits
   IntrusiveList<Deadline> deadlines_;        // asynchronous waiters with a deadline, earliest first
 };
