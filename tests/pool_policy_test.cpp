@@ -6,10 +6,11 @@
 // sitting in other threads' hints), then creation, then the FIFO waiter queue. These tests pin
 // down what each step promises, and how WaitPolicy changes who gets a released connection while
 // callers wait:
-//   - fifo (default, and bounded_barging with starvation_bound 0): DESIGN 4 unchanged;
-//   - bounded_barging: a running caller may take a just-released connection ahead of sleeping
-//     waiters (the oldest waiter is woken to compete for it), until the oldest waiter has waited
-//     longer than starvation_bound; releases then hand off to it directly and newcomers queue.
+//   - fifo (and bounded_barging with starvation_bound 0): strict arrival order (DESIGN 4);
+//   - bounded_barging (the default): a running caller may take a just-released connection ahead
+//     of sleeping waiters (the oldest waiter is woken to compete for it), until the oldest waiter
+//     has waited longer than starvation_bound; every release then goes to the waiters directly,
+//     oldest first, and newcomers queue.
 
 #include <array>
 #include <atomic>
@@ -109,11 +110,11 @@ void use(FakeConn& conn) {
 
 // --- options ------------------------------------------------------------------------------------
 
-TEST_CASE("PoolOptions: the wait policy defaults to fifo with a 1 ms starvation bound",
+TEST_CASE("PoolOptions: the wait policy defaults to bounded_barging with a 500 us starvation bound",
           "[options][policy]") {
   const PoolOptions o;
-  CHECK(o.wait_policy == WaitPolicy::fifo);
-  CHECK(o.starvation_bound == 1000us);
+  CHECK(o.wait_policy == WaitPolicy::bounded_barging);
+  CHECK(o.starvation_bound == 500us);
 }
 
 TEST_CASE("PoolOptions: a negative starvation_bound is rejected naming the field",

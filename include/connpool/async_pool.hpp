@@ -329,7 +329,7 @@ struct ThisPromise {
 ///
 /// The same pool as ConnectionPool (the same core, options, statistics and handle), with
 /// waiting done by suspending instead of blocking: LIFO reuse, creation below max_size, FIFO
-/// waiters with direct hand-off (or bounded_barging), validation, lifetimes, maintenance and
+/// waiters under the same wait policy, validation, lifetimes, maintenance and
 /// close behave as DESIGN.md describes for ConnectionPool. Coroutines and threads that call a
 /// ConnectionPool-style blocking acquire can wait on one pool; a release serves the oldest
 /// waiter of either kind. Timeouts of suspended coroutines are ended by one timer thread per

@@ -17,18 +17,24 @@
 
 namespace connpool {
 
-/// How waiting callers are served when connections are scarce.
+/// How waiting callers are served when connections are scarce. Both bound every caller's wait
+/// (DESIGN 4); bench/README.md, "Callers outnumbering connections", has the figures behind the
+/// default.
 enum class WaitPolicy {
-  /// Strict FIFO (the default): while anyone waits, a released connection goes to the oldest
-  /// waiter and newcomers queue behind (DESIGN 4). Fair, with bounded waits, at the price of a
-  /// context switch per hand-off when threads outnumber cores.
+  /// Strict FIFO: while anyone waits, a released connection goes to the oldest waiter and
+  /// newcomers queue behind (DESIGN 4). A caller is never overtaken, at the price of a context
+  /// switch per hand-off when threads outnumber cores: with short holds (microseconds) and many
+  /// threads, half the throughput of a plain mutex-and-condition-variable pool.
   fifo,
-  /// A running caller may take a just-released connection ahead of sleeping waiters (as a
-  /// plain mutex-and-condition-variable pool does), which saves the hand-off's context switch.
-  /// Once the oldest waiter has waited longer than starvation_bound, releases hand off to the
-  /// waiters directly, oldest first, until none has waited that long, so no waiter starves.
-  /// At most half the connections (at least one) are on their way to waiters at a time; the
-  /// others keep serving running callers.
+  /// The default. A running caller may take a just-released connection ahead of sleeping
+  /// waiters (as a plain mutex-and-condition-variable pool does), which saves the hand-off's
+  /// context switch. Once the oldest waiter has waited longer than starvation_bound, every
+  /// release goes to the waiters directly, oldest first, until none has waited that long; so
+  /// no caller is overtaken for longer than the bound (plus the hand-offs to starving waiters
+  /// ahead of it). With holds that are short against the bound (an in-memory cache, a fast
+  /// key-value store), running callers keep the connections busy; with holds near or above it
+  /// (a database round trip with many callers per connection), waiters starve and are served
+  /// in order, as under fifo.
   bounded_barging,
 };
 
@@ -73,12 +79,13 @@ struct PoolOptions {
   /// or start anyway and open the connections later (false).
   bool fail_fast = true;
 
-  /// How waiters are served; see WaitPolicy. Default WaitPolicy::fifo.
-  WaitPolicy wait_policy = WaitPolicy::fifo;
+  /// How waiters are served; see WaitPolicy. Default WaitPolicy::bounded_barging.
+  WaitPolicy wait_policy = WaitPolicy::bounded_barging;
 
-  /// With WaitPolicy::bounded_barging: how long the oldest waiter may wait before releases go
-  /// to it directly again. Default 1 ms. Must be >= 0 (0 behaves as fifo).
-  std::chrono::microseconds starvation_bound{1'000};
+  /// With WaitPolicy::bounded_barging: how long the oldest waiter may be overtaken before every
+  /// release goes to the waiters directly. Default 500 us. Must be >= 0 (0 behaves as fifo).
+  /// Larger: more throughput from running callers, longer worst waits; smaller: closer to fifo.
+  std::chrono::microseconds starvation_bound{500};
 
   /// Ping idle connections unused (and unpinged) for this long, on each maintenance pass, so
   /// that a firewall or the server does not drop them for inactivity; a connection is taken out

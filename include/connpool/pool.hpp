@@ -49,10 +49,12 @@ std::chrono::steady_clock::duration to_wait_duration(std::chrono::duration<Rep, 
 /// The model: connections live in an idle stack (LIFO) and are handed out as PooledHandle<Conn>,
 /// which gives them back on destruction. Below max_size, an acquire with nothing idle calls the
 /// factory outside the pool's lock, having reserved the place first, so a slow connect blocks
-/// nobody else. At max_size, callers queue FIFO, each on its own condition variable, and a
-/// released connection is handed straight to the oldest waiter (no barging). Idle connections
-/// are pinged before use unless used within validation_bypass, and closed when older than
-/// max_lifetime or idle longer than max_idle (above min_size). A background thread runs
+/// nobody else. At max_size, callers queue FIFO, each on its own condition variable. Under the
+/// default WaitPolicy::bounded_barging a running caller may take a just-released connection
+/// ahead of the sleeping ones until the oldest has waited starvation_bound, after which every
+/// release goes straight to the oldest waiter; under WaitPolicy::fifo it always does. Idle
+/// connections are pinged before use unless used within validation_bypass, and closed when older
+/// than max_lifetime or idle longer than max_idle (above min_size). A background thread runs
 /// prune() every health_check_interval.
 ///
 /// `Clock` (a type with a static now(), e.g. ManualClock) drives connection ages, idle times,
