@@ -9,12 +9,12 @@
 // Modes:
 //   pool     the N threads share one connpool::ConnectionPool<PgConnection> with
 //            min_size = max_size = --pool-size (default 4) and every other option at its
-//            default (validate_on_acquire with a 500 ms bypass, WaitPolicy::fifo, ...); each
-//            request is acquire(), SELECT 1, release. PgConnection (examples/pg_connection.hpp)
-//            is Resettable, so the release runs its reset(): with --reset discard_all (the
-//            default, PgConnection's) DISCARD ALL, a second round trip; with --reset
-//            rollback_only nothing unless a transaction was left open, so a request costs what
-//            pgbench's `SELECT 1` does.
+//            default (validate_on_acquire with a 500 ms bypass, WaitPolicy::bounded_barging
+//            with a 500 us bound, ...); each request is acquire(), SELECT 1, release. PgConnection
+//            (examples/pg_connection.hpp) is Resettable, so the release runs its reset(): with
+//            --reset discard_all (the default, PgConnection's) DISCARD ALL, a second round trip;
+//            with --reset rollback_only nothing unless a transaction was left open, so a request
+//            costs what pgbench's `SELECT 1` does.
 //   connect  each request is PQconnectdb, SELECT 1, PQfinish: a service without a pool.
 //   direct   each thread keeps its own PGconn, no pool: the client-side limit, the same client
 //            work as pgbench with persistent connections.
@@ -112,7 +112,7 @@ struct Options {
   double warmup = 1.0;
   std::size_t pool_size = 4;
   SessionReset reset = SessionReset::discard_all;
-  connpool::WaitPolicy wait_policy = connpool::WaitPolicy::fifo;
+  connpool::WaitPolicy wait_policy = connpool::PoolOptions{}.wait_policy;
   std::chrono::microseconds starvation_bound = connpool::PoolOptions{}.starvation_bound;
   int io_threads = 0;  // async mode; 0 = min(threads, 2)
   bool json = false;
@@ -151,9 +151,9 @@ void usage(std::ostream& out) {
          "  --reset R        pool mode: what PgConnection::reset() does on release:\n"
          "                   discard_all (default: DISCARD ALL, a round trip) or rollback_only\n"
          "                   (only a transaction left open is rolled back)\n"
-         "  --wait-policy P  pool mode: fifo (default) or bounded_barging\n"
-         "  --starvation-bound-us N  pool mode, bounded_barging: PoolOptions::starvation_bound\n"
-         "                   (default 1000)\n"
+         "  --wait-policy P  pool and async modes: bounded_barging (default) or fifo\n"
+         "  --starvation-bound-us N  bounded_barging: PoolOptions::starvation_bound\n"
+         "                   (default 500)\n"
          "  --io-threads T   async mode: threads running the io_context (default min(N, 2))\n"
          "  --json           print the result as a JSON object\n"
          "Exit status: 0 ok, 1 errors, 2 bad usage, 77 no conninfo.\n";

@@ -6,12 +6,12 @@
 # For 1, 4, 16 and 64 client threads (64: 16 callers per pooled connection), runs (all with the
 # simple query protocol):
 #   pool          build/release/bench/pg_bench --mode pool --reset rollback_only: a connpool
-#                 pool of 4 PgConnections, default options (WaitPolicy::fifo); a release sends
-#                 nothing, so a request is the same work as pgbench's
-#   pool_barging  the same with --wait-policy bounded_barging
+#                 pool of 4 PgConnections, default options (WaitPolicy::bounded_barging); a
+#                 release sends nothing, so a request is the same work as pgbench's
+#   pool_fifo     the same with --wait-policy fifo
 #   pool_async    --mode async --reset rollback_only: N coroutines on min(N, nproc) threads share
-#                 an AsyncConnectionPool of 4 (fifo) through Asio, libpq's asynchronous API:
-#                 pgbench's own client design (needs pg_bench built with Asio: libasio-dev)
+#                 an AsyncConnectionPool of 4 (default options) through Asio, libpq's
+#                 asynchronous API: pgbench's own client design (needs pg_bench built with Asio: libasio-dev)
 #   pool_discard  --mode pool --reset discard_all: DISCARD ALL on every release, as
 #                 examples/pg_connection.hpp does by default (two statements per request)
 #   direct        pg_bench --mode direct: one persistent PGconn per thread, no pool
@@ -232,7 +232,7 @@ run_pgbench() {  # contender threads rep script [-C]
   result["$contender $n $rep"]="$tps $p50 $p99 $max 0 $cpu"
 }
 
-contenders=(pool pool_barging pool_async pool_discard direct pgbench pgbench_discard connect pgbench_C)
+contenders=(pool pool_fifo pool_async pool_discard direct pgbench pgbench_discard connect pgbench_C)
 runs=$((reps * $(wc -w <<<"$threads_list") * ${#contenders[@]}))
 echo "pg_compare.sh: $runs runs of ${seconds} s (+ ${warmup} s warm-up each), about $((runs * (seconds + warmup) / 60 + 1)) min"
 count=0
@@ -243,9 +243,9 @@ for ((rep = 1; rep <= reps; rep++)); do
       printf 'pg_compare.sh: [%d/%d] round %d, %d clients, %s\n' "$count" "$runs" "$rep" "$n" "$c"
       case $c in
         pool) run_pg_bench "$c" "$n" "$rep" -- --mode pool --pool-size 4 --reset rollback_only ;;
-        pool_barging)
+        pool_fifo)
           run_pg_bench "$c" "$n" "$rep" -- --mode pool --pool-size 4 --reset rollback_only \
-            --wait-policy bounded_barging ;;
+            --wait-policy fifo ;;
         pool_async)
           run_pg_bench "$c" "$n" "$rep" -- --mode async --pool-size 4 --reset rollback_only \
             --io-threads "$((n < nproc ? n : nproc))" ;;
@@ -281,10 +281,10 @@ fmt() { awk -v x="$1" 'BEGIN { if (x == "-") print "-"; else if (x >= 100) print
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) { r = a / b; f = r >= 10 ? "%.0fx" : "%.2fx"; printf f, r } else print "-" }'; }
 
 declare -A label=(
-  [pool]="connpool, pool of 4, fifo (default), rollback_only reset"
-  [pool_barging]="connpool, pool of 4, bounded_barging, rollback_only reset"
-  [pool_async]="connpool AsyncConnectionPool of 4, fifo, N coroutines on min(N, nproc) threads (Asio)"
-  [pool_discard]="connpool, pool of 4, fifo, DISCARD ALL on release"
+  [pool]="connpool, pool of 4, default options (bounded_barging), rollback_only reset"
+  [pool_fifo]="connpool, pool of 4, fifo, rollback_only reset"
+  [pool_async]="connpool AsyncConnectionPool of 4, default options, N coroutines on min(N, nproc) threads (Asio)"
+  [pool_discard]="connpool, pool of 4, default options, DISCARD ALL on release"
   [direct]="a persistent PGconn per thread (\`pg_bench --mode direct\`)"
   [pgbench]="pgbench, persistent connections"
   [pgbench_discard]="pgbench, persistent, \`SELECT 1; DISCARD ALL\`"
@@ -302,19 +302,19 @@ table=$tmp/table.md
     done
   done
   echo
-  echo "| Clients | fifo pool / pgbench | bounded_barging pool / pgbench | async pool / pgbench | DISCARD ALL pool / pgbench with DISCARD ALL | fifo pool / direct | fifo pool / pgbench -C | fifo pool / pg_bench connect | Targets: ≥ 0.9x pgbench persistent; ≥ 100x connect-per-request from 4 clients |"
+  echo "| Clients | pool (default) / pgbench | fifo pool / pgbench | async pool / pgbench | DISCARD ALL pool / pgbench with DISCARD ALL | pool / direct | pool / pgbench -C | pool / pg_bench connect | Targets: ≥ 0.9x pgbench persistent; ≥ 100x connect-per-request from 4 clients |"
   echo "|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for n in $threads_list; do
-    pool=$(median pool "$n" 1) barging=$(median pool_barging "$n" 1) discard=$(median pool_discard "$n" 1)
+    pool=$(median pool "$n" 1) fifo=$(median pool_fifo "$n" 1) discard=$(median pool_discard "$n" 1)
     async=$(median pool_async "$n" 1)
     direct=$(median direct "$n" 1) pgb=$(median pgbench "$n" 1) pgbd=$(median pgbench_discard "$n" 1)
     pgbc=$(median pgbench_C "$n" 1) conn=$(median connect "$n" 1)
-    met=$(awk -v p="$pool" -v b="$barging" -v g="$pgb" -v c1="$pgbc" -v c2="$conn" -v n="$n" 'BEGIN {
+    met=$(awk -v p="$pool" -v b="$fifo" -v g="$pgb" -v c1="$pgbc" -v c2="$conn" -v n="$n" 'BEGIN {
       f = (g > 0 && p / g >= 0.9) ? "yes" : "**no**"
       k = (g > 0 && b / g >= 0.9) ? "yes" : "**no**"
       if (n < 4) c = "-"; else c = (c1 > 0 && c2 > 0 && p / c1 >= 100 && p / c2 >= 100) ? "yes" : "**no**"
-      printf "0.9x: fifo %s, bounded_barging %s; 100x: %s", f, k, c }')
-    echo "| $n | $(ratio "$pool" "$pgb") | $(ratio "$barging" "$pgb") | $(ratio "$async" "$pgb") | $(ratio "$discard" "$pgbd") | $(ratio "$pool" "$direct") | $(ratio "$pool" "$pgbc") | $(ratio "$pool" "$conn") | $met |"
+      printf "0.9x: default %s, fifo %s; 100x: %s", f, k, c }')
+    echo "| $n | $(ratio "$pool" "$pgb") | $(ratio "$fifo" "$pgb") | $(ratio "$async" "$pgb") | $(ratio "$discard" "$pgbd") | $(ratio "$pool" "$direct") | $(ratio "$pool" "$pgbc") | $(ratio "$pool" "$conn") | $met |"
   done
 } >"$table"
 
