@@ -495,6 +495,17 @@ class AsyncConnectionPool {
   /// credentials rotation or a failover. Returns how many it closed at once.
   std::size_t evict_all() { return core_->evict_all(); }
 
+  /// Stops handing out connections until resume(), as ConnectionPool::pause(): acquires stay
+  /// suspended (within their timeout, then AcquireTimeout saying the pool is paused).
+  void pause() noexcept { core_->pause(); }
+
+  /// Ends pause(): the suspended acquires are served at once, oldest first (their coroutines are
+  /// resumed through the scheduler). Idempotent.
+  void resume() noexcept { core_->resume(); }
+
+  /// Whether the pool is paused.
+  [[nodiscard]] bool paused() const noexcept { return core_->paused(); }
+
   /// Closes the pool (DESIGN 7): suspended acquires end with PoolClosed, through the
   /// scheduler. Idempotent; the destructor calls it.
   void close() noexcept { core_->close(); }

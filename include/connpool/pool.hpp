@@ -154,6 +154,18 @@ class ConnectionPool {
   /// credentials rotation or a failover. Returns how many it closed at once.
   std::size_t evict_all() { return core_->evict_all(); }
 
+  /// Stops handing out connections until resume(), for maintenance or a credentials rotation:
+  /// acquire() waits (within its timeout, then AcquireTimeout saying the pool is paused),
+  /// try_acquire() returns nullopt, maintenance neither refills nor opens. Handles already out
+  /// work and come back normally. Idempotent; close() while paused works.
+  void pause() noexcept { core_->pause(); }
+
+  /// Ends pause(): the callers waiting are served at once, oldest first. Idempotent.
+  void resume() noexcept { core_->resume(); }
+
+  /// Whether the pool is paused.
+  [[nodiscard]] bool paused() const noexcept { return core_->paused(); }
+
   /// Closes the pool (DESIGN 7). Idempotent; the destructor calls it.
   void close() noexcept { core_->close(); }
 

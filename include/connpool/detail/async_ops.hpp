@@ -131,7 +131,7 @@ bool PoolCore<Conn, Factory, Clock>::enqueue_async(WaiterT& w,
   // `complete` is not set yet, so a grant to `w` here signals nobody.
   if (fifo_ || waiters_.starving()) {
     serve_waiters_locked();
-  } else if (SlotT* s = claim_idle_locked()) {
+  } else if (SlotT* s = waiters_.paused() ? nullptr : claim_idle_locked()) {
     remove_waiter_locked(w, false);
     w.slot = s;
   }

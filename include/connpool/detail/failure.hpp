@@ -41,10 +41,11 @@ enum class Failure { none, timeout, closed, cancelled, unavailable, overloaded }
       break;
   }
   const auto ms = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
-  throw AcquireTimeout("connpool: acquire timed out after " + std::to_string(ms) + " ms (in use " +
-                       std::to_string(snap.in_use) + ", idle " + std::to_string(snap.idle) +
-                       ", max_size " + std::to_string(snap.max_size) + ", waiting " +
-                       std::to_string(snap.waiting) + ")");
+  throw AcquireTimeout("connpool: acquire timed out after " + std::to_string(ms) + " ms" +
+                       (snap.paused ? " because the pool is paused (pause() until resume())" : "") +
+                       " (in use " + std::to_string(snap.in_use) + ", idle " +
+                       std::to_string(snap.idle) + ", max_size " + std::to_string(snap.max_size) +
+                       ", waiting " + std::to_string(snap.waiting) + ")");
 }
 
 /// Throws the AcquireTimeout of a wait of `timeout` that ended with the counts `snap`.

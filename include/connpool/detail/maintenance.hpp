@@ -165,6 +165,41 @@ std::size_t PoolCore<Conn, Factory, Clock>::evict_all() {
 }
 
 template <class Conn, class Factory, class Clock>
+void PoolCore<Conn, Factory, Clock>::pause() noexcept {
+  UniqueLock lk(mutex_);
+  waiters_.set_paused(true);
+}
+
+template <class Conn, class Factory, class Clock>
+void PoolCore<Conn, Factory, Clock>::resume() noexcept {
+  // The completions of asynchronous waiters served here run last, after the lock is released;
+  // one may destroy the pool, so this call holds a count until they have run.
+  const CoreRef keep(this);
+  const DrainOnExit drain;
+  UniqueLock lk(mutex_);
+  if (!waiters_.paused()) {
+    return;
+  }
+  waiters_.set_paused(false);
+  if (closed_.load(std::memory_order_relaxed)) {
+    return;
+  }
+  serve_waiters_locked();
+  if (!fifo_) {
+    // bounded_barging serves only starving waiters directly and wakes the oldest of the others
+    // to compete; after a pause every connection idle now is theirs, oldest first.
+    while (!waiters_.empty()) {
+      SlotT* s = claim_idle_locked();
+      if (s == nullptr) {
+        break;
+      }
+      grant_slot_locked(s, false);
+    }
+  }
+  serve_capacity_locked();
+}
+
+template <class Conn, class Factory, class Clock>
 bool PoolCore<Conn, Factory, Clock>::keepalive_due(const SlotT& s, TimePoint now) const noexcept {
   if constexpr (Pingable<Conn>) {
     return detail::keepalive_due(s.last_used, s.last_checked, options_.keepalive_interval, now);

@@ -279,6 +279,18 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// rotation or a failover. Returns how many it closed at once.
   std::size_t evict_all() CONNPOOL_EXCLUDES(mutex_);
 
+  /// Stops handing out connections until resume(): acquires queue (and time out saying the pool
+  /// is paused), try_acquire finds nothing, nothing is opened (maintenance does not refill);
+  /// handles out work and come back as usual, to the idle set. Idempotent.
+  void pause() noexcept CONNPOOL_EXCLUDES(mutex_);
+
+  /// Ends a pause: the waiters are served at once, oldest first, from the idle connections and,
+  /// below max_size, with capacity to connect. Idempotent.
+  void resume() noexcept CONNPOOL_EXCLUDES(mutex_);
+
+  /// Whether pause() is in force. Lock-free.
+  bool paused() const noexcept { return waiters_paused(); }
+
   /// DESIGN 7: idempotent. Closes idle connections now, wakes waiters with PoolClosed, and
   /// joins the maintenance thread; in-use connections are closed when they come back.
   void close() noexcept CONNPOOL_EXCLUDES(mutex_);
@@ -320,6 +332,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// the class comment).
   std::size_t waiters_count() const noexcept CONNPOOL_NO_THREAD_SAFETY_ANALYSIS {
     return waiters_.count();
+  }
+
+  bool waiters_paused() const noexcept CONNPOOL_NO_THREAD_SAFETY_ANALYSIS {
+    return waiters_.paused();  // lock-free: the queue's atomic mirror
   }
 
   bool may_idle_expire() const noexcept {
@@ -727,7 +743,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// The counts for an AcquireTimeout's message.
   Snapshot snapshot_locked() const CONNPOOL_REQUIRES(mutex_) {
     return {in_use_locked(), idle_count(), waiters_.size(),
-            max_size_.load(std::memory_order_relaxed)};
+            max_size_.load(std::memory_order_relaxed), waiters_.paused()};
   }
 
   std::size_t in_use_locked() const CONNPOOL_REQUIRES(mutex_) { return slots_.count_in(kInUse); }

@@ -142,7 +142,7 @@ inline void PoolCore<Conn, Factory, Clock>::fail_early_locked(WaitClock::time_po
 
 template <class Conn, class Factory, class Clock>
 inline void PoolCore<Conn, Factory, Clock>::serve_capacity_locked() {
-  if (waiters_.empty()) {
+  if (waiters_.empty() || waiters_.paused()) {
     return;
   }
   const WaitClock::time_point now = WaitClock::now();
@@ -305,7 +305,7 @@ inline bool PoolCore<Conn, Factory, Clock>::add_idle_connection(bool throw_error
   Reservation res;
   {
     UniqueLock lk(mutex_);
-    if (closed_.load(std::memory_order_relaxed) ||
+    if (closed_.load(std::memory_order_relaxed) || waiters_.paused() ||
         open_ >= min_size_.load(std::memory_order_relaxed) ||
         !connect_permitted_locked(WaitClock::now())) {
       return false;  // enough open, or connects are limited now: maintenance comes back later

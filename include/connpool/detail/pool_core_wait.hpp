@@ -84,12 +84,14 @@ inline bool PoolCore<Conn, Factory, Clock>::hand_off(SlotT* s) noexcept {
     if (!fifo_) {
       update_starving_locked();  // must_hand_off() read it without the lock
     }
-    if (!waiters_.empty() && (fifo_ || waiters_.starving())) {
+    if (!waiters_.paused() && !waiters_.empty() && (fifo_ || waiters_.starving())) {
       grant_slot_locked(s, false);
       return true;
     }
   }
-  publish(s);  // the waiters left meanwhile, or (bounded_barging) none starves now
+  // The waiters left meanwhile, (bounded_barging) none starves now, or the pool is paused: the
+  // connection waits in the idle set for resume().
+  publish(s);
   return true;
 }
 
@@ -191,6 +193,10 @@ inline auto PoolCore<Conn, Factory, Clock>::step_locked(Reservation& res,
     drop_locked(res);
     return Step::closed;
   }
+  if (waiters_.paused()) {
+    drop_locked(res);  // paused: nothing is handed out or opened until resume()
+    return Step::wait;
+  }
   if ((res.capacity() || barge) && (slot = claim_idle_locked()) != nullptr) {
     // Reuse (DESIGN 2). Why LIFO: the working set stays small and warm, and idle
     // connections beyond it age out (HikariCP, Go's database/sql).
@@ -245,6 +251,9 @@ inline auto PoolCore<Conn, Factory, Clock>::claim_idle_locked() -> SlotT* {
 
 template <class Conn, class Factory, class Clock>
 inline void PoolCore<Conn, Factory, Clock>::serve_waiters_locked() {
+  if (waiters_.paused()) {
+    return;  // resume() serves them
+  }
   if (!fifo_) {
     update_starving_locked();
     SlotT* s = nullptr;
@@ -291,7 +300,7 @@ inline auto PoolCore<Conn, Factory, Clock>::pop_waiter_locked() -> WaiterT* {
 
 template <class Conn, class Factory, class Clock>
 inline void PoolCore<Conn, Factory, Clock>::wake_front_locked() {
-  if (waiters_.empty() || waiters_.front()->woken) {
+  if (waiters_.empty() || waiters_.front()->woken || waiters_.paused()) {
     return;
   }
   WaiterT* w = waiters_.front();
@@ -329,7 +338,7 @@ inline auto PoolCore<Conn, Factory, Clock>::wait_locked(UniqueLock& lk,
     // this caller queued (the Dekker race in the class comment) is served now, not stranded.
     const bool was_woken = std::exchange(w.woken, false);
     w.signalled.store(false, std::memory_order_relaxed);
-    if (!w.granted() && !w.closed && !w.unavailable) {
+    if (!w.granted() && !w.closed && !w.unavailable && !waiters_.paused()) {
       if (fifo_ || waiters_.starving()) {
         serve_waiters_locked();
       } else if (SlotT* s = claim_idle_locked()) {

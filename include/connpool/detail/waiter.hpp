@@ -27,6 +27,7 @@ struct Snapshot {
   std::size_t idle = 0;
   std::size_t waiting = 0;
   std::size_t max_size = 0;
+  bool paused = false;  // the pool was paused (PoolCore::pause())
 };
 
 /// Why an acquire failed early while connects back off (PoolOptions::max_connect_backoff).

@@ -71,9 +71,13 @@ class alignas(64) WaiterQueue {
     return count_.load(std::memory_order_seq_cst);
   }
 
-  /// Whether a caller may take an idle connection without queueing: under fifo only while
-  /// nobody waits; under bounded_barging unless the oldest waiter starves. Lock-free.
+  /// Whether a caller may take an idle connection without queueing: never while the pool is
+  /// paused; under fifo only while nobody waits; under bounded_barging unless the oldest waiter
+  /// starves. Lock-free.
   [[nodiscard]] bool may_barge() const noexcept {
+    if (paused_.load(std::memory_order_relaxed)) {
+      return false;
+    }
     return fifo_ ? count_.load(std::memory_order_seq_cst) == 0 : !starving();
   }
 
@@ -83,6 +87,11 @@ class alignas(64) WaiterQueue {
   }
 
   [[nodiscard]] bool fifo() const noexcept { return fifo_; }
+
+  /// Whether the pool is paused (PoolCore::pause()): nothing is handed out, everyone queues.
+  /// Written under the pool's lock; read lock-free by may_barge().
+  [[nodiscard]] bool paused() const noexcept { return paused_.load(std::memory_order_relaxed); }
+  void set_paused(bool paused) noexcept { paused_.store(paused, std::memory_order_relaxed); }
 
   /// bounded_barging: the oldest waiter waited past the bound (as of the last update). Lock-free.
   [[nodiscard]] bool starving() const noexcept { return starving_.load(std::memory_order_relaxed); }
@@ -189,6 +198,7 @@ class alignas(64) WaiterQueue {
   // cores with every slow acquire, and a fast path that shared one would wait for them.
   std::atomic<std::size_t> count_{0};  // list_.size(), for the lock-free reads
   std::atomic<bool> starving_{false};  // bounded_barging: see update_starving()
+  std::atomic<bool> paused_{false};    // PoolCore::pause() until resume(): nobody may barge
   const bool fifo_;
   const std::chrono::microseconds bound_;  // bounded_barging's starvation bound
   // Written under the lock.
