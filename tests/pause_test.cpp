@@ -148,6 +148,24 @@ TEST_CASE("ConnectionPool: a pause keeps callers from opening connections until 
   CHECK(state.created == 1);
 }
 
+TEST_CASE("ConnectionPool: a place freed while paused is not given to a waiter until resume()",
+          "[pool][lifecycle][pause]") {
+  FakeState state;
+  Pool pool{FakeFactory{state}, options(0, 1, WaitPolicy::fifo)};
+  auto h = pool.acquire();
+  pool.pause();
+  Waiter w(pool, generous_deadline);
+  REQUIRE(eventually([&] { return pool.stats().pending == 1; }));
+  h.invalidate();  // closed: its place is free, but nothing is opened while paused
+  CHECK(state.closed == 1);
+  CHECK(pool.stats().pending == 1);
+  CHECK(state.created == 1);
+  CHECK(w.outcome() == Outcome::running);
+  pool.resume();
+  REQUIRE(w.wait_for_outcome(Outcome::got));
+  CHECK(state.created == 2);
+}
+
 TEST_CASE("ConnectionPool: maintenance does not refill to min_size while paused",
           "[pool][lifecycle][pause]") {
   FakeState state;

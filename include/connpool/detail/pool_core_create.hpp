@@ -158,9 +158,11 @@ inline void PoolCore<Conn, Factory, Clock>::serve_capacity_locked() {
 
 template <class Conn, class Factory, class Clock>
 inline void PoolCore<Conn, Factory, Clock>::free_capacity_locked() {
-  // Above max_size (set_max_size() shrank it), or with no connect permit free, the unit is
-  // given up instead; serve_capacity_locked() hands it out when a permit is free again.
-  if (!waiters_.empty() && open_ <= max_size_.load(std::memory_order_relaxed) &&
+  // Above max_size (set_max_size() shrank it), with no connect permit free, or while paused,
+  // the unit is given up instead; serve_capacity_locked() hands it out when a permit is free
+  // again, or at resume().
+  if (!waiters_.empty() && !waiters_.paused() &&
+      open_ <= max_size_.load(std::memory_order_relaxed) &&
       connect_permitted_locked(WaitClock::now())) {
     gate_.begin();
     WaiterT* w = pop_waiter_locked();
