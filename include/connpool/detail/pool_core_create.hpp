@@ -335,7 +335,7 @@ inline bool PoolCore<Conn, Factory, Clock>::add_idle_connection(bool throw_error
     close_slot(s);
     return false;
   }
-  if (!waiters_.empty()) {
+  if (!waiters_.empty() && !waiters_.paused()) {
     grant_slot_locked(s, true);
   } else {
     s->state.store(kIdle, std::memory_order_seq_cst);
