@@ -1,10 +1,12 @@
-// connpool - tests: pause() and resume() (issue 14, item 1)
+// connpool - tests: pause(), resume() and drain() (issue 14, items 1 and 2)
 // SPDX-License-Identifier: MIT
 
 // While paused, nothing is handed out: acquire waits within its timeout and then fails with an
 // AcquireTimeout saying the pool is paused, try_acquire finds nothing, nothing is opened (neither
 // for a caller nor by maintenance); handles already out work and come back normally. resume()
-// serves the waiters at once. Both are idempotent, and close() works while paused.
+// serves the waiters at once. Both are idempotent, and close() works while paused. drain()
+// pauses, closes the idle connections and waits until none is open (those in use are closed as
+// they come back), or its timeout passes.
 
 #include <atomic>
 #include <chrono>
@@ -288,4 +290,113 @@ TEST_CASE("AsyncConnectionPool: a coroutine suspended while paused is served by 
   CHECK(spawned.done() == 3);
   CHECK(spawned.errors().empty());
   CHECK(state.created == 1);
+}
+
+TEST_CASE("ConnectionPool: drain() with nothing in use closes the idle connections at once",
+          "[pool][lifecycle][drain]") {
+  FakeState state;
+  Pool pool{FakeFactory{state}, options(3, 4, WaitPolicy::bounded_barging)};
+  REQUIRE(state.created == 3);
+  CHECK(pool.drain(5s));
+  CHECK(pool.paused());
+  CHECK(state.closed == 3);
+  const auto s = pool.stats();
+  CHECK(s.total_connections() == 0);
+  CHECK(s.closed == 3);
+  CHECK_FALSE(pool.try_acquire().has_value());
+  pool.prune();  // maintenance does not refill a drained (paused) pool
+  CHECK(state.created == 3);
+  pool.resume();
+  auto h = pool.acquire(1s);
+  CHECK(h->id() == 4);  // a new connection
+}
+
+TEST_CASE(
+    "ConnectionPool: drain() waits for the connections in use and closes them as they "
+    "come back",
+    "[pool][lifecycle][drain]") {
+  FakeState state;
+  Pool pool{FakeFactory{state}, options(0, 2, WaitPolicy::fifo)};
+  auto a = pool.acquire();
+  auto b = pool.acquire();
+  connpool_test::Gate release_a;
+  std::jthread holder([&] {
+    if (!release_a.wait()) {
+      return;  // the test fails below: the drain does not end
+    }
+    a.release();
+    std::this_thread::sleep_for(20ms);
+    b.release();
+  });
+  std::atomic<bool> drained{false};
+  std::jthread drainer([&] { drained = pool.drain(generous_deadline); });
+  REQUIRE(eventually([&] { return pool.paused(); }));
+  CHECK_FALSE(drained.load());
+  release_a.open();
+  drainer.join();
+  CHECK(drained.load());
+  CHECK(state.closed == 2);
+  CHECK(pool.stats().total_connections() == 0);
+  CHECK(pool.stats().idle == 0);
+}
+
+TEST_CASE(
+    "ConnectionPool: drain() returns false when its timeout passes first; the pool stays "
+    "paused and closes the connection when it comes back",
+    "[pool][lifecycle][drain]") {
+  FakeState state;
+  Pool pool{FakeFactory{state}, options(0, 2, WaitPolicy::fifo)};
+  auto h = pool.acquire();
+  { auto idle = pool.acquire(); }
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_FALSE(pool.drain(30ms));
+  CHECK(std::chrono::steady_clock::now() - start >= 30ms);
+  CHECK(pool.paused());
+  CHECK(state.closed == 1);  // the idle one
+  CHECK(h->id() == 1);       // the one in use still works
+  h.release();
+  CHECK(state.closed == 2);  // opened before the drain: closed as it comes back
+  CHECK(pool.stats().total_connections() == 0);
+  CHECK(pool.drain(1s));  // nothing open any more
+}
+
+TEST_CASE(
+    "ConnectionPool: drain() while 8 threads acquire and release returns true and leaves "
+    "nothing open",
+    "[pool][lifecycle][drain][race]") {
+  const WaitPolicy policy = GENERATE(WaitPolicy::fifo, WaitPolicy::bounded_barging);
+  INFO((policy == WaitPolicy::fifo ? "fifo" : "bounded_barging"));
+  FakeState state;
+  Pool pool{FakeFactory{state}, options(2, 4, policy)};
+  std::atomic<bool> stop{false};
+  std::atomic<int> served{0};
+  bool drained = false;
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&] {
+        while (!stop.load()) {
+          try {
+            auto h = pool.acquire(2ms);
+            ++served;
+            std::this_thread::yield();
+          } catch (const AcquireTimeout&) {
+          }
+        }
+      });
+    }
+    REQUIRE(eventually([&] { return served.load() > 500; }));
+    drained = pool.drain(generous_deadline);
+    const auto s = pool.stats();
+    CHECK(s.total_connections() == 0);
+    CHECK(s.in_use == 0);
+    CHECK(state.live == 0);
+    stop = true;
+  }
+  CHECK(drained);
+  CHECK(state.live == 0);
+  CHECK(state.closed == state.created);
+  pool.resume();
+  auto h = pool.acquire(1s);
+  CHECK(h);
 }

@@ -166,6 +166,12 @@ class ConnectionPool {
   /// Whether the pool is paused.
   [[nodiscard]] bool paused() const noexcept { return core_->paused(); }
 
+  /// Pauses the pool, closes its idle connections, and waits until none is in use (each is
+  /// closed as it comes back): true; false if `timeout` passes first. The pool stays paused
+  /// until resume(). For maintenance of the server: after a drain that returned true, no
+  /// connection of this pool is open.
+  bool drain(std::chrono::milliseconds timeout) { return core_->drain(timeout); }
+
   /// Closes the pool (DESIGN 7). Idempotent; the destructor calls it.
   void close() noexcept { core_->close(); }
 

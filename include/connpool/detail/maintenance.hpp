@@ -171,6 +171,42 @@ void PoolCore<Conn, Factory, Clock>::pause() noexcept {
 }
 
 template <class Conn, class Factory, class Clock>
+bool PoolCore<Conn, Factory, Clock>::drain(WaitClock::duration timeout) {
+  const CoreRef keep(this);
+  const WaitClock::time_point deadline = WaitClock::now() + timeout;
+  UniqueLock lk(mutex_);
+  waiters_.set_paused(true);
+  ++drainers_;
+  // Set before the first claim below: a releaser that publishes after it sees it (publish()).
+  draining_.store(true, std::memory_order_seq_cst);
+  // Connections in use now, or being opened, are closed when they come back (as evict_all()).
+  generation_.fetch_add(1, std::memory_order_relaxed);
+  for (;;) {
+    // The idle ones now, and any a releaser published since (it read the generation before the
+    // bump above, or was in the middle of its release).
+    SlotChain<SlotT> idle = claim_all_idle_locked();
+    if (idle.size != 0) {
+      for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
+        s->close_reason = CloseReason::evicted;
+      }
+      lk.unlock();
+      close_slots(idle);  // user code: unlocked
+      lk.lock();
+      continue;
+    }
+    if (open_ == 0 || WaitClock::now() >= deadline) {
+      break;
+    }
+    drain_cv_.wait_until(lk.native(), deadline);
+  }
+  const bool drained = open_ == 0;
+  if (--drainers_ == 0) {
+    draining_.store(false, std::memory_order_relaxed);
+  }
+  return drained;
+}
+
+template <class Conn, class Factory, class Clock>
 void PoolCore<Conn, Factory, Clock>::resume() noexcept {
   // The completions of asynchronous waiters served here run last, after the lock is released;
   // one may destroy the pool, so this call holds a count until they have run.

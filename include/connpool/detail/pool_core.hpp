@@ -288,6 +288,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// below max_size, with capacity to connect. Idempotent.
   void resume() noexcept CONNPOOL_EXCLUDES(mutex_);
 
+  /// Pauses, closes the idle connections, and waits until no connection is open, those in use
+  /// being closed as they come back: true; false if `timeout` passes first. Stays paused.
+  bool drain(WaitClock::duration timeout) CONNPOOL_EXCLUDES(mutex_);
+
   /// Whether pause() is in force. Lock-free.
   bool paused() const noexcept { return waiters_paused(); }
 
@@ -603,6 +607,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   void release_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
     --open_;
     open_count_.store(open_, std::memory_order_relaxed);
+    if (open_ == 0 && drainers_ != 0) {
+      drain_cv_.notify_all();
+    }
     [[maybe_unused]] const std::size_t before = refs_.fetch_sub(1, std::memory_order_release);
     assert(before > 1 && "connpool: the last count on a pool was dropped under its lock");
   }
@@ -776,7 +783,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // Mirrors for the lock-free paths; written only with mutex_ held.
   std::atomic<std::size_t> open_count_{0};  // open_
   std::atomic<bool> closed_{false};
-  std::atomic<std::uint64_t> generation_{0};  // bumped by evict_all()
+  // drain() runs (drainers_ > 0): a releaser that publishes an idle connection then passes by
+  // after_publish_slow(), which wakes the drain to close it (the Dekker pair with closed_).
+  std::atomic<bool> draining_{false};
+  std::atomic<std::uint64_t> generation_{0};  // bumped by evict_all() and drain()
   std::atomic<std::uint64_t> leaks_{0};       // PoolStats::leaks
 
   // The one lock of the pool. Besides the members marked CONNPOOL_GUARDED_BY(mutex_), it guards
@@ -795,6 +805,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   std::condition_variable timer_cv_;  // waited on with mutex_ by timer_; earlier deadline, close()
   std::jthread timer_;                // asynchronous deadlines (start_timer()); joined by close()
   std::condition_variable maintenance_cv_;  // waited on with mutex_; notified by close()
+  // Waited on with mutex_ by drain(): notified when open_ reaches 0 or a connection is
+  // published idle while draining_.
+  std::condition_variable drain_cv_;
+  std::size_t drainers_ CONNPOOL_GUARDED_BY(mutex_) = 0;  // drain() calls running
   std::jthread thread_;  // maintenance; started after warm-up, joined by close() (woken by closed_)
   // Guards taking thread_ and timer_ out of these members to join them (join_internal_threads).
   std::mutex join_mutex_;
@@ -944,7 +958,8 @@ inline void PoolCore<Conn, Factory, Clock>::publish(SlotT* s) noexcept {
   // that may free the pool: `publishers` holds it until this thread's last access.
   s->publishers.fetch_add(1, std::memory_order_relaxed);
   s->state.store(kIdle, std::memory_order_seq_cst);
-  if (waiters_count() != 0 || closed_.load(std::memory_order_seq_cst)) {
+  if (waiters_count() != 0 || closed_.load(std::memory_order_seq_cst) ||
+      draining_.load(std::memory_order_seq_cst)) {
     after_publish_slow(s);
     return;
   }

@@ -36,6 +36,9 @@ inline void PoolCore<Conn, Factory, Clock>::after_publish_slow(SlotT* self) noex
     UniqueLock lk(mutex_);
     if (!closed_.load(std::memory_order_relaxed)) {
       serve_waiters_locked();
+      if (drainers_ != 0) {
+        drain_cv_.notify_all();  // a drain closes the connection just published
+      }
     } else {
       keep = CoreRef(this);
       idle = claim_all_idle_locked();
