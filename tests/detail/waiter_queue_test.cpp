@@ -159,6 +159,37 @@ TEST_CASE(
   CHECK(q.should_spin(1ms));
 }
 
+TEST_CASE("WaiterQueue: while paused nobody may barge and every release takes the slow path",
+          "[detail][waiters][pause]") {
+  for (const bool fifo : {true, false}) {
+    INFO((fifo ? "fifo" : "bounded_barging"));
+    WaiterQueue<W> q(fifo, 1000us);
+    REQUIRE(q.may_barge());
+    REQUIRE(q.count() == 0);
+    q.set_paused(true);
+    CHECK(q.paused());
+    CHECK(q.paused_lock_free());
+    CHECK_FALSE(q.may_barge());
+    CHECK(q.must_hand_off());
+    CHECK(q.count() != 0);  // publish() goes to its slow path (a drain is woken there)
+    W a;
+    a.since = at(0ms);
+    q.push_back(&a);
+    q.update_starving(at(0ms));  // a has not waited: still nobody may barge
+    CHECK_FALSE(q.may_barge());
+    CHECK(q.count() == WaiterQueue<W>::kPausedMark + 1);
+    q.set_paused(false);
+    CHECK_FALSE(q.paused_lock_free());
+    CHECK(q.count() == 1);
+    q.update_starving(at(0ms));
+    CHECK(q.may_barge() == !fifo);  // fifo: a waits, so nobody overtakes it
+    CHECK(q.pop_front() == &a);
+    q.update_starving(at(0ms));
+    CHECK(q.may_barge());
+    CHECK(q.count() == 0);
+  }
+}
+
 TEST_CASE("WaiterQueue: deadlines in order, expired ones first", "[detail][waiters]") {
   WaiterQueue<W> q(true, 1000us);
   W a;

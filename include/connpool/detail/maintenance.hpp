@@ -176,9 +176,9 @@ bool PoolCore<Conn, Factory, Clock>::drain(WaitClock::duration timeout) {
   const WaitClock::time_point deadline = WaitClock::now() + timeout;
   UniqueLock lk(mutex_);
   waiters_.set_paused(true);
+  // Paused before the first claim below: a releaser that publishes after that sees it in the
+  // waiter count and wakes this drain (publish(), after_publish_slow()).
   ++drainers_;
-  // Set before the first claim below: a releaser that publishes after it sees it (publish()).
-  draining_.store(true, std::memory_order_seq_cst);
   // Connections in use now, or being opened, are closed when they come back (as evict_all()).
   generation_.fetch_add(1, std::memory_order_relaxed);
   for (;;) {
@@ -199,11 +199,8 @@ bool PoolCore<Conn, Factory, Clock>::drain(WaitClock::duration timeout) {
     }
     drain_cv_.wait_until(lk.native(), deadline);
   }
-  const bool drained = open_ == 0;
-  if (--drainers_ == 0) {
-    draining_.store(false, std::memory_order_relaxed);
-  }
-  return drained;
+  --drainers_;
+  return open_ == 0;
 }
 
 template <class Conn, class Factory, class Clock>

@@ -339,7 +339,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   }
 
   bool waiters_paused() const noexcept CONNPOOL_NO_THREAD_SAFETY_ANALYSIS {
-    return waiters_.paused();  // lock-free: the queue's atomic mirror
+    return waiters_.paused_lock_free();
   }
 
   bool may_idle_expire() const noexcept {
@@ -783,9 +783,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // Mirrors for the lock-free paths; written only with mutex_ held.
   std::atomic<std::size_t> open_count_{0};  // open_
   std::atomic<bool> closed_{false};
-  // drain() runs (drainers_ > 0): a releaser that publishes an idle connection then passes by
-  // after_publish_slow(), which wakes the drain to close it (the Dekker pair with closed_).
-  std::atomic<bool> draining_{false};
   std::atomic<std::uint64_t> generation_{0};  // bumped by evict_all() and drain()
   std::atomic<std::uint64_t> leaks_{0};       // PoolStats::leaks
 
@@ -806,7 +803,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   std::jthread timer_;                // asynchronous deadlines (start_timer()); joined by close()
   std::condition_variable maintenance_cv_;  // waited on with mutex_; notified by close()
   // Waited on with mutex_ by drain(): notified when open_ reaches 0 or a connection is
-  // published idle while draining_.
+  // published idle while a drain runs.
   std::condition_variable drain_cv_;
   std::size_t drainers_ CONNPOOL_GUARDED_BY(mutex_) = 0;  // drain() calls running
   std::jthread thread_;  // maintenance; started after warm-up, joined by close() (woken by closed_)
@@ -958,8 +955,9 @@ inline void PoolCore<Conn, Factory, Clock>::publish(SlotT* s) noexcept {
   // that may free the pool: `publishers` holds it until this thread's last access.
   s->publishers.fetch_add(1, std::memory_order_relaxed);
   s->state.store(kIdle, std::memory_order_seq_cst);
-  if (waiters_count() != 0 || closed_.load(std::memory_order_seq_cst) ||
-      draining_.load(std::memory_order_seq_cst)) {
+  // While paused (a drain pauses) the count is not zero either: after_publish_slow() wakes a
+  // drain to close this connection.
+  if (waiters_count() != 0 || closed_.load(std::memory_order_seq_cst)) {
     after_publish_slow(s);
     return;
   }
