@@ -55,6 +55,7 @@ connpool::PoolOptions options(
   o.max_size = max_size;
   o.acquire_timeout = acquire_timeout;
   o.health_check_interval = 0ms;
+  o.wait_policy = connpool::WaitPolicy::fifo;  // strict arrival order, which tests check
   return o;
 }
 

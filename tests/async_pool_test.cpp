@@ -42,8 +42,13 @@ namespace {
 
 using Pool = connpool::AsyncConnectionPool<FakeConn, FakeFactory>;
 
+/// WaitPolicy::fifo: several tests check strict arrival order, which the default
+/// bounded_barging promises only past its starvation bound.
 PoolOptions sized(std::size_t max_size, std::size_t min_size = 0) {
-  return PoolOptions{.min_size = min_size, .max_size = max_size, .health_check_interval = 0ms};
+  return PoolOptions{.min_size = min_size,
+                     .max_size = max_size,
+                     .health_check_interval = 0ms,
+                     .wait_policy = connpool::WaitPolicy::fifo};
 }
 
 /// An asynchronous factory: a Task that makes a FakeConn, after awaiting `gate` if given.

@@ -17,6 +17,7 @@
 
 using namespace std::chrono_literals;
 using connpool::PoolOptions;
+using connpool::WaitPolicy;
 using connpool_test::eventually;
 using connpool_test::FakeConn;
 using connpool_test::FakeFactory;
@@ -29,8 +30,10 @@ namespace {
 using Pool = connpool::ConnectionPool<FakeConn, FakeFactory>;
 using Waiter = connpool_test::Waiter<Pool>;
 
+/// WaitPolicy::fifo throughout: this file checks strict arrival order and direct hand-off
+/// (DESIGN 4), which the default bounded_barging promises only past its starvation bound.
 PoolOptions one_connection() {
-  return PoolOptions{.max_size = 1, .health_check_interval = 0ms};
+  return PoolOptions{.max_size = 1, .health_check_interval = 0ms, .wait_policy = WaitPolicy::fifo};
 }
 
 /// Starts a waiter and returns once the pool counts it as pending, so waiters queue in the
@@ -202,8 +205,10 @@ TEST_CASE("ConnectionPool: acquire(timeout) throws AcquireTimeout once the timeo
 TEST_CASE("ConnectionPool: acquire() waits for options.acquire_timeout",
           "[pool][waiters][design-4]") {
   FakeState state;
-  Pool pool{FakeFactory{state},
-            PoolOptions{.max_size = 1, .acquire_timeout = 40ms, .health_check_interval = 0ms}};
+  Pool pool{FakeFactory{state}, PoolOptions{.max_size = 1,
+                                            .acquire_timeout = 40ms,
+                                            .health_check_interval = 0ms,
+                                            .wait_policy = WaitPolicy::fifo}};
   auto h = pool.acquire();
   const auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_AS((void)pool.acquire(), connpool::AcquireTimeout);
@@ -217,8 +222,10 @@ TEST_CASE("ConnectionPool: a zero timeout fails at once when nothing is free",
           "[pool][waiters][design-4]") {
   // options.h: "0 means do not wait: fail with AcquireTimeout at once when none is free".
   FakeState state;
-  Pool pool{FakeFactory{state},
-            PoolOptions{.max_size = 1, .acquire_timeout = 0ms, .health_check_interval = 0ms}};
+  Pool pool{FakeFactory{state}, PoolOptions{.max_size = 1,
+                                            .acquire_timeout = 0ms,
+                                            .health_check_interval = 0ms,
+                                            .wait_policy = WaitPolicy::fifo}};
   auto h = pool.acquire();  // a free place: succeeds without waiting
   const auto start = std::chrono::steady_clock::now();
   CHECK_THROWS_AS((void)pool.acquire(), connpool::AcquireTimeout);
@@ -250,7 +257,9 @@ TEST_CASE("ConnectionPool: a negative timeout is rejected with std::invalid_argu
 
 TEST_CASE("ConnectionPool: acquire accepts any duration type", "[pool][waiters][design-4]") {
   FakeState state;
-  Pool pool{FakeFactory{state}, PoolOptions{.max_size = 2, .health_check_interval = 0ms}};
+  Pool pool{
+      FakeFactory{state},
+      PoolOptions{.max_size = 2, .health_check_interval = 0ms, .wait_policy = WaitPolicy::fifo}};
   auto a = pool.acquire(std::chrono::duration<double>(0.25));
   auto b = pool.acquire(std::chrono::hours(1));
   CHECK_THROWS_AS((void)pool.acquire(std::chrono::microseconds(10)), connpool::AcquireTimeout);
@@ -338,7 +347,9 @@ TEST_CASE("ConnectionPool: a stop request does not matter when no wait is needed
           "[pool][waiters][design-4]") {
   // The token cancels waiting; a connection that is available at once is still handed out.
   FakeState state;
-  Pool pool{FakeFactory{state}, PoolOptions{.max_size = 2, .health_check_interval = 0ms}};
+  Pool pool{
+      FakeFactory{state},
+      PoolOptions{.max_size = 2, .health_check_interval = 0ms, .wait_policy = WaitPolicy::fifo}};
   std::stop_source source;
   source.request_stop();
   auto created = pool.acquire(1s, source.get_token());  // below max_size: opens one
@@ -368,8 +379,10 @@ TEST_CASE("ConnectionPool: a stop token that never fires behaves like a plain ti
 TEST_CASE("ConnectionPool: try_acquire never waits", "[pool][waiters][design-4]") {
   // DESIGN: "try_acquire() never waits for another holder".
   FakeState state;
-  Pool pool{FakeFactory{state},
-            PoolOptions{.max_size = 1, .acquire_timeout = 30'000ms, .health_check_interval = 0ms}};
+  Pool pool{FakeFactory{state}, PoolOptions{.max_size = 1,
+                                            .acquire_timeout = 30'000ms,
+                                            .health_check_interval = 0ms,
+                                            .wait_policy = WaitPolicy::fifo}};
   auto first = pool.try_acquire();  // below max_size: opens one
   REQUIRE(first.has_value());
   const auto start = std::chrono::steady_clock::now();
