@@ -495,6 +495,9 @@ class AsyncConnectionPool {
   /// credentials rotation or a failover. Returns how many it closed at once.
   std::size_t evict_all() { return core_->evict_all(); }
 
+  /// For a failover, as ConnectionPool::clear(): suspended acquires end with PoolCleared.
+  std::size_t clear() { return core_->clear(); }
+
   /// Stops handing out connections until resume(), as ConnectionPool::pause(): acquires stay
   /// suspended (within their timeout, then AcquireTimeout saying the pool is paused).
   void pause() noexcept { core_->pause(); }
@@ -647,6 +650,9 @@ class AsyncConnectionPool {
     const WaiterT& w = st.waiter;
     if (w.closed) {
       throw PoolClosed();
+    }
+    if (w.cleared) {
+      throw PoolCleared();
     }
     if (w.cancelled) {
       throw AcquireCancelled("connpool: acquire cancelled through its stop_token");

@@ -39,10 +39,6 @@ class PoolClosed : public PoolError {
   using PoolError::PoolError;
 };
 
-/// A MultiHostPool found no host to serve an acquire: every host failed or has its circuit
-/// open. The message names each host with its health state and its last error, e.g.
-/// "connpool: no healthy host (db1: open, 5 consecutive failures, last error: connection
-/// refused; db2: ...)".
 /// An acquire was refused at once because PoolOptions::max_waiters callers already wait: the
 /// pool is overloaded, and queueing would only add to the wait of everyone behind. The message
 /// gives the counts. Shed the request (an HTTP 503, say), or retry later.
@@ -51,6 +47,19 @@ class PoolOverloaded : public PoolError {
   using PoolError::PoolError;
 };
 
+/// The pool was cleared (clear(), e.g. after a failover) while this acquire waited: every
+/// connection it had is being closed, and the caller should retry, against the new server.
+class PoolCleared : public PoolError {
+ public:
+  PoolCleared()
+      : PoolError("connpool: the pool was cleared (clear()) while this acquire waited; retry") {}
+  using PoolError::PoolError;
+};
+
+/// A MultiHostPool found no host to serve an acquire: every host failed or has its circuit
+/// open. The message names each host with its health state and its last error, e.g.
+/// "connpool: no healthy host (db1: open, 5 consecutive failures, last error: connection
+/// refused; db2: ...)".
 class NoHealthyHost : public PoolError {
  public:
   using PoolError::PoolError;

@@ -154,6 +154,11 @@ class ConnectionPool {
   /// credentials rotation or a failover. Returns how many it closed at once.
   std::size_t evict_all() { return core_->evict_all(); }
 
+  /// For a failover: evict_all(), and every caller waiting now fails at once with PoolCleared
+  /// (a PoolError, meant to be retried: whatever it would have got comes from the old server).
+  /// Returns how many idle connections it closed at once.
+  std::size_t clear() { return core_->clear(); }
+
   /// Stops handing out connections until resume(), for maintenance or a credentials rotation:
   /// acquire() waits (within its timeout, then AcquireTimeout saying the pool is paused),
   /// try_acquire() returns nullopt, maintenance neither refills nor opens. Handles already out

@@ -21,7 +21,7 @@
 
 namespace connpool_test {
 
-enum class Outcome { running, got, timed_out, cancelled, closed, other_error };
+enum class Outcome { running, got, timed_out, cancelled, closed, cleared, other_error };
 
 inline const char* to_string(Outcome o) {
   switch (o) {
@@ -35,6 +35,8 @@ inline const char* to_string(Outcome o) {
       return "cancelled";
     case Outcome::closed:
       return "closed";
+    case Outcome::cleared:
+      return "cleared";
     case Outcome::other_error:
       return "other_error";
   }
@@ -104,6 +106,9 @@ class Waiter {
     } catch (const connpool::PoolClosed&) {
       stop_clock();
       outcome_ = Outcome::closed;
+    } catch (const connpool::PoolCleared&) {
+      stop_clock();
+      outcome_ = Outcome::cleared;
     } catch (...) {
       stop_clock();
       outcome_ = Outcome::other_error;

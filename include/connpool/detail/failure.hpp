@@ -18,7 +18,7 @@
 namespace connpool::detail {
 
 /// Why an acquire did not get a connection (the exception is built after the lock is released).
-enum class Failure { none, timeout, closed, cancelled, unavailable, overloaded };
+enum class Failure { none, timeout, closed, cancelled, unavailable, overloaded, cleared };
 
 /// Throws the exception of a wait of `timeout` that ended with `f`: PoolClosed,
 /// AcquireCancelled, PoolOverloaded with the counts `snap`, or AcquireTimeout with them.
@@ -28,6 +28,8 @@ enum class Failure { none, timeout, closed, cancelled, unavailable, overloaded }
   switch (f) {
     case Failure::closed:
       throw PoolClosed();
+    case Failure::cleared:
+      throw PoolCleared();
     case Failure::cancelled:
       throw AcquireCancelled("connpool: acquire cancelled through its stop_token");
     case Failure::overloaded:

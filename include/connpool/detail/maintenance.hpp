@@ -171,6 +171,37 @@ void PoolCore<Conn, Factory, Clock>::pause() noexcept {
 }
 
 template <class Conn, class Factory, class Clock>
+std::size_t PoolCore<Conn, Factory, Clock>::clear() {
+  const CoreRef keep(this);
+  const DrainOnExit drain;  // the PoolCleared completions of asynchronous waiters, last
+  SlotChain<SlotT> idle;
+  {
+    UniqueLock lk(mutex_);
+    if (closed_.load(std::memory_order_relaxed)) {
+      return 0;
+    }
+    generation_.fetch_add(1, std::memory_order_relaxed);
+    while (!waiters_.empty()) {
+      WaiterT* w = waiters_.pop_front();
+      unlink_deadline_locked(*w);
+      w->cleared = true;
+      w->signal();
+    }
+    if (!fifo_) {
+      update_starving_locked();
+    }
+    idle = claim_all_idle_locked();
+    for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
+      s->close_reason = CloseReason::evicted;
+    }
+  }
+  const std::size_t n = idle.size;
+  close_slots(idle);
+  refill();
+  return n;
+}
+
+template <class Conn, class Factory, class Clock>
 bool PoolCore<Conn, Factory, Clock>::drain(WaitClock::duration timeout) {
   const CoreRef keep(this);
   const WaitClock::time_point deadline = WaitClock::now() + timeout;

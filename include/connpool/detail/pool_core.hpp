@@ -279,6 +279,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// rotation or a failover. Returns how many it closed at once.
   std::size_t evict_all() CONNPOOL_EXCLUDES(mutex_);
 
+  /// evict_all(), and every caller waiting now fails at once with PoolCleared (for a failover:
+  /// whatever it would get comes from the old server). Returns how many idle connections it
+  /// closed at once.
+  std::size_t clear() CONNPOOL_EXCLUDES(mutex_);
+
   /// Stops handing out connections until resume(): acquires queue (and time out saying the pool
   /// is paused), try_acquire finds nothing, nothing is opened (maintenance does not refill);
   /// handles out work and come back as usual, to the idle set. Idempotent.

@@ -341,7 +341,7 @@ inline auto PoolCore<Conn, Factory, Clock>::wait_locked(UniqueLock& lk,
     // this caller queued (the Dekker race in the class comment) is served now, not stranded.
     const bool was_woken = std::exchange(w.woken, false);
     w.signalled.store(false, std::memory_order_relaxed);
-    if (!w.granted() && !w.closed && !w.unavailable && !waiters_.paused()) {
+    if (!w.granted() && !w.closed && !w.cleared && !w.unavailable && !waiters_.paused()) {
       if (fifo_ || waiters_.starving()) {
         serve_waiters_locked();
       } else if (SlotT* s = claim_idle_locked()) {
@@ -360,6 +360,9 @@ inline auto PoolCore<Conn, Factory, Clock>::wait_locked(UniqueLock& lk,
     }
     if (w.closed) {
       return Failure::closed;  // close() unlinked it
+    }
+    if (w.cleared) {
+      return Failure::cleared;  // clear() unlinked it
     }
     if (w.unavailable) {
       return Failure::unavailable;  // fail_early_locked() unlinked it

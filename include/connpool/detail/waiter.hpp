@@ -62,6 +62,7 @@ struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
   bool fresh = false;                             // `slot` was just created, not reused
   bool may_create = false;                        // a unit of capacity handed over
   bool closed = false;                            // the pool closed while waiting
+  bool cleared = false;                           // clear() ended the wait
   bool cancelled = false;                         // the caller's stop_token was triggered
   bool woken = false;           // bounded_barging: notified to compete for an idle connection
   bool timed_out = false;       // async: the pool's timer ended the wait
