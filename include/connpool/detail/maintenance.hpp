@@ -4,11 +4,11 @@
 
 // The members of detail::PoolCore (declared in detail/pool_core.hpp) that maintain the pool
 // rather than serve acquires: one maintenance pass (prune(): expiry, keepalive pings, refill to
-// min_size), the background thread that runs it, the leak scan, set_max_size(), set_min_size()
-// and evict_all(). Lock rule: each takes PoolCore::mutex_ itself for its decisions and runs user
-// code (ping, close, the factory, hooks) only after releasing it, holding a count on the core
-// (CoreRef) so that user code may close or destroy the pool. Included by the fronts (pool.hpp,
-// async_pool.hpp); nothing below them includes it.
+// min_size), the background thread that runs it, the leak scan, set_max_size(), set_min_size(),
+// evict_all() and clear(), pause(), resume() and drain(). Lock rule: each takes PoolCore::mutex_
+// itself for its decisions and runs user code (ping, close, the factory, hooks) only after
+// releasing it, holding a count on the core (CoreRef) so that user code may close or destroy the
+// pool. Included by the fronts (pool.hpp, async_pool.hpp); nothing below them includes it.
 
 #include <algorithm>
 #include <chrono>
@@ -143,9 +143,9 @@ void PoolCore<Conn, Factory, Clock>::set_min_size(std::size_t n) {
 }
 
 template <class Conn, class Factory, class Clock>
-std::size_t PoolCore<Conn, Factory, Clock>::evict_all() {
+std::size_t PoolCore<Conn, Factory, Clock>::evict(bool fail_waiters) {
   const CoreRef keep(this);
-  const DrainOnExit drain;
+  const DrainOnExit drain;  // the PoolCleared completions of asynchronous waiters, last
   SlotChain<SlotT> idle;
   {
     UniqueLock lk(mutex_);
@@ -153,6 +153,17 @@ std::size_t PoolCore<Conn, Factory, Clock>::evict_all() {
       return 0;
     }
     generation_.fetch_add(1, std::memory_order_relaxed);
+    if (fail_waiters) {
+      while (!waiters_.empty()) {
+        WaiterT* w = waiters_.pop_front();
+        unlink_deadline_locked(*w);
+        w->cleared = true;
+        w->signal();
+      }
+      if (!fifo_) {
+        update_starving_locked();
+      }
+    }
     idle = claim_all_idle_locked();
     for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
       s->close_reason = CloseReason::evicted;
@@ -168,37 +179,6 @@ template <class Conn, class Factory, class Clock>
 void PoolCore<Conn, Factory, Clock>::pause() noexcept {
   UniqueLock lk(mutex_);
   waiters_.set_paused(true);
-}
-
-template <class Conn, class Factory, class Clock>
-std::size_t PoolCore<Conn, Factory, Clock>::clear() {
-  const CoreRef keep(this);
-  const DrainOnExit drain;  // the PoolCleared completions of asynchronous waiters, last
-  SlotChain<SlotT> idle;
-  {
-    UniqueLock lk(mutex_);
-    if (closed_.load(std::memory_order_relaxed)) {
-      return 0;
-    }
-    generation_.fetch_add(1, std::memory_order_relaxed);
-    while (!waiters_.empty()) {
-      WaiterT* w = waiters_.pop_front();
-      unlink_deadline_locked(*w);
-      w->cleared = true;
-      w->signal();
-    }
-    if (!fifo_) {
-      update_starving_locked();
-    }
-    idle = claim_all_idle_locked();
-    for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
-      s->close_reason = CloseReason::evicted;
-    }
-  }
-  const std::size_t n = idle.size;
-  close_slots(idle);
-  refill();
-  return n;
 }
 
 template <class Conn, class Factory, class Clock>

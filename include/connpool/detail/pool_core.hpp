@@ -277,12 +277,15 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// use when they are given back (or found by an acquire), without stopping service; then
   /// refills to min_size. Connections being opened now count as open now. For a credentials
   /// rotation or a failover. Returns how many it closed at once.
-  std::size_t evict_all() CONNPOOL_EXCLUDES(mutex_);
+  std::size_t evict_all() CONNPOOL_EXCLUDES(mutex_) { return evict(false); }
 
   /// evict_all(), and every caller waiting now fails at once with PoolCleared (for a failover:
   /// whatever it would get comes from the old server). Returns how many idle connections it
   /// closed at once.
-  std::size_t clear() CONNPOOL_EXCLUDES(mutex_);
+  std::size_t clear() CONNPOOL_EXCLUDES(mutex_) { return evict(true); }
+
+  /// evict_all(), and with `fail_waiters` clear().
+  std::size_t evict(bool fail_waiters) CONNPOOL_EXCLUDES(mutex_);
 
   /// Stops handing out connections until resume(): acquires queue (and time out saying the pool
   /// is paused), try_acquire finds nothing, nothing is opened (maintenance does not refill);
