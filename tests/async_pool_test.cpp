@@ -529,6 +529,47 @@ TEST_CASE("AsyncConnectionPool: a coroutine resumed by the timer may destroy the
   CHECK(eventually([&] { return state.live == 0; }));
 }
 
+TEST_CASE(
+    "AsyncConnectionPool: a coroutine resumed inline by resume() or clear() may destroy "
+    "the pool",
+    "[async][lifetime][lifecycle]") {
+  const bool by_clear = GENERATE(false, true);
+  const auto policy = GENERATE(connpool::WaitPolicy::fifo, connpool::WaitPolicy::bounded_barging);
+  INFO((by_clear ? "clear()" : "resume()"));
+  INFO((policy == connpool::WaitPolicy::fifo ? "fifo" : "bounded_barging"));
+  FakeState state;
+  PoolOptions o = sized(1);
+  o.wait_policy = policy;
+  auto pool = std::make_unique<Pool>(FakeFactory{state}, o);  // InlineScheduler
+  {
+    auto warm = pool->acquire_blocking();  // one idle connection
+  }
+  pool->pause();
+  Spawned spawned;
+  bool resumed = false;
+  spawned.spawn([&]() -> Task<void> {
+    try {
+      auto h = co_await pool->acquire(generous_deadline);  // suspends: paused
+    } catch (const connpool::PoolCleared&) {
+    }
+    // Resumed inside resume() or clear(), on this thread: destroy the pool from there.
+    resumed = true;
+    pool.reset();
+  });
+  REQUIRE(pool->stats().pending == 1);
+  Pool* const raw = pool.get();
+  if (by_clear) {
+    raw->clear();
+  } else {
+    raw->resume();
+  }
+  CHECK(resumed);
+  CHECK(pool == nullptr);
+  CHECK(spawned.done() == 1);
+  CHECK(spawned.errors().empty());
+  CHECK(state.live == 0);
+}
+
 TEST_CASE("AsyncConnectionPool: bounded_barging serves suspended coroutines", "[async]") {
   FakeState state;
   Loop loop;
