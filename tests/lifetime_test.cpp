@@ -139,6 +139,53 @@ TEST_CASE("the destructor waits for a maintenance thread that closed the pool",
   CHECK(state.live.load() == 0);
 }
 
+namespace publish_race {
+// The seam's state: the seam is a plain function pointer, called on any thread that takes the
+// slow path of a release, and acts only on the thread that marks itself.
+thread_local bool releaser = false;
+Gate published;                           // the releaser is between publishing and its lock
+std::atomic<bool> saw_last_count{false};  // the count reached zero while it was held there
+
+void hold_until_freeing(const std::atomic<std::size_t>& refs) {
+  if (!releaser) {
+    return;
+  }
+  published.open();
+  // The owner's thread closes the connection just published and lets go of the pool meanwhile;
+  // the count then reaches zero, and that thread waits for this publication to end.
+  saw_last_count = eventually([&] { return refs.load() == 0; });
+}
+}  // namespace publish_race
+
+// A releaser publishes its connection while the pool is paused (so it takes the slow path), and
+// before it takes the lock the owner destroys the pool on another thread: close() claims the
+// connection just published, closes it and drops the last count. The releaser, which holds only
+// its publication, must not take a count on the core being freed (it would free it again).
+TEST_CASE("a release that races the pool's destruction does not free the pool twice",
+          "[lifetime][close]") {
+  using Pool = connpool::ConnectionPool<FakeConn, TrackedFactory>;
+  FakeState state;
+  std::atomic<int> factories{0};
+  std::optional<Pool> pool;
+  pool.emplace(TrackedFactory(state, factories), quiet(1));
+  std::optional<connpool::PooledHandle<FakeConn>> h = pool->acquire(1s);
+  pool->pause();  // every publication takes the slow path
+  connpool::detail::after_publish_seam = &publish_race::hold_until_freeing;
+  std::jthread releaser([&] {
+    publish_race::releaser = true;
+    h->release();
+  });
+  REQUIRE(publish_race::published.wait());
+  pool.reset();  // returns once the releaser's publication has ended
+  releaser.join();
+  connpool::detail::after_publish_seam = nullptr;
+  CHECK(publish_race::saw_last_count.load());
+  CHECK(factories.load() == 0);  // the shared state was freed
+  CHECK(state.live.load() == 0);
+  CHECK(state.closed.load() == 1);
+  CHECK(state.double_closes.load() == 0);
+}
+
 // Issue 12, defect 1(b): with the inline scheduler, a keepalive ping on the maintenance thread
 // hands the connection to a waiting coroutine, which resumes there, gives the connection back
 // and destroys the pool ("the last task shuts down").

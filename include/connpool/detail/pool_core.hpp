@@ -70,6 +70,12 @@ inline constexpr int wait_spin_yields = 16;
 /// throughput, 1 ms kept it and the 64-thread gain. W3 (waits of microseconds) always spins.
 inline constexpr std::chrono::microseconds wait_spin_limit{1'000};
 
+/// For tests only: when set, called by a releaser on entering PoolCore::after_publish_slow(),
+/// with the core's count, so that a test can hold it in the window between publishing a
+/// connection and taking the lock, while other threads close and free the pool. Read with one
+/// relaxed load on that slow path; null (nothing called) unless a test sets it.
+inline std::atomic<void (*)(const std::atomic<std::size_t>& refs)> after_publish_seam{nullptr};
+
 /// The shared state of a ConnectionPool.
 ///
 /// Where an idle connection can be found, fastest first:
@@ -700,7 +706,24 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   void close_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_);
 
-  void ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  /// Takes a count; the caller holds one already (or a unit of capacity), so it is never the
+  /// first after the last.
+  void ref() noexcept {
+    [[maybe_unused]] const std::size_t before = refs_.fetch_add(1, std::memory_order_relaxed);
+    assert(before != 0 && "connpool: a count taken on a pool that is being freed");
+  }
+
+  /// Takes a count unless the last one is gone already (the core is being freed, and destroy()
+  /// waits for the caller's publication). For a releaser whose publication is all it holds.
+  bool try_ref() noexcept {
+    std::size_t n = refs_.load(std::memory_order_relaxed);
+    while (n != 0) {
+      if (refs_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed)) {
+        return true;
+      }
+    }
+    return false;
+  }
 
   /// Drops a count; the last one frees the core (the one route to deletion).
   void unref() noexcept {
@@ -849,6 +872,16 @@ class PoolCore<Conn, Factory, Clock>::CoreRef {
   }
   [[nodiscard]] PoolCore* get() const noexcept { return core_; }
   PoolCore* operator->() const noexcept { return core_; }
+
+  /// A count on `core` unless the core is being freed already (PoolCore::try_ref()); else
+  /// empty.
+  static CoreRef if_alive(PoolCore* core) noexcept {
+    CoreRef r;
+    if (core->try_ref()) {
+      r.core_ = core;
+    }
+    return r;
+  }
 
  private:
   PoolCore* core_ = nullptr;

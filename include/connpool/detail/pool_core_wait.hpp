@@ -25,10 +25,12 @@ namespace connpool::detail {
 
 template <class Conn, class Factory, class Clock>
 inline void PoolCore<Conn, Factory, Clock>::after_publish_slow(SlotT* self) noexcept {
-  // A count on the core only when closing below gives units of capacity up (taken while
-  // `self` still keeps the core from being freed). Why not always: with callers waiting,
-  // every release comes here, and an RMW on the core's count from all of them cost W3 with
-  // bounded_barging a third of its throughput (bench/ab.py).
+  // A count on the core only when closing below gives units of capacity up. Why not always:
+  // with callers waiting, every release comes here, and an RMW on the core's count from all of
+  // them cost W3 with bounded_barging a third of its throughput (bench/ab.py).
+  if (auto* seam = after_publish_seam.load(std::memory_order_relaxed)) {
+    seam(refs_);
+  }
   CoreRef keep;
   const DrainOnExit drain;  // completions of asynchronous waiters served here, last
   SlotChain<SlotT> idle;
@@ -40,8 +42,14 @@ inline void PoolCore<Conn, Factory, Clock>::after_publish_slow(SlotT* self) noex
         drain_cv_.notify_all();  // a drain closes the connection just published
       }
     } else {
-      keep = CoreRef(this);
-      idle = claim_all_idle_locked();
+      // A count, unless the last one is gone: a closer claimed `self` once it was published,
+      // closed it, let go of the pool and is freeing the core, waiting in destroy() for this
+      // publication to end. Nothing is open then (each connection holds a count), so nothing
+      // is left to close, and a count taken now would free the core a second time.
+      keep = CoreRef::if_alive(this);
+      if (keep.get() != nullptr) {
+        idle = claim_all_idle_locked();
+      }
     }
   }
   // The publication ends before any user code runs (close hooks below), so that no thread
