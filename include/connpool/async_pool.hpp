@@ -495,6 +495,12 @@ class AsyncConnectionPool {
   /// credentials rotation or a failover. Returns how many it closed at once.
   std::size_t evict_all() { return core_->evict_all(); }
 
+  /// Replaces the factory for every connect that starts from now on, as
+  /// ConnectionPool::set_factory(); a connect suspended in the old one finishes with it.
+  ///
+  /// Throws: std::bad_alloc, with nothing changed.
+  void set_factory(Factory factory) { core_->set_factory(std::move(factory)); }
+
   /// For a failover, as ConnectionPool::clear(): suspended acquires end with PoolCleared.
   std::size_t clear() { return core_->clear(); }
 
@@ -605,7 +611,10 @@ class AsyncConnectionPool {
             std::optional<Conn> conn;
             try {
               slot = core.begin_create();
-              conn.emplace(co_await std::invoke(core.factory()));
+              // The frame keeps the factory alive across the suspension, even if set_factory()
+              // replaces it meanwhile.
+              const std::shared_ptr<Factory> factory = core.factory();
+              conn.emplace(co_await std::invoke(*factory));
             } catch (...) {
               core.abort_create(slot, st.capacity);
               throw;

@@ -51,6 +51,10 @@ template <class T>
 concept HasMemberReset = requires(T& t) {
   t.reset();
 };
+template <class T>
+concept HasMemberIsBroken = requires(const T& t) {
+  { t.is_broken() } -> std::convertible_to<bool>;
+};
 
 }  // namespace detail
 
@@ -58,8 +62,10 @@ concept HasMemberReset = requires(T& t) {
 ///
 /// The primary template calls `c.close()`, `c.ping()` and `c.reset()` when `C` has them, and
 /// `c->close()` etc. when `C` is pointer-like. Each operation exists only when the member does,
-/// so Closeable<C>, Pingable<C> and Resettable<C> follow. A specialisation provides any of:
+/// so Closeable<C>, Pingable<C>, Resettable<C> and BrokenCheckable<C> follow. A specialisation
+/// provides any of:
 ///     static void close(C&);  static bool ping(C&);  static void reset(C&);
+///     static bool is_broken(const C&);
 /// Example:
 ///     template <> struct connpool::connection_traits<PGconn*> {
 ///       static void close(PGconn*& c) { PQfinish(c); }
@@ -75,6 +81,9 @@ struct connection_traits {
   }
   static void reset(C& c) requires detail::HasMemberReset<detail::target_t<C>> {
     detail::target(c).reset();
+  }
+  static bool is_broken(const C& c) requires detail::HasMemberIsBroken<detail::target_t<C>> {
+    return static_cast<bool>(detail::target(c).is_broken());
   }
 };
 
@@ -107,6 +116,17 @@ concept Pingable = requires(C& c) {
 template <class C>
 concept Resettable = requires(C& c) {
   connection_traits<C>::reset(c);
+};
+
+/// `connection_traits<C>::is_broken(c)` is valid for a const `c` and converts to bool.
+///
+/// Semantics: a cheap check with no I/O (a flag the driver keeps, as libpq's PQstatus or Go's
+/// driver.Validator): true means the connection can no longer be used. The pool asks on every
+/// give-back, in the releasing thread outside its lock, and closes a broken connection
+/// (CloseReason::broken) instead of pooling it. An exception counts as broken.
+template <class C>
+concept BrokenCheckable = requires(const C& c) {
+  { connection_traits<C>::is_broken(c) } -> std::convertible_to<bool>;
 };
 
 /// `F` can be called with no arguments and returns something convertible to `C`.

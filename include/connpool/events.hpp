@@ -7,6 +7,7 @@
 // type, so one hook can serve pools of different types.
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <thread>
 
@@ -32,7 +33,48 @@ enum class CloseReason {
   evicted,            ///< evict_all() was called while it was open
   shrunk,             ///< set_max_size() lowered the bound below what was open
   pool_closed,        ///< the pool is closed
+  broken,             ///< is_broken() said so when it came back (BrokenCheckable)
+  evicted_by_error,   ///< PooledHandle::fail(), and on_error said evict or clear
+  max_uses,           ///< handed out PoolOptions::max_uses times
+  cleared,            ///< clear() was called while it was open (or on_error said clear)
 };
+
+/// How many CloseReason values there are (the size of PoolStats::closed_by_reason).
+inline constexpr std::size_t close_reason_count =
+    static_cast<std::size_t>(CloseReason::cleared) + 1;
+
+/// The enumerator's name, as in the source ("expired", "evicted_by_error", ...).
+constexpr const char* to_string(CloseReason r) noexcept {
+  switch (r) {
+    case CloseReason::none:
+      return "none";
+    case CloseReason::expired:
+      return "expired";
+    case CloseReason::validation_failed:
+      return "validation_failed";
+    case CloseReason::keepalive_failed:
+      return "keepalive_failed";
+    case CloseReason::invalidated:
+      return "invalidated";
+    case CloseReason::reset_failed:
+      return "reset_failed";
+    case CloseReason::evicted:
+      return "evicted";
+    case CloseReason::shrunk:
+      return "shrunk";
+    case CloseReason::pool_closed:
+      return "pool_closed";
+    case CloseReason::broken:
+      return "broken";
+    case CloseReason::evicted_by_error:
+      return "evicted_by_error";
+    case CloseReason::max_uses:
+      return "max_uses";
+    case CloseReason::cleared:
+      return "cleared";
+  }
+  return "unknown";
+}
 
 /// One event of a connection's life. Hooks run outside the pool's lock, in the thread that
 /// caused the event (the maintenance thread for background creations and closes).

@@ -90,6 +90,20 @@ class PooledHandle {
     }
   }
 
+  /// Gives the connection back with the error that happened on it (a failed query, say), for
+  /// the pool to classify through PoolOptions::on_error: ErrorAction::keep returns it as
+  /// release() would; evict (the default) closes it; clear closes it and clears the pool (every
+  /// idle connection closed now, those in use when they come back, and every waiting caller
+  /// fails with PoolCleared). The handle becomes empty. Returns what on_error decided (keep if
+  /// the handle was empty, which has no effect). Never throws.
+  ///     try { h->query(sql); } catch (...) { h.fail(std::current_exception()); throw; }
+  ErrorAction fail(std::exception_ptr error) noexcept {
+    if (slot_ == nullptr) {
+      return ErrorAction::keep;
+    }
+    return std::exchange(owner_, nullptr)->fail(std::exchange(slot_, nullptr), std::move(error));
+  }
+
   /// Takes the connection out of the pool: the pool forgets it (it is neither closed nor
   /// counted as open any more) and its place is freed for a new connection.
   ///

@@ -143,6 +143,9 @@ inline void add_stats_into(PoolStats& t, const PoolStats& s) {
   t.leaks += s.leaks;
   t.total_wait_time += s.total_wait_time;
   t.max_wait_time = std::max(t.max_wait_time, s.max_wait_time);
+  for (std::size_t i = 0; i < t.closed_by_reason.size(); ++i) {
+    t.closed_by_reason[i] += s.closed_by_reason[i];
+  }
   t.idle += s.idle;
   t.in_use += s.in_use;
   t.pending += s.pending;

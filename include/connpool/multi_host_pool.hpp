@@ -104,6 +104,21 @@ class MultiHostHandle {
     }
   }
 
+  /// Gives the connection back with the error that happened on it (see PooledHandle::fail()):
+  /// the host's PoolOptions::on_error decides, and ErrorAction::clear clears that host's pool
+  /// only. Unless the decision is keep, it counts a failure against the host, as invalidate()
+  /// does. Returns the decision.
+  ErrorAction fail(std::exception_ptr error) noexcept {
+    if (link_ == nullptr) {
+      return ErrorAction::keep;
+    }
+    const ErrorAction action = handle_.fail(std::move(error));
+    std::exchange(link_, nullptr)
+        ->returned(action == ErrorAction::keep ? Link::Return::released
+                                               : Link::Return::invalidated);
+    return action;
+  }
+
   /// Takes the connection out of the pool (see PooledHandle::detach()).
   ///
   /// Throws: std::logic_error if the handle is empty; what Conn's move constructor throws.

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -16,6 +17,16 @@
 #include <connpool/events.hpp>
 
 namespace connpool {
+
+/// What PoolOptions::on_error decides for a connection given back with PooledHandle::fail().
+enum class ErrorAction {
+  keep,   ///< the error left the connection usable: return it as release() would
+  evict,  ///< the connection is dead (a network error, the server ended the session): close it
+  /// The whole server is gone or changed role (a failover): close it and clear() the pool, so
+  /// that every other connection to it is closed too and the callers waiting now fail at once
+  /// with PoolCleared (and retry against the new server).
+  clear,
+};
 
 /// How waiting callers are served when connections are scarce. Both bound every caller's wait
 /// (DESIGN 4); bench/README.md, "Callers outnumbering connections", has the figures behind the
@@ -130,6 +141,17 @@ struct PoolOptions {
   /// thread (or a request) meanwhile; refusing early lets a server shed load and answer at
   /// once.
   std::size_t max_waiters = 0;
+
+  /// A connection handed out this many times is closed when it comes back (CloseReason::
+  /// max_uses) instead of returned, so that traffic moves to new servers behind a load balancer
+  /// and per-session memory on the server is released (node-postgres maxUses). Default 0 = no
+  /// limit.
+  std::size_t max_uses = 0;
+
+  /// Classifies the error a borrower reports with PooledHandle::fail(): keep, evict or clear
+  /// (see ErrorAction). Called in the failing thread, outside the pool's lock; it may call into
+  /// the pool. Empty (the default), or a call that throws: ErrorAction::evict.
+  std::function<ErrorAction(const std::exception_ptr&)> on_error{};
 
   /// Hooks, called outside the pool's lock in the thread that caused the event. Exceptions
   /// they throw are swallowed. Empty = not called; on_acquire and on_release cost the fast path

@@ -154,6 +154,16 @@ class ConnectionPool {
   /// credentials rotation or a failover. Returns how many it closed at once.
   std::size_t evict_all() { return core_->evict_all(); }
 
+  /// Replaces the factory for every connect that starts from now on; connects already running
+  /// finish with the old one. For a credentials rotation, follow it with evict_all(), so that
+  /// the connections opened with the old credentials are replaced as they come back:
+  ///     pool.set_factory(make_factory(new_password));
+  ///     pool.evict_all();
+  /// Safe to call from any thread, while the pool serves.
+  ///
+  /// Throws: std::bad_alloc, with nothing changed.
+  void set_factory(Factory factory) { core_->set_factory(std::move(factory)); }
+
   /// For a failover: evict_all(), and every caller waiting now fails at once with PoolCleared
   /// (a PoolError, meant to be retried: whatever it would have got comes from the old server).
   /// Returns how many idle connections it closed at once.

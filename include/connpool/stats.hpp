@@ -5,6 +5,7 @@
 // PoolStats is a plain value: ConnectionPool::stats() fills it, and it has no link back to the
 // pool. to_json() writes it as one JSON object without any JSON library.
 
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <cstddef>
@@ -14,6 +15,8 @@
 #include <string>
 #include <string_view>
 #include <utility>
+
+#include <connpool/events.hpp>
 
 namespace connpool {
 
@@ -148,12 +151,20 @@ struct PoolStats {
   std::uint64_t leaks = 0;                ///< handles held past PoolOptions::leak_threshold
   std::chrono::nanoseconds total_wait_time{0};  ///< summed wait of the acquires that waited
   std::chrono::nanoseconds max_wait_time{0};    ///< longest single wait
+  /// `closed`, by CloseReason: closed_by_reason[size_t(CloseReason::expired)], and so on (the
+  /// pool's own close counts as pool_closed; none stays 0). See closed_for().
+  std::array<std::uint64_t, close_reason_count> closed_by_reason{};
 
   // Gauges, at the moment of the snapshot.
   std::size_t idle = 0;      ///< open connections in the idle set
   std::size_t in_use = 0;    ///< connections held through handles
   std::size_t pending = 0;   ///< callers waiting in acquire() now
   std::size_t max_size = 0;  ///< PoolOptions::max_size
+
+  /// Connections closed for `reason`.
+  [[nodiscard]] std::uint64_t closed_for(CloseReason reason) const noexcept {
+    return closed_by_reason[static_cast<std::size_t>(reason)];
+  }
 
   /// Open connections: idle + in_use (connections being created are not counted yet).
   [[nodiscard]] std::size_t total_connections() const noexcept { return idle + in_use; }

@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <type_traits>
@@ -40,7 +42,7 @@ class ConnectionOps {
   using Hook = std::function<void(const PoolEvent&)>;
 
   ConnectionOps(Factory factory, const PoolOptions& options)
-      : factory_(std::move(factory)),
+      : factory_(std::make_shared<Factory>(std::move(factory))),
         options_(&options),
         observe_holds_(options.leak_threshold.count() > 0 || bool(options.on_acquire) ||
                        bool(options.on_release)) {}
@@ -48,18 +50,37 @@ class ConnectionOps {
   /// Whether check-outs record when and by whom (leak detection, on_acquire, on_release).
   [[nodiscard]] bool observes_holds() const noexcept { return observe_holds_; }
 
-  Factory& factory() noexcept { return factory_; }
+  /// The factory now; the caller's copy of the pointer keeps it alive while it connects, even
+  /// if set_factory() replaces it meanwhile.
+  std::shared_ptr<Factory> factory() const noexcept {
+    const std::lock_guard<std::mutex> lock(factory_mutex_);
+    return factory_;
+  }
+
+  /// Replaces the factory for the connects that start from now on; those running finish with
+  /// the old one, which is destroyed when the last of them ends.
+  ///
+  /// Throws: std::bad_alloc, with nothing changed.
+  void set_factory(Factory factory) {
+    std::shared_ptr<Factory> next = std::make_shared<Factory>(std::move(factory));
+    {
+      const std::lock_guard<std::mutex> lock(factory_mutex_);
+      factory_.swap(next);
+    }
+    // `next` holds the old factory: destroyed here, outside the lock, unless a connect runs.
+  }
 
   /// The factory's connection, on this thread. A factory that returns an awaitable (an
   /// AsyncConnectionPool's, for warm-up and refill) is driven to completion by sync_wait.
   ///
   /// Throws: what the factory throws (DESIGN 3: it reaches the caller unchanged).
   Conn make_connection() {
+    const std::shared_ptr<Factory> f = factory();
     using Result = std::invoke_result_t<Factory&>;
     if constexpr (Awaitable<Result> && !std::convertible_to<Result, Conn>) {
-      return Conn(sync_wait(std::invoke(factory_)));
+      return Conn(sync_wait(std::invoke(*f)));
     } else {
-      return Conn(std::invoke(factory_));
+      return Conn(std::invoke(*f));
     }
   }
 
@@ -93,6 +114,33 @@ class ConnectionOps {
     return true;
   }
 
+  /// Whether the connection of the owned slot `s` says it is broken (BrokenCheckable; an
+  /// exception counts as broken). Not BrokenCheckable: never.
+  bool broken(const SlotT& s) noexcept {
+    if constexpr (BrokenCheckable<Conn>) {
+      try {
+        return static_cast<bool>(traits::is_broken(*s.conn));
+      } catch (...) {
+        return true;
+      }
+    } else {
+      (void)s;
+      return false;
+    }
+  }
+
+  /// What PoolOptions::on_error makes of `error`: evict when it is empty or throws.
+  ErrorAction classify(const std::exception_ptr& error) noexcept {
+    if (!options_->on_error) {
+      return ErrorAction::evict;
+    }
+    try {
+      return options_->on_error(error);
+    } catch (...) {
+      return ErrorAction::evict;
+    }
+  }
+
   /// Closes the connection of the owned slot `s` (on_close first), and destroys it. Returns
   /// false if close() threw (DESIGN 10: swallowed, and counted by the caller).
   bool close(SlotT& s) noexcept {
@@ -123,6 +171,7 @@ class ConnectionOps {
     s.lifetime = jittered_lifetime();
     s.id = next_id_.fetch_add(1, std::memory_order_relaxed);
     s.id_snapshot.store(s.id, std::memory_order_relaxed);
+    s.uses = 0;
     s.held_since.store(0, std::memory_order_relaxed);
     s.incarnation.store(s.incarnation.load(std::memory_order_relaxed) + 1,
                         std::memory_order_relaxed);  // only the owner writes it
@@ -139,6 +188,7 @@ class ConnectionOps {
   /// The owned slot `s` is being handed out: records the check-out for leak detection and
   /// on_release, and calls on_acquire.
   void handed_out(SlotT& s) noexcept {
+    ++s.uses;
     if (observe_holds_) {
       s.held_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                          std::memory_order_relaxed);
@@ -203,8 +253,11 @@ class ConnectionOps {
     return shortened_lifetime(full, std::uniform_real_distribution<double>(0.0, jitter)(rng));
   }
 
-  Factory factory_;             // called outside the lock, possibly from several threads at once
-  const PoolOptions* options_;  // the pool's; immutable
+  // Guards the pointer factory_ (not the calls: the factory runs outside every lock, possibly
+  // from several threads at once). Taken once per connect, to copy the pointer.
+  mutable std::mutex factory_mutex_;
+  std::shared_ptr<Factory> factory_;  // never null; replaced by set_factory()
+  const PoolOptions* options_;        // the pool's; immutable
   const bool observe_holds_;
   std::atomic<std::uint64_t> next_id_{1};  // PoolEvent::connection_id of the next connection
 };

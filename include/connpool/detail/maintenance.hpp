@@ -65,7 +65,7 @@ std::size_t PoolCore<Conn, Factory, Clock>::prune() {
     for (SlotT* s : claimed) {
       if (s->generation != generation ||
           judge_expiry(*s, now, open_after > min_size_.load(std::memory_order_relaxed))) {
-        s->close_reason = s->generation != generation ? CloseReason::evicted : CloseReason::expired;
+        s->close_reason = s->generation != generation ? stale_reason(*s) : CloseReason::expired;
         unlink_locked(s);
         expired.push(s);
         --open_after;
@@ -152,8 +152,9 @@ std::size_t PoolCore<Conn, Factory, Clock>::evict(bool fail_waiters) {
     if (closed_.load(std::memory_order_relaxed)) {
       return 0;
     }
-    generation_.fetch_add(1, std::memory_order_relaxed);
+    const std::uint64_t generation = generation_.fetch_add(1, std::memory_order_relaxed) + 1;
     if (fail_waiters) {
+      cleared_generation_.store(generation, std::memory_order_relaxed);
       while (!waiters_.empty()) {
         WaiterT* w = waiters_.pop_front();
         unlink_deadline_locked(*w);
@@ -166,7 +167,7 @@ std::size_t PoolCore<Conn, Factory, Clock>::evict(bool fail_waiters) {
     }
     idle = claim_all_idle_locked();
     for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
-      s->close_reason = CloseReason::evicted;
+      s->close_reason = fail_waiters ? CloseReason::cleared : CloseReason::evicted;
     }
   }
   const std::size_t n = idle.size;

@@ -127,6 +127,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
                    (Pingable<Conn> &&
                     (options.validate_on_acquire || options.keepalive_interval.count() > 0))),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
+        max_uses_(options.max_uses),
         slots_(options.max_size),
         max_size_(options.max_size),
         min_size_(options.min_size),
@@ -313,7 +314,21 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// joins the maintenance thread; in-use connections are closed when they come back.
   void close() noexcept CONNPOOL_EXCLUDES(mutex_);
 
-  void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_);
+  void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_) {
+    auto* s = static_cast<SlotT*>(base);
+    s->released.bump();
+    ops_.released(*s);
+    if (close) {
+      s->close_reason = CloseReason::invalidated;
+      close_slot(s);
+    } else {
+      return_slot(s);
+    }
+  }
+
+  /// PooledHandle::fail(): on_error decides (keep, evict, or clear and evict).
+  ErrorAction fail(SlotBase<Conn>* base, std::exception_ptr error) noexcept override
+      CONNPOOL_EXCLUDES(mutex_);
 
   void forget(SlotBase<Conn>* base) noexcept override CONNPOOL_EXCLUDES(mutex_);
 
@@ -363,6 +378,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   ThreadHint& hint() const noexcept { return thread_hints[id_ & 3]; }
 
   SlotT* take_hint() const noexcept;
+
+  /// Returns the owned slot `s` (given back without an error, or one on_error kept): to the
+  /// idle set or a waiter, or closed when it is broken, cannot be reset, is stale, used up,
+  /// over the size bound or expired.
+  void return_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// Makes the owned slot `s` idle: publishes kIdle, then serves waiters, or closes the idle
   /// connections if the pool closed meanwhile, and records `s` as this thread's hint (the slot
@@ -580,6 +600,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
            (may_idle_expire && idle_over(s.last_used, options_.max_idle, now));
   }
 
+  /// Why a connection opened in an earlier generation is closed: cleared if a clear() came
+  /// since it was opened, else evicted (evict_all(), drain()).
+  CloseReason stale_reason(const SlotT& s) const noexcept {
+    return s.generation < cleared_generation_.load(std::memory_order_relaxed)
+               ? CloseReason::cleared
+               : CloseReason::evicted;
+  }
+
   /// judge() at the present time; without reading the clock when no decision depends on it.
   Verdict judge_now(const SlotT& s, bool may_idle_expire) const noexcept {
     if (s.generation != generation_.load(std::memory_order_relaxed)) {
@@ -686,7 +714,11 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
                     std::exception_ptr error = std::current_exception()) noexcept
       CONNPOOL_EXCLUDES(mutex_);
 
-  Factory& factory() noexcept { return ops_.factory(); }
+  /// The factory now (see ConnectionOps::factory()).
+  std::shared_ptr<Factory> factory() const noexcept { return ops_.factory(); }
+
+  /// Replaces the factory for the connects that start from now on (credential rotation).
+  void set_factory(Factory factory) { ops_.set_factory(std::move(factory)); }
 
  private:
   /// Opens one connection into the idle set (or to the oldest waiter), for warm-up and refill.
@@ -803,7 +835,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // Whether any decision depends on a connection's ages: lifetimes, idle expiry, validation.
   // Without, acquire and release do not read the clock at all.
   const bool uses_ages_;
-  const std::uint64_t id_;  // distinguishes this pool's entries in thread_hints
+  const std::uint64_t id_;        // distinguishes this pool's entries in thread_hints
+  const std::uint64_t max_uses_;  // PoolOptions::max_uses; 0 = no limit
 
   // Every slot allocated: listed and grown under mutex_, read without it (see SlotDirectory).
   SlotDirectory<SlotT> slots_;
@@ -815,7 +848,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   std::atomic<std::size_t> open_count_{0};  // open_
   std::atomic<bool> closed_{false};
   std::atomic<std::uint64_t> generation_{0};  // bumped by evict_all() and drain()
-  std::atomic<std::uint64_t> leaks_{0};       // PoolStats::leaks
+  // The generation the last clear() began; connections opened before it close as cleared.
+  // Written under mutex_ (with generation_), read lock-free.
+  std::atomic<std::uint64_t> cleared_generation_{0};
+  std::atomic<std::uint64_t> leaks_{0};  // PoolStats::leaks
 
   // The one lock of the pool. Besides the members marked CONNPOOL_GUARDED_BY(mutex_), it guards
   // the fields of every queued Waiter and the writes of the lock-free mirrors. On a cache line
@@ -931,21 +967,25 @@ class PoolCore<Conn, Factory, Clock>::Reservation {
 // --- The fast path: a thread's own last connection, and giving one back ----------------------
 
 template <class Conn, class Factory, class Clock>
-inline void PoolCore<Conn, Factory, Clock>::give_back(SlotBase<Conn>* base, bool close) noexcept {
-  auto* s = static_cast<SlotT*>(base);
-  s->released.bump();
-  ops_.released(*s);
-  bool keep = !close;
-  if (!keep) {
-    s->close_reason = CloseReason::invalidated;
+inline void PoolCore<Conn, Factory, Clock>::return_slot(SlotT* s) noexcept {
+  bool keep = true;
+  if constexpr (BrokenCheckable<Conn>) {
+    if (ops_.broken(*s)) {
+      keep = false;  // checked first: a broken connection cannot even be reset
+      s->close_reason = CloseReason::broken;
+    }
   }
   if (keep && !ops_.reset(*s)) {
     keep = false;  // a connection that cannot be reset must not reach the next borrower
     s->close_reason = CloseReason::reset_failed;
   }
   if (keep && s->generation != generation_.load(std::memory_order_relaxed)) {
-    keep = false;  // opened before evict_all()
-    s->close_reason = CloseReason::evicted;
+    keep = false;  // opened before evict_all() or clear()
+    s->close_reason = stale_reason(*s);
+  }
+  if (keep && max_uses_ != 0 && s->uses >= max_uses_) {
+    keep = false;  // PoolOptions::max_uses
+    s->close_reason = CloseReason::max_uses;
   }
   if (keep &&
       open_count_.load(std::memory_order_relaxed) > max_size_.load(std::memory_order_relaxed)) {
@@ -972,8 +1012,34 @@ inline void PoolCore<Conn, Factory, Clock>::give_back(SlotBase<Conn>* base, bool
     }
     s->close_reason = CloseReason::pool_closed;
   }
-  // Closed instead of returned: invalidated, reset failed, expired, or the pool is closed.
+  // Closed instead of returned: broken, reset failed, evicted, used up, shrunk, expired, or the
+  // pool is closed.
   close_slot(s);
+}
+
+template <class Conn, class Factory, class Clock>
+inline ErrorAction PoolCore<Conn, Factory, Clock>::fail(SlotBase<Conn>* base,
+                                                        std::exception_ptr error) noexcept {
+  auto* s = static_cast<SlotT*>(base);
+  s->released.bump();
+  ops_.released(*s);
+  // User code (on_error, and the close hooks of clear()) may destroy the pool's owner
+  // meanwhile: the slot's unit of capacity keeps the core alive until close_slot() gives it up.
+  const ErrorAction action = ops_.classify(error);
+  if (action == ErrorAction::keep) {
+    return_slot(s);
+    return action;
+  }
+  if (action == ErrorAction::clear) {
+    try {
+      evict(true);  // this connection, out now, is not in the idle set: closed below
+    } catch (...) {
+      // Only the lock can throw there (std::system_error): the connection is still closed.
+    }
+  }
+  s->close_reason = CloseReason::evicted_by_error;
+  close_slot(s);
+  return action == ErrorAction::clear ? action : ErrorAction::evict;
 }
 
 template <class Conn, class Factory, class Clock>

@@ -196,13 +196,13 @@ inline bool PoolCore<Conn, Factory, Clock>::check_out(SlotT* s,
   s->close_reason =
       failed_validation ? CloseReason::validation_failed
       : verdict != Verdict::ok
-          ? (s->generation != generation_.load(std::memory_order_relaxed) ? CloseReason::evicted
+          ? (s->generation != generation_.load(std::memory_order_relaxed) ? stale_reason(*s)
                                                                           : CloseReason::expired)
           : CloseReason::pool_closed;
+  const CloseReason reason = s->close_reason;
   const bool close_failed = !ops_.close(*s);
   UniqueLock lk(mutex_);
-  ++counters_.closed;
-  counters_.close_failures += close_failed ? 1 : 0;
+  counters_.count_close(reason, close_failed);
   counters_.validation_failures += failed_validation ? 1 : 0;
   retire_locked(s);
   return false;
@@ -349,13 +349,13 @@ inline void PoolCore<Conn, Factory, Clock>::close_slots(SlotChain<SlotT> chain) 
   if (chain.size == 0) {
     return;
   }
-  std::uint64_t failures = 0;
+  Counters::CloseTally tally;
   for (SlotT* s = chain.head; s != nullptr; s = s->next_closing) {
-    failures += ops_.close(*s) ? 0 : 1;
+    const CloseReason reason = s->close_reason;  // ops_.close() clears it
+    tally.add(reason, !ops_.close(*s));
   }
   UniqueLock lk(mutex_);
-  counters_.closed += chain.size;
-  counters_.close_failures += failures;
+  counters_.count_closes(tally);
   for (SlotT* s = chain.head; s != nullptr;) {
     SlotT* next = s->next_closing;
     retire_locked(s);

@@ -51,6 +51,7 @@ struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   std::uint64_t id = 0;                          // PoolEvent::connection_id
   std::atomic<std::uint64_t> id_snapshot{0};     // the same, for the leak scan
   std::uint64_t generation = 0;                  // evict_all() generation it was opened in
+  std::uint64_t uses = 0;                        // times handed out (PoolOptions::max_uses)
   CloseReason close_reason = CloseReason::none;  // set by whoever decides to close it
   // Written by the owner at each check-out when holds are observed, read by the leak scan.
   std::atomic<std::int64_t> held_since{0};  // steady_clock ticks; 0 = not observed

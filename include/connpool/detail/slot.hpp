@@ -7,7 +7,10 @@
 // through which a PooledHandle<Conn> gives its connection back without knowing the pool's Factory
 // or Clock: that is what lets users name PooledHandle<Conn> in their own signatures.
 
+#include <exception>
 #include <optional>
+
+#include <connpool/options.hpp>
 
 namespace connpool::detail {
 
@@ -30,6 +33,11 @@ class HandleOwner {
  public:
   /// Return the connection to the pool (`close` false) or close it (`close` true). Never throws.
   virtual void give_back(SlotBase<Conn>* slot, bool close) noexcept = 0;
+
+  /// Give the connection back with the error that happened on it: PoolOptions::on_error
+  /// decides whether it is returned, closed, or closed with the whole pool cleared; returns
+  /// that decision. Never throws.
+  virtual ErrorAction fail(SlotBase<Conn>* slot, std::exception_ptr error) noexcept = 0;
 
   /// The handle has moved the connection out of `slot`: the pool forgets it and frees its place.
   virtual void forget(SlotBase<Conn>* slot) noexcept = 0;
