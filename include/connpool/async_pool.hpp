@@ -135,26 +135,25 @@ struct InlineScheduler {
   void schedule(std::coroutine_handle<> h) const { h.resume(); }
 };
 
-/// A factory for an AsyncConnectionPool: called with no arguments, it returns a `C` (a
-/// synchronous factory, as for ConnectionPool), or an awaitable whose result converts to `C`
-/// (for example a Task<C>).
+/// A factory for an AsyncConnectionPool: called with no arguments or with a `const Deadline&`
+/// (as for ConnectionPool), it returns a `C` (a synchronous factory), or an awaitable whose
+/// result converts to `C` (for example a Task<C>).
 template <class F, class C>
-concept AsyncConnectionFactory = std::invocable<F&> &&
-    (std::convertible_to<std::invoke_result_t<F&>, C> ||
-     (Awaitable<std::invoke_result_t<F&>> &&
-      std::convertible_to<detail::await_result_t<std::invoke_result_t<F&>>, C>));
+concept AsyncConnectionFactory = std::convertible_to<detail::factory_result_t<F>, C> ||
+    (Awaitable<detail::factory_result_t<F>>&&
+         std::convertible_to<detail::await_result_t<detail::factory_result_t<F>>, C>);
 
 namespace detail {
 
 /// The connection type an asynchronous factory `F` makes.
 template <class F>
 struct async_factory_conn {
-  using type = std::decay_t<std::invoke_result_t<F&>>;
+  using type = std::decay_t<factory_result_t<F>>;
 };
 template <class F>
-requires Awaitable<std::invoke_result_t<F&>>
+requires Awaitable<factory_result_t<F>>
 struct async_factory_conn<F> {
-  using type = std::decay_t<await_result_t<std::invoke_result_t<F&>>>;
+  using type = std::decay_t<await_result_t<factory_result_t<F>>>;
 };
 template <class F>
 using async_factory_conn_t = typename async_factory_conn<F>::type;
@@ -362,7 +361,8 @@ requires Connection<Conn> && AsyncConnectionFactory<Factory, Conn> && detail::Po
 class AsyncConnectionPool {
   using Core = detail::PoolCore<Conn, Factory, Clock>;
   using WaitClock = std::chrono::steady_clock;
-  static constexpr bool async_factory = !std::convertible_to<std::invoke_result_t<Factory&>, Conn>;
+  static constexpr bool async_factory =
+      !std::convertible_to<detail::factory_result_t<Factory>, Conn>;
 
   template <bool Try>
   class Operation;
@@ -614,7 +614,9 @@ class AsyncConnectionPool {
               // The frame keeps the factory alive across the suspension, even if set_factory()
               // replaces it meanwhile.
               const std::shared_ptr<Factory> factory = core.factory();
-              conn.emplace(co_await std::invoke(*factory));
+              const Deadline deadline = core.connect_deadline();
+              conn.emplace(co_await detail::call_factory(*factory, deadline));
+              core.check_connect_time(deadline, *conn);
             } catch (...) {
               core.abort_create(slot, st.capacity);
               throw;

@@ -13,6 +13,8 @@
 #include <type_traits>
 #include <utility>
 
+#include <connpool/deadline.hpp>
+
 namespace connpool {
 
 namespace detail {
@@ -48,6 +50,10 @@ concept HasMemberPing = requires(T& t) {
   { t.ping() } -> std::convertible_to<bool>;
 };
 template <class T>
+concept HasMemberPingDeadline = requires(T& t, const Deadline& d) {
+  { t.ping(d) } -> std::convertible_to<bool>;
+};
+template <class T>
 concept HasMemberReset = requires(T& t) {
   t.reset();
 };
@@ -65,7 +71,7 @@ concept HasMemberIsBroken = requires(const T& t) {
 /// so Closeable<C>, Pingable<C>, Resettable<C> and BrokenCheckable<C> follow. A specialisation
 /// provides any of:
 ///     static void close(C&);  static bool ping(C&);  static void reset(C&);
-///     static bool is_broken(const C&);
+///     static bool is_broken(const C&);  static bool ping(C&, const Deadline&);
 /// Example:
 ///     template <> struct connpool::connection_traits<PGconn*> {
 ///       static void close(PGconn*& c) { PQfinish(c); }
@@ -78,6 +84,10 @@ struct connection_traits {
   }
   static bool ping(C& c) requires detail::HasMemberPing<detail::target_t<C>> {
     return static_cast<bool>(detail::target(c).ping());
+  }
+  static bool ping(C& c,
+                   const Deadline& d) requires detail::HasMemberPingDeadline<detail::target_t<C>> {
+    return static_cast<bool>(detail::target(c).ping(d));
   }
   static void reset(C& c) requires detail::HasMemberReset<detail::target_t<C>> {
     detail::target(c).reset();
@@ -106,6 +116,17 @@ concept Closeable = requires(C& c) {
 template <class C>
 concept Pingable = requires(C& c) {
   { connection_traits<C>::ping(c) } -> std::convertible_to<bool>;
+}
+|| requires(C& c, const Deadline& d) {
+  { connection_traits<C>::ping(c, d) } -> std::convertible_to<bool>;
+};
+
+/// `connection_traits<C>::ping(c, deadline)` is valid and converts to bool: the pool then
+/// always pings with a Deadline (PoolOptions::validation_timeout, and the pool's close signal),
+/// preferring it to ping(c) when both exist.
+template <class C>
+concept DeadlinePingable = requires(C& c, const Deadline& d) {
+  { connection_traits<C>::ping(c, d) } -> std::convertible_to<bool>;
 };
 
 /// `connection_traits<C>::reset(c)` is valid.
@@ -129,13 +150,48 @@ concept BrokenCheckable = requires(const C& c) {
   { connection_traits<C>::is_broken(c) } -> std::convertible_to<bool>;
 };
 
-/// `F` can be called with no arguments and returns something convertible to `C`.
+namespace detail {
+
+/// A factory that takes a Deadline (PoolOptions::connect_timeout and the pool's close signal).
+template <class F>
+concept TakesDeadline = std::invocable<F&, const Deadline&>;
+
+/// Calls the factory `f`: with `d` if it takes a Deadline, else with no arguments.
+template <class F>
+decltype(auto) call_factory(F& f, const Deadline& d) {
+  if constexpr (TakesDeadline<F>) {
+    return std::invoke(f, d);
+  } else {
+    (void)d;
+    return std::invoke(f);
+  }
+}
+
+/// What a factory returns (called as call_factory() calls it); void if it cannot be called.
+template <class F>
+struct factory_result {
+  using type = void;
+};
+template <class F>
+requires TakesDeadline<F> || std::invocable<F&>
+struct factory_result<F> {
+  using type = decltype(call_factory(std::declval<F&>(), std::declval<const Deadline&>()));
+};
+template <class F>
+using factory_result_t = typename factory_result<F>::type;
+
+}  // namespace detail
+
+/// `F` can be called with no arguments, or with a `const Deadline&`, and returns something
+/// convertible to `C`. When it takes a Deadline, the pool passes one on every connect (and
+/// prefers that form when both exist).
 ///
 /// Semantics: the pool calls the factory outside its lock, possibly from several threads at
 /// once, so it must be safe to call concurrently. An exception from it reaches the acquiring
-/// caller unchanged.
+/// caller unchanged. A connect that returns after its deadline (PoolOptions::connect_timeout)
+/// counts as failed: its connection is closed and the caller gets ConnectTimeout.
 template <class F, class C>
-concept ConnectionFactory = std::invocable<F&> && std::convertible_to<std::invoke_result_t<F&>, C>;
+concept ConnectionFactory = std::convertible_to<detail::factory_result_t<F>, C>;
 
 /// What the pool requires of a connection type: move-constructible (it is moved out of the
 /// factory's result and out by PooledHandle::detach()) and destructible.

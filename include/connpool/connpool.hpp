@@ -7,6 +7,7 @@
 
 #include <connpool/async_pool.hpp>
 #include <connpool/concepts.hpp>
+#include <connpool/deadline.hpp>
 #include <connpool/errors.hpp>
 #include <connpool/handle.hpp>
 #include <connpool/manual_clock.hpp>

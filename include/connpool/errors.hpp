@@ -26,6 +26,15 @@ class AcquireTimeout : public PoolError {
   using PoolError::PoolError;
 };
 
+/// A connect took longer than PoolOptions::connect_timeout: the factory returned after its
+/// deadline (its connection was closed at once), or gave up at the deadline it was passed. It
+/// counts as a failed connect (PoolStats::create_failures, the connect backoff) and reaches
+/// the caller that was connecting, as a factory's own exception would.
+class ConnectTimeout : public PoolError {
+ public:
+  using PoolError::PoolError;
+};
+
 /// An acquire's wait was ended through its std::stop_token.
 class AcquireCancelled : public PoolError {
  public:

@@ -142,6 +142,18 @@ struct PoolOptions {
   /// once.
   std::size_t max_waiters = 0;
 
+  /// How long a connect may take: a factory that takes a connpool::Deadline is passed one
+  /// that ends this long after the connect starts (and a stop token requested when the pool
+  /// closes), to give up by; a connect that returns later anyway counts as failed (its
+  /// connection is closed, the caller gets ConnectTimeout, the backoff counts it). Default 0 =
+  /// no limit (the factory's own). Must be >= 0.
+  std::chrono::milliseconds connect_timeout{0};
+
+  /// How long a ping may take, likewise: a connection whose ping takes a Deadline is passed one;
+  /// a ping that returns later counts as failed (the connection is closed, and the acquire goes
+  /// on with another). Default 0 = no limit. Must be >= 0.
+  std::chrono::milliseconds validation_timeout{0};
+
   /// A connection handed out this many times is closed when it comes back (CloseReason::
   /// max_uses) instead of returned, so that traffic moves to new servers behind a load balancer
   /// and per-session memory on the server is released (node-postgres maxUses). Default 0 = no
@@ -180,6 +192,8 @@ struct PoolOptions {
     check_not_negative(keepalive_interval, "keepalive_interval");
     check_not_negative(max_connect_backoff, "max_connect_backoff");
     check_not_negative(leak_threshold, "leak_threshold");
+    check_not_negative(connect_timeout, "connect_timeout");
+    check_not_negative(validation_timeout, "validation_timeout");
     if (lifetime_jitter && !(*lifetime_jitter >= 0.0 && *lifetime_jitter <= 0.5)) {
       throw std::invalid_argument(
           "connpool: PoolOptions::lifetime_jitter must be between 0 and 0.5 (got " +

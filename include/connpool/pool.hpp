@@ -210,9 +210,9 @@ class ConnectionPool {
 };
 
 template <class F>
-ConnectionPool(F, PoolOptions) -> ConnectionPool<std::decay_t<std::invoke_result_t<F&>>, F>;
+ConnectionPool(F, PoolOptions) -> ConnectionPool<std::decay_t<detail::factory_result_t<F>>, F>;
 
 template <class F>
-ConnectionPool(F) -> ConnectionPool<std::decay_t<std::invoke_result_t<F&>>, F>;
+ConnectionPool(F) -> ConnectionPool<std::decay_t<detail::factory_result_t<F>>, F>;
 
 }  // namespace connpool

@@ -19,15 +19,19 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <stop_token>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <utility>
 
 #include <connpool/concepts.hpp>
+#include <connpool/deadline.hpp>
 #include <connpool/detail/awaitable.hpp>
 #include <connpool/detail/clock.hpp>
 #include <connpool/detail/expiry.hpp>
 #include <connpool/detail/pool_slot.hpp>
+#include <connpool/errors.hpp>
 #include <connpool/events.hpp>
 #include <connpool/options.hpp>
 
@@ -73,23 +77,78 @@ class ConnectionOps {
   /// The factory's connection, on this thread. A factory that returns an awaitable (an
   /// AsyncConnectionPool's, for warm-up and refill) is driven to completion by sync_wait.
   ///
-  /// Throws: what the factory throws (DESIGN 3: it reaches the caller unchanged).
+  /// Throws: what the factory throws (DESIGN 3: it reaches the caller unchanged);
+  /// ConnectTimeout if it returned after its deadline (see check_connect_time()).
   Conn make_connection() {
     const std::shared_ptr<Factory> f = factory();
-    using Result = std::invoke_result_t<Factory&>;
-    if constexpr (Awaitable<Result> && !std::convertible_to<Result, Conn>) {
-      return Conn(sync_wait(std::invoke(*f)));
-    } else {
-      return Conn(std::invoke(*f));
-    }
+    const Deadline d = connect_deadline();
+    using Result = factory_result_t<Factory>;
+    Conn c = [&] {
+      if constexpr (Awaitable<Result> && !std::convertible_to<Result, Conn>) {
+        return Conn(sync_wait(call_factory(*f, d)));
+      } else {
+        return Conn(call_factory(*f, d));
+      }
+    }();
+    check_connect_time(d, c);
+    return c;
   }
+
+  /// The Deadline of a connect starting now: PoolOptions::connect_timeout from now (none when
+  /// 0), and the pool's close signal for a factory that takes it.
+  [[nodiscard]] Deadline connect_deadline() const noexcept {
+    Deadline d;
+    if (options_->connect_timeout.count() > 0) {
+      d.at = Deadline::clock::now() + options_->connect_timeout;
+    }
+    if constexpr (TakesDeadline<Factory>) {
+      d.stop = stop_.get_token();
+    }
+    return d;
+  }
+
+  /// A connect that returned after its deadline `d` failed (PoolOptions::connect_timeout): its
+  /// connection `c` is closed (no hooks: the pool never had it), and ConnectTimeout thrown.
+  void check_connect_time(const Deadline& d, Conn& c) const {
+    if (!d.limited() || Deadline::clock::now() <= d.at) {
+      return;
+    }
+    if constexpr (Closeable<Conn>) {
+      try {
+        traits::close(c);
+      } catch (...) {
+      }
+    }
+    throw ConnectTimeout("connpool: the connect took longer than connect_timeout (" +
+                         std::to_string(options_->connect_timeout.count()) +
+                         " ms); its connection was closed");
+  }
+
+  /// The pool is closing: every Deadline handed out, and every later one, reports it.
+  /// Runs the stop callbacks that connects and pings registered (user code): never under the
+  /// pool's lock.
+  void request_stop() noexcept { stop_.request_stop(); }
 
   /// Pings the connection of the owned slot `s`: true if alive. A ping that throws failed
   /// (DESIGN 5). Not Pingable: always alive.
+  ///
+  /// With PoolOptions::validation_timeout, a ping that returns after it failed too; a
+  /// DeadlinePingable connection is passed the Deadline (and the pool's close signal).
   bool ping(SlotT& s) noexcept {
     if constexpr (Pingable<Conn>) {
       try {
-        return static_cast<bool>(traits::ping(*s.conn));
+        Deadline d;
+        if (options_->validation_timeout.count() > 0) {
+          d.at = Deadline::clock::now() + options_->validation_timeout;
+        }
+        bool alive = false;
+        if constexpr (DeadlinePingable<Conn>) {
+          d.stop = stop_.get_token();
+          alive = static_cast<bool>(traits::ping(*s.conn, d));
+        } else {
+          alive = static_cast<bool>(traits::ping(*s.conn));
+        }
+        return alive && (!d.limited() || Deadline::clock::now() <= d.at);
       } catch (...) {
         return false;
       }
@@ -255,6 +314,8 @@ class ConnectionOps {
 
   // Guards the pointer factory_ (not the calls: the factory runs outside every lock, possibly
   // from several threads at once). Taken once per connect, to copy the pointer.
+  // Requested when the pool closes (request_stop()); its tokens go out in Deadlines.
+  std::stop_source stop_;
   mutable std::mutex factory_mutex_;
   std::shared_ptr<Factory> factory_;  // never null; replaced by set_factory()
   const PoolOptions* options_;        // the pool's; immutable

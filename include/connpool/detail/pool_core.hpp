@@ -720,6 +720,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Replaces the factory for the connects that start from now on (credential rotation).
   void set_factory(Factory factory) { ops_.set_factory(std::move(factory)); }
 
+  /// For an asynchronous connect (async_ops.hpp): its Deadline, and the check of its end.
+  Deadline connect_deadline() const noexcept { return ops_.connect_deadline(); }
+  void check_connect_time(const Deadline& d, Conn& c) const { ops_.check_connect_time(d, c); }
+
  private:
   /// Opens one connection into the idle set (or to the oldest waiter), for warm-up and refill.
   /// Returns false when nothing more should be added (closed, enough open, or a failure that is

@@ -62,6 +62,9 @@ inline void PoolCore<Conn, Factory, Clock>::close() noexcept {
     maintenance_cv_.notify_all();
     timer_cv_.notify_all();
   }
+  // Connects and pings under way give up (user stop callbacks run here), the maintenance
+  // thread's among them, before it is joined.
+  ops_.request_stop();
   join_internal_threads(false);
   close_slots(idle);
 }
