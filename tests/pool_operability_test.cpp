@@ -1,6 +1,7 @@
 // connpool - tests: evict_all(), event hooks, leak detection, keepalive and lifetime jitter
 // SPDX-License-Identifier: MIT
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -578,6 +579,77 @@ TEST_CASE("ConnectionPool: connects back off after three failures; callers fail 
   CHECK(h);
   state.factory_fails = true;
   CHECK_THROWS_AS(pool.acquire(0ms), connpool_test::FactoryError);  // no backoff after one
+}
+
+namespace {
+
+/// A factory that fails its first `failures` calls, then records how many of its calls run at
+/// once, against the slow start's limit at that moment.
+struct SlowStartProbe {
+  FakeState* state;
+  std::mutex* mutex;          // guards the fields below
+  int* failures_left;         // calls still to fail
+  int* active;                // successful-phase calls running now
+  int* succeeded;             // successful calls returned
+  std::vector<int>* actives;  // `active` at each start, in order
+  int* over_limit;            // starts beyond min(max_connecting, 2^succeeded)
+  int max_connecting;
+  FakeConn operator()() const {
+    {
+      const std::lock_guard lock(*mutex);
+      if (*failures_left > 0) {
+        --*failures_left;
+        throw connpool_test::FactoryError(503);
+      }
+      ++*active;
+      actives->push_back(*active);
+      // The gate counts a success when the factory has returned, so its limit is never above
+      // this one (counted on return, before the pool learns of it).
+      const int limit = std::min(max_connecting, 1 << std::min(*succeeded, 16));
+      *over_limit += *active > limit ? 1 : 0;
+    }
+    std::this_thread::sleep_for(5ms);  // room for other connects to start meanwhile
+    FakeConn c = FakeFactory{*state}();
+    const std::lock_guard lock(*mutex);
+    --*active;
+    ++*succeeded;
+    return c;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("ConnectionPool: after a backoff, connects start one at a time and then double",
+          "[design][pool][connect][slow_start]") {
+  FakeState state;
+  std::mutex mutex;
+  int failures_left = 3;
+  int active = 0;
+  int succeeded = 0;
+  std::vector<int> actives;
+  int over_limit = 0;
+  PoolOptions o = quiet(8);
+  o.max_connecting = 4;
+  connpool::ConnectionPool pool{
+      SlowStartProbe{&state, &mutex, &failures_left, &active, &succeeded, &actives, &over_limit, 4},
+      o};
+  for (int i = 0; i < 3; ++i) {
+    CHECK_THROWS_AS(pool.acquire(1s), connpool_test::FactoryError);
+  }
+  // A backoff runs. Eight callers arrive, each needing a connection of its own.
+  std::vector<connpool::PooledHandle<FakeConn>> held(8);
+  {
+    std::vector<std::jthread> callers;
+    for (int t = 0; t < 8; ++t) {
+      callers.emplace_back([&, t] { held[t] = pool.acquire(connpool_test::generous_deadline); });
+    }
+  }
+  const std::lock_guard lock(mutex);
+  CHECK(succeeded == 8);
+  REQUIRE(actives.size() == 8);
+  CHECK(actives.front() == 1);  // the probe ran alone
+  CHECK(over_limit == 0);       // then 2, 4: never more than the slow start admitted
+  CHECK(*std::max_element(actives.begin(), actives.end()) <= 4);
 }
 
 TEST_CASE(

@@ -116,3 +116,83 @@ TEST_CASE("ConnectGate: who fails early during a backoff", "[detail][connect]") 
   CHECK(why.retry_in == 6ms);
   CHECK(why.last_error != nullptr);
 }
+
+TEST_CASE("ConnectGate: after a backoff, one probe first, then twice as many per success",
+          "[detail][connect][slow_start]") {
+  ConnectGate gate(8, 5000ms);
+  for (int i = 0; i < 3; ++i) {
+    gate.begin();
+    (void)gate.ended(refused(), at(0ms), 1.0);
+  }
+  REQUIRE(gate.backing_off(at(5ms)));  // 10 ms
+  CHECK(gate.slow_start_limit() == 1);
+  CHECK_FALSE(gate.permitted(at(5ms)));
+  // The backoff ends: one probe.
+  CHECK(gate.permitted(at(10ms)));
+  gate.begin();
+  CHECK_FALSE(gate.permitted(at(10ms)));
+  CHECK_FALSE(gate.ended(nullptr, at(11ms), 1.0));  // it succeeded: two at once
+  CHECK(gate.slow_start_limit() == 2);
+  gate.begin();
+  gate.begin();
+  CHECK_FALSE(gate.permitted(at(12ms)));
+  CHECK_FALSE(gate.ended(nullptr, at(13ms), 1.0));  // four
+  CHECK(gate.slow_start_limit() == 4);
+  gate.begin();
+  gate.begin();
+  gate.begin();
+  CHECK(gate.connecting() == 4);
+  CHECK_FALSE(gate.permitted(at(14ms)));
+  CHECK_FALSE(gate.ended(nullptr, at(15ms), 1.0));  // eight = max_connecting: slow start over
+  CHECK(gate.slow_start_limit() == 0);
+  for (int i = 0; i < 5; ++i) {
+    CHECK(gate.permitted(at(16ms)));
+    gate.begin();
+  }
+  CHECK(gate.connecting() == 8);
+  CHECK_FALSE(gate.permitted(at(16ms)));
+}
+
+TEST_CASE("ConnectGate: a failed probe keeps the limit; a new backoff starts slow start over",
+          "[detail][connect][slow_start]") {
+  ConnectGate gate(4, 5000ms);
+  for (int i = 0; i < 3; ++i) {
+    gate.begin();
+    (void)gate.ended(refused(), at(0ms), 1.0);
+  }
+  gate.begin();
+  CHECK_FALSE(gate.ended(nullptr, at(20ms), 1.0));
+  CHECK(gate.slow_start_limit() == 2);
+  gate.begin();
+  // One failure after a success: below the threshold, no backoff, the limit stays.
+  CHECK_FALSE(gate.ended(refused(), at(21ms), 1.0));
+  CHECK(gate.slow_start_limit() == 2);
+  gate.begin();
+  (void)gate.ended(refused(), at(22ms), 1.0);
+  gate.begin();
+  CHECK(gate.ended(refused(), at(23ms), 1.0));  // the third in a row: a backoff again
+  CHECK(gate.slow_start_limit() == 1);
+  CHECK_FALSE(gate.permitted(at(24ms)));
+  CHECK(gate.permitted(at(60ms)));
+}
+
+TEST_CASE("ConnectGate: with max_connecting 0, slow start doubles up to its ceiling",
+          "[detail][connect][slow_start]") {
+  ConnectGate gate(0, 5000ms);
+  for (int i = 0; i < 3; ++i) {
+    gate.begin();
+    (void)gate.ended(refused(), at(0ms), 1.0);
+  }
+  std::size_t expected = 1;
+  while (gate.slow_start_limit() != 0) {
+    CHECK(gate.slow_start_limit() == expected);
+    gate.begin();
+    (void)gate.ended(nullptr, at(100ms), 1.0);
+    expected *= 2;
+  }
+  CHECK(expected == ConnectGate::slow_start_ceiling);
+  for (std::size_t i = 0; i < 2 * ConnectGate::slow_start_ceiling; ++i) {
+    gate.begin();
+  }
+  CHECK(gate.permitted(at(100ms)));  // unlimited again
+}

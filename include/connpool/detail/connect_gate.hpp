@@ -32,19 +32,37 @@ namespace connpool::detail {
 /// Why three failures: one or two are noise (a connection reset, a restart in progress), a run of
 /// them is an outage, in which every caller connecting at once is what keeps a recovering
 /// database down.
+///
+/// Slow start (porsager/postgres, TCP's congestion window): once a backoff started, connects
+/// are admitted one at a time when it ends (a probe), and each success doubles how many may
+/// run at once, up to max_connecting (or without bound when that is 0, after
+/// slow_start_ceiling), so that a server coming back is not met by a full pool reconnecting at
+/// once. A backoff starting again begins it over.
 class ConnectGate {
  public:
   static constexpr std::size_t failures_before_backoff = 3;
   static constexpr std::chrono::milliseconds first_backoff{10};
+  /// With max_connecting 0 (unlimited), slow start ends once this many connects are admitted.
+  static constexpr std::size_t slow_start_ceiling = 1024;
 
   /// `max_connecting`: permits (0 = unlimited); `max_backoff`: the longest backoff (0 = none).
   ConnectGate(std::size_t max_connecting, std::chrono::milliseconds max_backoff) noexcept
       : max_connecting_(max_connecting), max_backoff_(max_backoff) {}
 
-  /// Whether a connect may start now: a permit is free, and no backoff runs.
+  /// Whether a connect may start now: a permit is free (within the slow start's limit while one
+  /// runs), and no backoff runs.
   [[nodiscard]] bool permitted(WaitClock::time_point now) const noexcept {
-    return (max_connecting_ == 0 || connecting_ < max_connecting_) && now >= backoff_until_;
+    if (now < backoff_until_) {
+      return false;
+    }
+    if (slow_start_ != 0) {
+      return connecting_ < slow_start_;
+    }
+    return max_connecting_ == 0 || connecting_ < max_connecting_;
   }
+
+  /// Connects admitted at once during the slow start after a backoff; 0 when none runs.
+  [[nodiscard]] std::size_t slow_start_limit() const noexcept { return slow_start_; }
 
   /// Takes a permit (the caller checked permitted()).
   void begin() noexcept { ++connecting_; }
@@ -76,6 +94,10 @@ class ConnectGate {
     if (!error) {
       failures_ = 0;
       backoff_until_ = {};
+      if (slow_start_ != 0) {
+        const std::size_t ceiling = max_connecting_ != 0 ? max_connecting_ : slow_start_ceiling;
+        slow_start_ = slow_start_ * 2 >= ceiling ? 0 : slow_start_ * 2;
+      }
       return false;
     }
     ++failures_;
@@ -86,6 +108,7 @@ class ConnectGate {
       return false;
     }
     backoff_until_ = now + std::chrono::duration_cast<WaitClock::duration>(base * jitter);
+    slow_start_ = 1;  // when it ends: one probe first
     return true;
   }
 
@@ -122,10 +145,13 @@ class ConnectGate {
   [[nodiscard]] std::size_t failures() const noexcept { return failures_; }
 
  private:
-  const std::size_t max_connecting_;              // permits; 0 = unlimited
-  const std::chrono::milliseconds max_backoff_;   // longest backoff; 0 = none
-  std::size_t connecting_ = 0;                    // connects in flight (permits taken)
-  std::size_t failures_ = 0;                      // consecutive failed connects
+  const std::size_t max_connecting_;             // permits; 0 = unlimited
+  const std::chrono::milliseconds max_backoff_;  // longest backoff; 0 = none
+  std::size_t connecting_ = 0;                   // connects in flight (permits taken)
+  std::size_t failures_ = 0;                     // consecutive failed connects
+  // Connects admitted at once during the slow start after a backoff (1, 2, 4, ...); 0 = none
+  // runs (max_connecting_ applies).
+  std::size_t slow_start_ = 0;
   WaitClock::time_point backoff_until_{};         // no connect before; {} = no backoff
   std::exception_ptr last_error_;                 // the last factory exception; null = none yet
   std::shared_ptr<const std::string> last_what_;  // its text (describe_error())
