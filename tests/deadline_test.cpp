@@ -54,11 +54,13 @@ struct BlackHole {
   [[noreturn]] void connect(const Deadline& d) {
     ++attempts;
     entered.open();
-    std::unique_lock lock(mutex);
+    // Registered before the lock is taken: when the stop was requested already, the callback
+    // runs here, at once, and takes the lock itself.
     const std::stop_callback wake(d.stop, [this] {
       const std::lock_guard l(mutex);
       cv.notify_all();
     });
+    std::unique_lock lock(mutex);
     // The test's own bound: a deadline-less connect here is a defect, not a hang.
     const auto give_up_by = std::min(d.at, Deadline::clock::now() + 30s);
     cv.wait_until(lock, give_up_by, [&] { return d.stop.stop_requested(); });

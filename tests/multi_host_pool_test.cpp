@@ -15,6 +15,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -1088,4 +1089,97 @@ TEST_CASE("MultiHostPool: class template argument deduction from the hosts and t
   CHECK(h->host == h.host());
   connpool::MultiHostPool defaults{std::vector<int>{1, 2}, [](int host) { return host * 10; }};
   static_assert(std::is_same_v<decltype(defaults)::connection_type, int>);
+}
+
+// --- Rolling maintenance (issue 14, item 10) ---------------------------------------------------
+
+TEST_CASE("MultiHostPool: a paused host is skipped until resume_host()",
+          "[design][multi_host][lifecycle][pause]") {
+  struct Tag {};
+  FakeHosts hosts(abc);
+  Pool<Tag> pool{abc, hosts.factory(), options(Balance::round_robin)};
+  pool.pause_host("b");
+  pool.pause_host("b");  // idempotent
+  std::vector<std::string> order;
+  for (int i = 0; i < 6; ++i) {
+    order.push_back(pool.acquire().host());
+  }
+  CHECK(std::count(order.begin(), order.end(), "b") == 0);
+  CHECK(host_stats<Tag>(pool.stats(), "b").paused);
+  CHECK_FALSE(host_stats<Tag>(pool.stats(), "a").paused);
+  pool.resume_host("b");
+  CHECK_FALSE(host_stats<Tag>(pool.stats(), "b").paused);
+  order.clear();
+  for (int i = 0; i < 6; ++i) {
+    order.push_back(pool.acquire().host());
+  }
+  CHECK(std::count(order.begin(), order.end(), "b") == 2);
+  CHECK_THROWS_AS(pool.pause_host("zz"), std::invalid_argument);
+  CHECK_THROWS_AS(pool.resume_host("zz"), std::invalid_argument);
+  CHECK_THROWS_AS(pool.drain_host("zz", 10ms), std::invalid_argument);
+}
+
+TEST_CASE("MultiHostPool: with every host paused, acquire says so", "[design][multi_host][pause]") {
+  struct Tag {};
+  FakeHosts hosts(abc);
+  Pool<Tag> pool{abc, hosts.factory(), options(Balance::round_robin)};
+  for (const auto& h : abc) {
+    pool.pause_host(h);
+  }
+  const std::string what = message_of([&] { auto h = pool.acquire(50ms); });
+  CHECK(what.find("paused") != std::string::npos);
+  pool.resume_host("c");
+  CHECK(pool.acquire(50ms).host() == "c");
+}
+
+TEST_CASE("MultiHostPool: drain_host() empties one host while the others serve",
+          "[design][multi_host][lifecycle][drain]") {
+  struct Tag {};
+  FakeHosts hosts(abc);
+  Pool<Tag> pool{abc, hosts.factory(), options(Balance::round_robin)};
+  std::vector<connpool::MultiHostHandle<FakeConn, std::string>> out;
+  for (int i = 0; i < 6; ++i) {
+    out.push_back(pool.acquire());  // two on each host
+  }
+  pool.acquire().release();  // and an idle one on "a"
+  // Handles on "b" come back from another thread while the drain waits.
+  std::vector<connpool::MultiHostHandle<FakeConn, std::string>> on_b;
+  for (auto& h : out) {
+    if (h.host() == "b") {
+      on_b.push_back(std::move(h));
+    }
+  }
+  REQUIRE(on_b.size() == 2);
+  connpool_test::Gate draining;
+  std::jthread releaser([&] {
+    REQUIRE(draining.wait());
+    for (auto& h : on_b) {
+      h.release();
+    }
+  });
+  std::atomic<bool> drained{false};
+  std::jthread drainer([&] { drained = pool.drain_host("b", connpool_test::generous_deadline); });
+  REQUIRE(connpool_test::eventually([&] { return host_stats<Tag>(pool.stats(), "b").paused; }));
+  // Meanwhile the other hosts serve.
+  for (int i = 0; i < 4; ++i) {
+    CHECK(pool.acquire().host() != "b");
+  }
+  draining.open();
+  drainer.join();
+  CHECK(drained);
+  const auto b = host_stats<Tag>(pool.stats(), "b");
+  CHECK(b.pool.total_connections() == 0);
+  CHECK(hosts["b"].live == 0);
+  CHECK(b.paused);  // until resume_host()
+  // A drain that cannot finish in time says so.
+  auto on_a = pool.acquire("a");
+  CHECK_FALSE(pool.drain_host("a", 20ms));
+  on_a.release();
+  pool.resume_host("a");
+  pool.resume_host("b");
+  std::set<std::string> seen;
+  for (int i = 0; i < 3; ++i) {
+    seen.insert(pool.acquire().host());
+  }
+  CHECK(seen.count("b") == 1);
 }

@@ -121,6 +121,7 @@ struct HostStats {
   HealthState state = HealthState::closed;  ///< its circuit breaker
   std::size_t consecutive_failures = 0;     ///< failures since its last success
   std::string last_error;                   ///< what its last failure said ("" if none yet)
+  bool paused = false;                      ///< pause_host() or drain_host() is in force
 };
 
 namespace detail {

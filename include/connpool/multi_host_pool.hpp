@@ -364,6 +364,28 @@ class MultiHostPool {
     removed->pool.close();  // outside the lock: runs the connections' close()
   }
 
+  /// Rolling maintenance: stops handing out connections of `host` (its pool's pause()). The
+  /// balancer skips a paused host, so the others take its load; acquire(host) on it waits, as
+  /// on a paused ConnectionPool. Handles out work and come back normally. Idempotent.
+  ///
+  /// Throws: std::invalid_argument if `host` is not in the pool.
+  void pause_host(const Host& host) { entry_of(host).pool.pause(); }
+
+  /// Ends pause_host() (or drain_host()): the host is picked again, and its waiting callers are
+  /// served. Idempotent.
+  ///
+  /// Throws: std::invalid_argument if `host` is not in the pool.
+  void resume_host(const Host& host) { entry_of(host).pool.resume(); }
+
+  /// Pauses `host`, closes its idle connections, and waits until none of its connections is in
+  /// use (each closed as it comes back): true; false if `timeout` passes first. The other hosts
+  /// serve meanwhile; the host stays paused until resume_host().
+  ///
+  /// Throws: std::invalid_argument if `host` is not in the pool.
+  bool drain_host(const Host& host, std::chrono::milliseconds timeout) {
+    return entry_of(host).pool.drain(timeout);
+  }
+
   /// The current hosts, in order.
   [[nodiscard]] std::vector<Host> hosts() const {
     std::vector<Host> out;
@@ -377,7 +399,7 @@ class MultiHostPool {
   [[nodiscard]] stats_type stats() const {
     stats_type out;
     for (Entry* e : current_.load(std::memory_order_acquire)->hosts) {
-      HostStats<Host> h{e->host(), e->pool.stats(), HealthState::closed, 0, {}};
+      HostStats<Host> h{e->host(), e->pool.stats(), HealthState::closed, 0, {}, e->pool.paused()};
       auto v = e->health.view();
       h.state = v.state;
       h.consecutive_failures = v.failures;
@@ -419,6 +441,16 @@ class MultiHostPool {
     throw std::invalid_argument("connpool: MultiHostPool: unknown host " + host_to_string(host));
   }
 
+  /// The entry of a current host. Entries live as long as this pool (remove_host() only
+  /// unlists them), so the reference stays valid.
+  Entry& entry_of(const Host& host) const {
+    Entry* e = find(host);
+    if (e == nullptr) {
+      throw_unknown(host);
+    }
+    return *e;
+  }
+
   Entry* find(const Host& host) const noexcept {
     for (Entry* e : current_.load(std::memory_order_acquire)->hosts) {
       if (e->host() == host) {
@@ -458,8 +490,8 @@ class MultiHostPool {
     std::optional<typename Clock::time_point> now;  // read only when a circuit is not closed
     auto ok = [&](std::size_t i) {
       const Entry& e = *snap.hosts[i];
-      if (e.in_use() >= e.max_size) {
-        return false;
+      if (e.in_use() >= e.max_size || e.pool.paused()) {
+        return false;  // full, or paused for maintenance (pause_host())
       }
       if (e.health.closed()) {
         return true;
@@ -484,7 +516,10 @@ class MultiHostPool {
     const auto now = Clock::now();
     const std::size_t i = detail::Balancer::least_loaded(
         snap.hosts.size(), failed,
-        [&](std::size_t k) { return snap.hosts[k]->health.may_admit(now); }, load_of(snap));
+        [&](std::size_t k) {
+          return !snap.hosts[k]->pool.paused() && snap.hosts[k]->health.may_admit(now);
+        },
+        load_of(snap));
     if (i == detail::Balancer::none) {
       return nullptr;
     }
@@ -601,6 +636,9 @@ class MultiHostPool {
       msg += ": ";
       msg += to_string(v.state);
       msg += ", ";
+      if (e->pool.paused()) {
+        msg += "paused, ";
+      }
       msg += std::to_string(v.failures);
       msg += " consecutive failures, last error: ";
       msg += v.last_error.empty() ? std::string("none") : v.last_error;
