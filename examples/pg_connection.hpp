@@ -3,25 +3,43 @@
 #pragma once
 
 // A small RAII wrapper over libpq's PGconn (Debian's libpq-dev) that is what connpool looks
-// for: Closeable (PQfinish), Pingable (the connection is OK and `SELECT 1` round-trips) and
+// for: Closeable (PQfinish), Pingable (the connection is OK and `SELECT 1` round-trips),
 // Resettable (rolls back a transaction left open and discards the session's state with DISCARD
 // ALL, so the next borrower starts clean; SessionReset::rollback_only skips the DISCARD ALL and
-// its round trip). Used by examples/postgres.cpp, the integration tests and bench/pg_bench.cpp;
-// copy it into your project and extend query() as you need.
+// its round trip) and BrokenCheckable (PQstatus, no I/O). connect() takes a connpool::Deadline
+// (a non-blocking PQconnectStartParams polled until it), and PgConnection::classify() is an
+// on_error that maps SQLSTATEs to what the pool should do. Used by examples/postgres.cpp, the
+// integration tests and bench/pg_bench.cpp; copy it into your project and extend query() as you
+// need.
 
+#include <algorithm>
+#include <chrono>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include <connpool/deadline.hpp>
+#include <connpool/options.hpp>
+
 #include <libpq-fe.h>
+#include <poll.h>
 
 namespace connpool_examples {
 
-/// An error reported by libpq or the server, with its message.
+/// An error reported by libpq or the server, with its message and, when the server sent one,
+/// its SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html).
 class PgError : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit PgError(const std::string& message, std::string sqlstate = {})
+      : std::runtime_error(message), sqlstate_(std::move(sqlstate)) {}
+  /// Five characters, e.g. "08006" or "57P01"; empty when the error did not come from the
+  /// server (out of memory, a connect that timed out).
+  [[nodiscard]] const std::string& sqlstate() const noexcept { return sqlstate_; }
+
+ private:
+  std::string sqlstate_;
 };
 
 /// What PgConnection::reset() does when the connection goes back to its pool.
@@ -50,9 +68,78 @@ class PgConnection {
     if (PQstatus(c) != CONNECTION_OK) {
       std::string message = "postgres: connect failed: " + std::string(PQerrorMessage(c));
       PQfinish(c);
-      throw PgError(trim(std::move(message)));
+      throw PgError(trim(std::move(message)), "08001");
     }
     return PgConnection(c, reset);
+  }
+
+  /// As above, giving up at `deadline` (PoolOptions::connect_timeout) or when the pool closes:
+  /// a non-blocking connect (PQconnectStartParams) whose socket is polled in slices of at most
+  /// 50 ms, so that the pool's stop request is seen promptly too. Use it as a factory that
+  /// takes the Deadline:
+  ///     connpool::ConnectionPool pool{[info](const connpool::Deadline& d) {
+  ///       return PgConnection::connect(info, SessionReset::discard_all, d);
+  ///     }, connpool::PoolOptions{.connect_timeout = 2s}};
+  /// Throws PgError ("08001" when the server refused, "timed out" past the deadline).
+  static PgConnection connect(const std::string& conninfo,
+                              SessionReset reset,
+                              const connpool::Deadline& deadline) {
+    // The conninfo string is expanded as the "dbname" keyword (expand_dbname = 1).
+    const char* const keywords[] = {"dbname", nullptr};
+    const char* const values[] = {conninfo.c_str(), nullptr};
+    PGconn* c = PQconnectStartParams(keywords, values, 1);
+    if (c == nullptr) {
+      throw PgError("postgres: out of memory");
+    }
+    PgConnection guard(c, reset);  // PQfinish on every way out
+    if (PQstatus(c) == CONNECTION_BAD) {
+      throw PgError(trim("postgres: connect failed: " + std::string(PQerrorMessage(c))), "08001");
+    }
+    PostgresPollingStatusType state = PGRES_POLLING_WRITING;
+    for (;;) {
+      if (state == PGRES_POLLING_OK) {
+        return guard;
+      }
+      if (state == PGRES_POLLING_FAILED) {
+        throw PgError(trim("postgres: connect failed: " + std::string(PQerrorMessage(c))), "08001");
+      }
+      if (deadline.expired()) {
+        throw PgError(deadline.stop.stop_requested()
+                          ? "postgres: connect abandoned: the pool is closing"
+                          : "postgres: connect timed out (connect_timeout)");
+      }
+      const auto slice = std::min<std::chrono::steady_clock::duration>(
+          deadline.remaining(), std::chrono::milliseconds(50));
+      pollfd p{PQsocket(c), static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT),
+               0};
+      const int ms = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(slice).count());
+      if (::poll(&p, 1, ms) > 0) {
+        state = PQconnectPoll(c);
+      }
+    }
+  }
+
+  /// An on_error for PoolOptions (see PooledHandle::fail()): a connection exception (SQLSTATE
+  /// class 08), an administrator's shutdown (57P01, pg_terminate_backend) or an error without
+  /// a SQLSTATE on a connection libpq reports lost are evict; a read-only transaction (25006:
+  /// the server this pool reaches was demoted, a failover happened) is clear; other server
+  /// errors (a constraint violation, a syntax error) leave the connection usable: keep. An
+  /// exception that is not a PgError: evict.
+  static connpool::ErrorAction classify(const std::exception_ptr& error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const PgError& e) {
+      const std::string& state = e.sqlstate();
+      if (state == "25006") {
+        return connpool::ErrorAction::clear;
+      }
+      if (state.empty() || state.rfind("08", 0) == 0 || state == "57P01") {
+        return connpool::ErrorAction::evict;
+      }
+      return connpool::ErrorAction::keep;
+    } catch (...) {
+      return connpool::ErrorAction::evict;
+    }
   }
 
   PgConnection(PgConnection&& other) noexcept
@@ -74,6 +161,11 @@ class PgConnection {
     if (conn_ != nullptr) {
       PQfinish(std::exchange(conn_, nullptr));
     }
+  }
+
+  /// BrokenCheckable: libpq saw the connection fail (no I/O: its own status).
+  [[nodiscard]] bool is_broken() const noexcept {
+    return conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD;
   }
 
   /// Pingable: the connection is up and a trivial query round-trips.
@@ -116,9 +208,7 @@ class PgConnection {
                                values.data(), nullptr, nullptr, 0);
     const ExecStatusType status = PQresultStatus(r);
     if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-      std::string message = "postgres: " + std::string(PQresultErrorMessage(r));
-      PQclear(r);
-      throw PgError(trim(std::move(message)));
+      throw_result_error(r);
     }
     std::vector<std::vector<std::string>> rows(static_cast<std::size_t>(PQntuples(r)));
     for (int i = 0; i < PQntuples(r); ++i) {
@@ -144,9 +234,7 @@ class PgConnection {
     PGresult* r = PQexec(conn_, sql.c_str());
     const ExecStatusType status = PQresultStatus(r);
     if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-      std::string message = "postgres: " + std::string(PQresultErrorMessage(r));
-      PQclear(r);
-      throw PgError(trim(std::move(message)));
+      throw_result_error(r);
     }
     PQclear(r);
   }
@@ -155,6 +243,20 @@ class PgConnection {
 
  private:
   PgConnection(PGconn* c, SessionReset reset) noexcept : conn_(c), reset_(reset) {}
+
+  /// Throws the error of result `r` (and frees it), with its SQLSTATE; a failure on the client's
+  /// side (no result, or none sent by the server) on a lost connection is "08006".
+  [[noreturn]] void throw_result_error(PGresult* r) const {
+    std::string message =
+        "postgres: " + std::string(r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn_));
+    const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+    std::string sqlstate = state != nullptr ? state : "";
+    if (sqlstate.empty() && is_broken()) {
+      sqlstate = "08006";  // connection_failure
+    }
+    PQclear(r);
+    throw PgError(trim(std::move(message)), std::move(sqlstate));
+  }
 
   static std::string trim(std::string s) {
     while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) {

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -399,4 +400,141 @@ TEST_CASE(
   pool.resume();
   auto h = pool.acquire(1s);
   CHECK(h);
+}
+
+// --- AsyncConnectionPool::drain(): awaitable -------------------------------------------------
+
+namespace {
+
+using AsyncPool = connpool::AsyncConnectionPool<FakeConn, FakeFactory>;
+
+PoolOptions async_options(std::size_t max_size) {
+  return PoolOptions{.max_size = max_size, .health_check_interval = 0ms};
+}
+
+/// An eager coroutine that awaits `drain` and records its result; destroy() ends it early.
+struct DrainRun {
+  struct promise_type {
+    DrainRun get_return_object() {
+      return DrainRun{std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_always final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+  std::coroutine_handle<promise_type> h;
+};
+
+DrainRun run_drain(Task<bool> drain, std::optional<bool>& result) {
+  result = co_await std::move(drain);
+}
+
+}  // namespace
+
+TEST_CASE("AsyncConnectionPool: co_await drain() with nothing in use ends at once",
+          "[design][async][lifecycle][drain]") {
+  FakeState state;
+  Loop loop;
+  AsyncPool pool{FakeFactory{state}, async_options(2), loop.scheduler()};
+  pool.acquire_blocking(1s).release();  // one idle connection
+  std::optional<bool> result;
+  const DrainRun run = run_drain(pool.drain(10s), result);
+  REQUIRE(result.has_value());  // without suspending
+  CHECK(*result);
+  CHECK(state.closed == 1);
+  CHECK(pool.paused());
+  CHECK(pool.stats().total_connections() == 0);
+  run.h.destroy();
+}
+
+TEST_CASE("AsyncConnectionPool: co_await drain() resumes when the last connection comes back",
+          "[design][async][lifecycle][drain]") {
+  FakeState state;
+  Loop loop;
+  AsyncPool pool{FakeFactory{state}, async_options(3), loop.scheduler()};
+  auto a = pool.acquire_blocking(1s);
+  auto b = pool.acquire_blocking(1s);
+  pool.acquire_blocking(1s).release();  // and one idle
+  std::optional<bool> result;
+  const DrainRun run = run_drain(pool.drain(generous_deadline), result);
+  CHECK_FALSE(result.has_value());  // suspended: two in use
+  CHECK(state.closed == 1);         // the idle one, at once
+  CHECK(pool.stats().pending == 0);
+  a.release();  // closed as it comes back
+  loop.run();
+  CHECK_FALSE(result.has_value());
+  std::jthread other([&] { b.release(); });  // the last one, from another thread
+  other.join();
+  REQUIRE(eventually([&] {
+    loop.run();
+    return result.has_value();
+  }));
+  CHECK(*result);
+  CHECK(state.closed == 3);
+  CHECK(pool.stats().total_connections() == 0);
+  // Paused until resume().
+  CHECK_THROWS_AS(pool.acquire_blocking(20ms), AcquireTimeout);
+  pool.resume();
+  CHECK(pool.acquire_blocking(1s));
+  run.h.destroy();
+}
+
+TEST_CASE("AsyncConnectionPool: co_await drain() gives up at its timeout, or when the pool closes",
+          "[design][async][lifecycle][drain]") {
+  FakeState state;
+  Loop loop;
+  AsyncPool pool{FakeFactory{state}, async_options(2), loop.scheduler()};
+  auto held = pool.acquire_blocking(1s);
+  std::optional<bool> timed;
+  const DrainRun first = run_drain(pool.drain(30ms), timed);
+  REQUIRE(eventually([&] {
+    loop.run();
+    return timed.has_value();
+  }));  // the timer thread decides at the deadline
+  CHECK_FALSE(*timed);
+  CHECK(pool.paused());
+  std::optional<bool> closed;
+  const DrainRun second = run_drain(pool.drain(generous_deadline), closed);
+  CHECK_FALSE(closed.has_value());
+  pool.close();
+  loop.run();
+  REQUIRE(closed.has_value());
+  CHECK_FALSE(*closed);  // one was still in use
+  held.release();
+  CHECK(state.live == 0);
+  first.h.destroy();
+  second.h.destroy();
+}
+
+TEST_CASE("AsyncConnectionPool: a coroutine destroyed while it awaits drain() withdraws it",
+          "[design][async][lifecycle][drain]") {
+  FakeState state;
+  Loop loop;
+  std::optional<AsyncPool> pool;
+  pool.emplace(FakeFactory{state}, async_options(1), loop.scheduler());
+  auto held = pool->acquire_blocking(1s);
+  std::optional<bool> result;
+  const DrainRun run = run_drain(pool->drain(generous_deadline), result);
+  CHECK_FALSE(result.has_value());
+  run.h.destroy();  // while suspended
+  held.release();   // nothing is resumed
+  loop.run();
+  CHECK_FALSE(result.has_value());
+  CHECK(loop.scheduled() == 0);
+  CHECK(pool->paused());  // the pause stays
+  pool->resume();
+  CHECK(pool->acquire_blocking(1s));
+  // And the pool may be destroyed while a drain waits: the drain ends (false) and the
+  // coroutine, holding the shared state, resumes safely afterwards.
+  auto again = pool->acquire_blocking(1s);
+  std::optional<bool> late;
+  const DrainRun orphan = run_drain(pool->drain(generous_deadline), late);
+  pool.reset();
+  loop.run();
+  REQUIRE(late.has_value());
+  CHECK_FALSE(*late);
+  again.release();
+  CHECK(state.live == 0);
+  orphan.h.destroy();
 }

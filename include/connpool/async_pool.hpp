@@ -512,6 +512,21 @@ class AsyncConnectionPool {
   /// resumed through the scheduler). Idempotent.
   void resume() noexcept { core_->resume(); }
 
+  /// As ConnectionPool::drain(), without blocking a thread: `co_await pool.drain(timeout)`.
+  /// Pauses the pool and closes its idle connections at once; the coroutine is then resumed
+  /// through the scheduler with true when no connection is open any more (each in use is
+  /// closed as it comes back), or with false when `timeout` passes first or the pool is closed
+  /// meanwhile. The pool stays paused until resume().
+  ///
+  /// Lazy: nothing happens until the co_await. Resumes on: the awaiting thread when nothing was
+  /// in use; otherwise through the scheduler (InlineScheduler: the thread that gave back the
+  /// last connection, the timer thread at the deadline, or the thread that closed the pool).
+  /// Lifetime: the returned Task keeps the pool's shared state alive; the coroutine may be
+  /// destroyed while it waits (its drain is withdrawn, the pool stays paused).
+  [[nodiscard]] Task<bool> drain(std::chrono::milliseconds timeout) {
+    return drain_task(typename Core::CoreRef(core_), scheduler_, timeout);
+  }
+
   /// Whether the pool is paused.
   [[nodiscard]] bool paused() const noexcept { return core_->paused(); }
 
@@ -829,6 +844,67 @@ class AsyncConnectionPool {
   }
 
   detail::AnyScheduler scheduler_;
+
+  /// The node of an asynchronous drain, with what its completion needs: the coroutine and the
+  /// scheduler to resume it through.
+  struct DrainNode final : detail::DrainWaiter {
+    std::coroutine_handle<> coroutine;
+    detail::AnyScheduler scheduler;
+
+    /// Run by the pool (Resumable::complete) once it has decided, outside its lock.
+    static void run(detail::Resumable* self) noexcept {
+      auto* n = static_cast<DrainNode*>(self);
+      if (!n->abandoned.load(std::memory_order_acquire)) {
+        // Nothing to give back if a scheduler drops it: the coroutine simply never resumes.
+        n->scheduler.schedule(Resumption(n->coroutine, [](std::coroutine_handle<>) noexcept {}));
+      }
+      n->unref();  // the pool's share
+    }
+  };
+
+  /// What drain() awaits: registers the node when it suspends, withdraws it if destroyed.
+  struct DrainAwaiter {
+    Core* core;
+    detail::AnyScheduler scheduler;
+    std::chrono::steady_clock::time_point until;
+    DrainNode* node = nullptr;
+
+    DrainAwaiter(Core* c, detail::AnyScheduler s, std::chrono::steady_clock::time_point u)
+        : core(c), scheduler(std::move(s)), until(u) {}
+    DrainAwaiter(const DrainAwaiter&) = delete;
+    DrainAwaiter& operator=(const DrainAwaiter&) = delete;
+    ~DrainAwaiter() {
+      if (node != nullptr) {
+        (void)core->cancel_async_drain(node);  // still waiting: withdrawn
+        node->abandoned.store(true, std::memory_order_release);
+        node->unref();  // this awaiter's share
+      }
+    }
+
+    bool await_ready() const noexcept { return false; }
+    bool await_suspend(std::coroutine_handle<> h) {
+      node = new DrainNode();
+      node->coroutine = h;
+      node->scheduler = scheduler;
+      node->until = until;
+      node->complete = &DrainNode::run;
+      return core->begin_async_drain(node);  // false: decided at once, go on without suspending
+    }
+    bool await_resume() noexcept {
+      const bool result = node->result;
+      node->unref();  // this awaiter's share
+      node = nullptr;
+      return result;
+    }
+  };
+
+  static Task<bool> drain_task(typename Core::CoreRef core,
+                               detail::AnyScheduler scheduler,
+                               std::chrono::milliseconds timeout) {
+    // The deadline counts from the co_await (Task is lazy), as the wait starts there.
+    co_return co_await DrainAwaiter(core.get(), std::move(scheduler),
+                                    std::chrono::steady_clock::now() + timeout);
+  }
   Core* core_;  // owned; shared with outstanding handles (see detail::PoolCore)
 };
 

@@ -23,6 +23,10 @@
 #include "integration_main.hpp"
 #include "pg_connection.hpp"
 #include "sync.hpp"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 using namespace std::chrono_literals;
 using connpool_examples::PgConnection;
@@ -210,6 +214,179 @@ TEST_CASE("PostgreSQL: after a server restart every request succeeds again",
     auto db = pool.acquire(2s);
     CHECK(db->scalar("SELECT 2") == "2");
   }
+}
+
+// --- Lifecycle (issue 14): fail() and on_error, drain(), connect_timeout ---------------------
+
+TEST_CASE("PostgreSQL: a backend terminated while in use is evicted by fail(); the next works",
+          "[integration][pg][lifecycle]") {
+  connpool::PoolOptions o = checked(2);
+  o.on_error = &PgConnection::classify;
+  connpool::ConnectionPool pool{factory(), o};
+  auto db = pool.acquire();
+  const std::string pid = db->scalar("SELECT pg_backend_pid()");
+  {
+    PgConnection admin = PgConnection::connect(conninfo());
+    REQUIRE(admin.scalar("SELECT pg_terminate_backend($1::int)", {pid}) == "t");
+  }
+  connpool::ErrorAction action = connpool::ErrorAction::keep;
+  std::string sqlstate = "none";
+  try {
+    db->scalar("SELECT 1");
+    FAIL("a query on a terminated backend succeeded");
+  } catch (const PgError& e) {
+    sqlstate = e.sqlstate();
+    action = db.fail(std::current_exception());
+  }
+  INFO("SQLSTATE of the failed query: " << sqlstate);
+  CHECK((sqlstate == "57P01" || sqlstate.rfind("08", 0) == 0));
+  CHECK(action == connpool::ErrorAction::evict);
+  CHECK_FALSE(db);
+  const auto s = pool.stats();
+  CHECK(s.closed_for(connpool::CloseReason::evicted_by_error) == 1);
+  CHECK(s.total_connections() == 0);
+  auto next = pool.acquire();
+  CHECK(next->scalar("SELECT 41 + 1") == "42");
+  CHECK(next->scalar("SELECT pg_backend_pid()") != pid);
+  // A server error that leaves the connection usable is kept.
+  try {
+    next->scalar("SELECT 1/0");
+  } catch (const PgError& e) {
+    CHECK(e.sqlstate() == "22012");  // division_by_zero
+    CHECK(next.fail(std::current_exception()) == connpool::ErrorAction::keep);
+  }
+  CHECK(pool.stats().idle == 1);
+}
+
+TEST_CASE("PostgreSQL: is_broken() keeps a connection whose backend died out of the pool",
+          "[integration][pg][lifecycle]") {
+  connpool::ConnectionPool pool{factory(), checked(1)};
+  static_assert(connpool::BrokenCheckable<PgConnection>);
+  {
+    auto db = pool.acquire();
+    const std::string pid = db->scalar("SELECT pg_backend_pid()");
+    PgConnection admin = PgConnection::connect(conninfo());
+    REQUIRE(admin.scalar("SELECT pg_terminate_backend($1::int)", {pid}) == "t");
+    CHECK_THROWS_AS(db->scalar("SELECT 1"), PgError);  // libpq now reports it bad
+    CHECK(db->is_broken());
+  }  // given back without fail(): closed as broken, without a reset attempt
+  CHECK(pool.stats().closed_for(connpool::CloseReason::broken) == 1);
+  CHECK(pool.acquire()->scalar("SELECT 1") == "1");
+}
+
+TEST_CASE("PostgreSQL: drain() while 8 threads run queries returns true and leaves 0 open",
+          "[integration][pg][lifecycle][drain]") {
+  connpool::ConnectionPool pool{factory(), checked(4)};
+  std::atomic<bool> stop{false};
+  std::atomic<int> queries{0};
+  std::atomic<int> failed{0};
+  std::vector<std::jthread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      while (!stop) {
+        try {
+          auto db = pool.acquire(50ms);
+          if (db->scalar("SELECT 1") == "1") {
+            queries.fetch_add(1);
+          }
+        } catch (const connpool::AcquireTimeout&) {
+          // paused by the drain: wait on
+        } catch (...) {
+          failed.fetch_add(1);
+        }
+      }
+    });
+  }
+  REQUIRE(connpool_test::eventually([&] { return queries > 200; }));
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(pool.drain(10s));
+  CHECK(std::chrono::steady_clock::now() - start < 10s);
+  CHECK(pool.stats().total_connections() == 0);
+  const int after_drain = queries;
+  std::this_thread::sleep_for(100ms);  // paused: no query may start
+  CHECK(queries == after_drain);
+  pool.resume();
+  REQUIRE(connpool_test::eventually([&] { return queries > after_drain + 100; }));
+  stop = true;
+  threads.clear();
+  CHECK(failed == 0);
+}
+
+namespace {
+
+/// A TCP listener on 127.0.0.1 that never accepts, with its accept queue full: a SYN to it is
+/// dropped, so a connect hangs until the kernel gives up (minutes), as on a black-holed host.
+class BlackHole {
+ public:
+  BlackHole() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&a), len) != 0 ||
+        ::listen(listener_, 0) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      throw std::runtime_error("black hole: cannot listen");
+    }
+    port_ = ntohs(a.sin_port);
+    // Fill the accept queue (a backlog of 0 holds one), with a second one for good measure.
+    for (int i = 0; i < 2; ++i) {
+      const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      (void)::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      fillers_.push_back(c);
+    }
+  }
+  BlackHole(const BlackHole&) = delete;
+  BlackHole& operator=(const BlackHole&) = delete;
+  ~BlackHole() {
+    for (const int c : fillers_) {
+      ::close(c);
+    }
+    ::close(listener_);
+  }
+  [[nodiscard]] int port() const noexcept { return port_; }
+
+ private:
+  int listener_ = -1;
+  int port_ = 0;
+  std::vector<int> fillers_;
+};
+
+}  // namespace
+
+TEST_CASE("PostgreSQL: a connect to a black-holed address ends at connect_timeout",
+          "[integration][pg][lifecycle][deadline]") {
+  const BlackHole hole;
+  const std::string info =
+      "host=127.0.0.1 port=" + std::to_string(hole.port()) + " dbname=nowhere user=nobody";
+  connpool::PoolOptions o = checked(1);
+  o.connect_timeout = 300ms;
+  connpool::ConnectionPool pool{[info](const connpool::Deadline& d) {
+                                  return PgConnection::connect(
+                                      info, connpool_examples::SessionReset::discard_all, d);
+                                },
+                                o};
+  const auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH(pool.acquire(30s), Catch::Contains("timed out"));
+  const auto took = std::chrono::steady_clock::now() - start;
+  CHECK(took >= 300ms);
+  CHECK(took < 5s);  // the connect's deadline, not the acquire's or the kernel's
+  CHECK(pool.stats().create_failures == 1);
+  // And close() ends one under way at once, without a deadline.
+  connpool_test::Gate connecting;
+  connpool::ConnectionPool unlimited{[info, &connecting](const connpool::Deadline& d) {
+                                       connecting.open();
+                                       return PgConnection::connect(
+                                           info, connpool_examples::SessionReset::discard_all, d);
+                                     },
+                                     checked(1)};
+  std::jthread caller([&] { CHECK_THROWS_AS(unlimited.acquire(30s), PgError); });
+  REQUIRE(connecting.wait());
+  const auto closing = std::chrono::steady_clock::now();
+  unlimited.close();
+  caller.join();
+  CHECK(std::chrono::steady_clock::now() - closing < 5s);
 }
 
 int main(int argc, char** argv) {

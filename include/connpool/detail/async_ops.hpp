@@ -190,6 +190,17 @@ void PoolCore<Conn, Factory, Clock>::timer_loop() noexcept {
       w.snapshot = snapshot_locked();
       w.signal();
     }
+    // Asynchronous drains past their deadline give up; the next deadline of the others.
+    std::optional<WaitClock::time_point> drain_deadline;
+    for (DrainWaiter* d = async_drains_.front(); d != nullptr;) {
+      DrainWaiter* next_drain = IntrusiveList<DrainWaiter>::next(d);
+      if (d->until <= now) {
+        finish_drain_locked(d, false);
+      } else if (!drain_deadline || d->until < *drain_deadline) {
+        drain_deadline = d->until;
+      }
+      d = next_drain;
+    }
     if (!resume_queue().empty()) {
       // The completions run on this thread (with the default inline scheduler, the resumed
       // coroutines themselves), and may close or destroy the pool: this thread's count keeps
@@ -199,22 +210,21 @@ void PoolCore<Conn, Factory, Clock>::timer_loop() noexcept {
       lk.lock();
       continue;
     }
-    if (!waiters_.has_deadlines()) {
-      if (backoff_ends) {
-        const WaitClock::time_point until = gate_.backoff_until();
-        timer_cv_.wait_until(lk.native(), until);
-      } else {
-        timer_cv_.wait(lk.native());
-      }
-      continue;
+    // A copy: wait_until reads its argument again after waking, and the waiter that owns a
+    // deadline may be served and gone by then.
+    std::optional<WaitClock::time_point> next = drain_deadline;
+    auto earliest = [&next](WaitClock::time_point t) { next = next ? std::min(*next, t) : t; };
+    if (waiters_.has_deadlines()) {
+      earliest(waiters_.next_deadline());
     }
-    // A copy: wait_until reads its argument again after waking, and the waiter that owns
-    // this deadline may be served and gone by then.
-    WaitClock::time_point next = waiters_.next_deadline();
     if (backoff_ends) {
-      next = std::min(next, gate_.backoff_until());
+      earliest(gate_.backoff_until());
     }
-    timer_cv_.wait_until(lk.native(), next);
+    if (next) {
+      timer_cv_.wait_until(lk.native(), *next);
+    } else {
+      timer_cv_.wait(lk.native());
+    }
   }
 }
 

@@ -216,6 +216,51 @@ bool PoolCore<Conn, Factory, Clock>::drain(WaitClock::duration timeout) {
 }
 
 template <class Conn, class Factory, class Clock>
+bool PoolCore<Conn, Factory, Clock>::begin_async_drain(DrainWaiter* d) {
+  const CoreRef keep(this);
+  const DrainOnExit drain;  // completions of other asynchronous drains decided below
+  UniqueLock lk(mutex_);
+  waiters_.set_paused(true);
+  generation_.fetch_add(1, std::memory_order_relaxed);  // in use now: closed when they come back
+  for (;;) {
+    SlotChain<SlotT> idle = claim_all_idle_locked();
+    if (idle.size == 0) {
+      break;
+    }
+    for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
+      s->close_reason = CloseReason::evicted;
+    }
+    lk.unlock();
+    close_slots(idle);  // user code: unlocked
+    lk.lock();
+  }
+  if (open_ == 0 || closed_.load(std::memory_order_relaxed)) {
+    d->result = open_ == 0;
+    d->unref();  // the pool's share: it never holds `d`
+    return false;
+  }
+  // Publications take the slow path while paused; with drainers_ set, after_publish_slow()
+  // closes what they publish.
+  ++drainers_;
+  async_drains_.push_back(d);
+  timer_cv_.notify_all();  // its deadline
+  return true;
+}
+
+template <class Conn, class Factory, class Clock>
+bool PoolCore<Conn, Factory, Clock>::cancel_async_drain(DrainWaiter* d) noexcept {
+  UniqueLock lk(mutex_);
+  if (!d->linked) {
+    return false;
+  }
+  async_drains_.remove(d);
+  --drainers_;
+  lk.unlock();
+  d->unref();  // the pool's share
+  return true;
+}
+
+template <class Conn, class Factory, class Clock>
 void PoolCore<Conn, Factory, Clock>::resume() noexcept {
   // The completions of asynchronous waiters served here run last, after the lock is released;
   // one may destroy the pool, so this call holds a count until they have run.

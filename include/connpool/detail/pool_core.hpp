@@ -307,6 +307,16 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// being closed as they come back: true; false if `timeout` passes first. Stays paused.
   bool drain(WaitClock::duration timeout) CONNPOOL_EXCLUDES(mutex_);
 
+  /// The asynchronous drain (AsyncConnectionPool::drain()): pauses, closes the idle
+  /// connections, and returns false if nothing is open (or the pool is closed) with `d->result`
+  /// set and the pool's share of `d` dropped; else links `d`, which completes (queued in
+  /// resume_queue()) when nothing is open any more, at `d->until`, or on close().
+  bool begin_async_drain(DrainWaiter* d) CONNPOOL_EXCLUDES(mutex_);
+
+  /// The awaiter of `d` is being destroyed: true if `d` was still waiting (it is unlinked, and
+  /// the pool's share dropped); false if its outcome was decided already.
+  bool cancel_async_drain(DrainWaiter* d) noexcept CONNPOOL_EXCLUDES(mutex_);
+
   /// Whether pause() is in force. Lock-free.
   bool paused() const noexcept { return waiters_paused(); }
 
@@ -638,6 +648,14 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   // --- Creation, closing, capacity -------------------------------------------------------------
 
+  /// Decides the asynchronous drain `d` with `result`, and queues its completion.
+  void finish_drain_locked(DrainWaiter* d, bool result) CONNPOOL_REQUIRES(mutex_) {
+    async_drains_.remove(d);
+    --drainers_;
+    d->result = result;
+    resume_queue().push(d);  // complete() runs once this thread has released the lock
+  }
+
   /// A unit of capacity is taken: one more open connection, and one more count on the core.
   void reserve_capacity_locked() CONNPOOL_REQUIRES(mutex_) {
     ++open_;
@@ -651,6 +669,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
     open_count_.store(open_, std::memory_order_relaxed);
     if (open_ == 0 && drainers_ != 0) {
       drain_cv_.notify_all();
+      while (DrainWaiter* d = async_drains_.front()) {
+        finish_drain_locked(d, true);
+      }
     }
     [[maybe_unused]] const std::size_t before = refs_.fetch_sub(1, std::memory_order_release);
     assert(before > 1 && "connpool: the last count on a pool was dropped under its lock");
@@ -877,6 +898,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // published idle while a drain runs.
   std::condition_variable drain_cv_;
   std::size_t drainers_ CONNPOOL_GUARDED_BY(mutex_) = 0;  // drain() calls running
+  // Asynchronous drains waiting for open_ to reach 0 or for their deadline (the timer thread);
+  // each also counts in drainers_.
+  IntrusiveList<DrainWaiter> async_drains_ CONNPOOL_GUARDED_BY(mutex_);
   std::jthread thread_;  // maintenance; started after warm-up, joined by close() (woken by closed_)
   // Guards taking thread_ and timer_ out of these members to join them (join_internal_threads).
   std::mutex join_mutex_;

@@ -59,6 +59,10 @@ inline void PoolCore<Conn, Factory, Clock>::close() noexcept {
     for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
       s->close_reason = CloseReason::pool_closed;
     }
+    // Asynchronous drains end now (the timer thread stops): true only if nothing is open.
+    while (DrainWaiter* d = async_drains_.front()) {
+      finish_drain_locked(d, open_ == idle.size);
+    }
     maintenance_cv_.notify_all();
     timer_cv_.notify_all();
   }

@@ -40,6 +40,14 @@ inline void PoolCore<Conn, Factory, Clock>::after_publish_slow(SlotT* self) noex
       serve_waiters_locked();
       if (drainers_ != 0) {
         drain_cv_.notify_all();  // a drain closes the connection just published
+        if (!async_drains_.empty()) {
+          // An asynchronous drain has no thread of its own: this one closes it.
+          keep = CoreRef(this);  // the owner holds one: not closed
+          idle = claim_all_idle_locked();
+          for (SlotT* s = idle.head; s != nullptr; s = s->next_closing) {
+            s->close_reason = CloseReason::evicted;
+          }
+        }
       }
     } else {
       // A count, unless the last one is gone: a closer claimed `self` once it was published,

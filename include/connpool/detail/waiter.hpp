@@ -94,4 +94,29 @@ struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
   [[nodiscard]] bool granted() const noexcept { return slot != nullptr || may_create; }
 };
 
+/// An asynchronous drain waiting for the pool to empty (AsyncConnectionPool::drain()), in
+/// PoolCore::async_drains_. Heap-allocated and shared by two holders (`refs`): the awaiter in the
+/// drain's coroutine frame, and the pool until its completion has run. So the coroutine may be
+/// destroyed while the pool has decided the outcome but not yet run the completion: the
+/// completion then sees `abandoned` and only lets go. `complete` (Resumable) is set by the front,
+/// which knows the scheduler; the pool decides under its lock and queues it in resume_queue().
+struct DrainWaiter : Resumable, ListHook<DrainWaiter> {
+  DrainWaiter() = default;
+  DrainWaiter(const DrainWaiter&) = delete;
+  DrainWaiter& operator=(const DrainWaiter&) = delete;
+  virtual ~DrainWaiter() = default;
+
+  std::chrono::steady_clock::time_point until{};  // when the drain gives up (result false)
+  bool result = false;       // true: nothing is open; written under the pool's lock when decided
+  std::atomic<int> refs{2};  // the awaiter's and the pool's
+  std::atomic<bool> abandoned{false};  // the awaiter is gone: its coroutine must not resume
+
+  /// Lets go of one holder's share; the last frees the node.
+  void unref() noexcept {
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      delete this;
+    }
+  }
+};
+
 }  // namespace connpool::detail
