@@ -53,7 +53,7 @@ static_assert(std::is_base_of_v<connpool::PoolError, PoolCleared>);
 TEST_CASE(
     "ConnectionPool: clear() fails the waiting callers with PoolCleared and closes every "
     "connection as soon as it is idle",
-    "[pool][lifecycle][clear]") {
+    "[design][pool][lifecycle][clear]") {
   const WaitPolicy policy = GENERATE(WaitPolicy::fifo, WaitPolicy::bounded_barging);
   INFO((policy == WaitPolicy::fifo ? "fifo" : "bounded_barging"));
   FakeState state;
@@ -85,7 +85,7 @@ TEST_CASE(
 }
 
 TEST_CASE("ConnectionPool: clear() closes the idle connections at once",
-          "[pool][lifecycle][clear]") {
+          "[design][pool][lifecycle][clear]") {
   FakeState state;
   Pool pool{FakeFactory{state},
             PoolOptions{.min_size = 2, .max_size = 3, .health_check_interval = 0ms}};
@@ -98,7 +98,7 @@ TEST_CASE("ConnectionPool: clear() closes the idle connections at once",
 }
 
 TEST_CASE("ConnectionPool: clear() with 100 waiting threads fails every one of them",
-          "[pool][lifecycle][clear][race]") {
+          "[design][pool][lifecycle][clear][race]") {
   FakeState state;
   Pool pool{FakeFactory{state}, options(2, WaitPolicy::bounded_barging)};
   auto a = pool.acquire();
@@ -133,7 +133,8 @@ TEST_CASE("ConnectionPool: clear() with 100 waiting threads fails every one of t
   CHECK(state.closed == 2);
 }
 
-TEST_CASE("ConnectionPool: clear() on a closed pool does nothing", "[pool][lifecycle][clear]") {
+TEST_CASE("ConnectionPool: clear() on a closed pool does nothing",
+          "[design][pool][lifecycle][clear]") {
   FakeState state;
   Pool pool{FakeFactory{state}, options(1, WaitPolicy::fifo)};
   pool.close();
@@ -142,7 +143,7 @@ TEST_CASE("ConnectionPool: clear() on a closed pool does nothing", "[pool][lifec
 }
 
 TEST_CASE("AsyncConnectionPool: clear() ends suspended acquires with PoolCleared",
-          "[async][lifecycle][clear]") {
+          "[design][async][lifecycle][clear]") {
   FakeState state;
   Loop loop;
   connpool::AsyncConnectionPool pool{FakeFactory{state},

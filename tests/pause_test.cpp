@@ -67,7 +67,7 @@ std::string timeout_message(Pool& pool, std::chrono::milliseconds timeout) {
 }  // namespace
 
 TEST_CASE("ConnectionPool: while paused nothing is handed out or opened, and resume() serves again",
-          "[pool][lifecycle][pause]") {
+          "[design][pool][lifecycle][pause]") {
   const WaitPolicy policy = GENERATE(WaitPolicy::fifo, WaitPolicy::bounded_barging);
   INFO((policy == WaitPolicy::fifo ? "fifo" : "bounded_barging"));
   FakeState state;
@@ -105,7 +105,7 @@ TEST_CASE("ConnectionPool: while paused nothing is handed out or opened, and res
 }
 
 TEST_CASE("ConnectionPool: callers waiting while paused are served by resume(), oldest first",
-          "[pool][lifecycle][pause][design-4]") {
+          "[design][pool][lifecycle][pause][design-4]") {
   const WaitPolicy policy = GENERATE(WaitPolicy::fifo, WaitPolicy::bounded_barging);
   INFO((policy == WaitPolicy::fifo ? "fifo" : "bounded_barging"));
   FakeState state;
@@ -139,7 +139,7 @@ TEST_CASE("ConnectionPool: callers waiting while paused are served by resume(), 
 }
 
 TEST_CASE("ConnectionPool: a pause keeps callers from opening connections until resume()",
-          "[pool][lifecycle][pause]") {
+          "[design][pool][lifecycle][pause]") {
   FakeState state;
   Pool pool{FakeFactory{state}, options(0, 2, WaitPolicy::bounded_barging)};
   pool.pause();
@@ -152,7 +152,7 @@ TEST_CASE("ConnectionPool: a pause keeps callers from opening connections until 
 }
 
 TEST_CASE("ConnectionPool: a place freed while paused is not given to a waiter until resume()",
-          "[pool][lifecycle][pause]") {
+          "[design][pool][lifecycle][pause]") {
   FakeState state;
   Pool pool{FakeFactory{state}, options(0, 1, WaitPolicy::fifo)};
   auto h = pool.acquire();
@@ -170,7 +170,7 @@ TEST_CASE("ConnectionPool: a place freed while paused is not given to a waiter u
 }
 
 TEST_CASE("ConnectionPool: maintenance does not refill to min_size while paused",
-          "[pool][lifecycle][pause]") {
+          "[design][pool][lifecycle][pause]") {
   FakeState state;
   Pool pool{FakeFactory{state}, options(2, 4, WaitPolicy::fifo)};
   REQUIRE(state.created == 2);
@@ -187,7 +187,7 @@ TEST_CASE("ConnectionPool: maintenance does not refill to min_size while paused"
 }
 
 TEST_CASE("ConnectionPool: close() while paused wakes the waiters with PoolClosed",
-          "[pool][lifecycle][pause][design-7]") {
+          "[design][pool][lifecycle][pause][design-7]") {
   FakeState state;
   Pool pool{FakeFactory{state}, options(1, 1, WaitPolicy::fifo)};
   pool.pause();
@@ -202,7 +202,7 @@ TEST_CASE("ConnectionPool: close() while paused wakes the waiters with PoolClose
 }
 
 TEST_CASE("ConnectionPool: no acquire that starts after pause() returns succeeds, under a storm",
-          "[pool][lifecycle][pause][race]") {
+          "[design][pool][lifecycle][pause][race]") {
   const WaitPolicy policy = GENERATE(WaitPolicy::fifo, WaitPolicy::bounded_barging);
   INFO((policy == WaitPolicy::fifo ? "fifo" : "bounded_barging"));
   FakeState state;
@@ -252,7 +252,7 @@ TEST_CASE("ConnectionPool: no acquire that starts after pause() returns succeeds
 }
 
 TEST_CASE("AsyncConnectionPool: a coroutine suspended while paused is served by resume()",
-          "[async][lifecycle][pause]") {
+          "[design][async][lifecycle][pause]") {
   FakeState state;
   Loop loop;
   connpool::AsyncConnectionPool pool{
@@ -294,7 +294,7 @@ TEST_CASE("AsyncConnectionPool: a coroutine suspended while paused is served by 
 }
 
 TEST_CASE("ConnectionPool: drain() with nothing in use closes the idle connections at once",
-          "[pool][lifecycle][drain]") {
+          "[design][pool][lifecycle][drain]") {
   FakeState state;
   Pool pool{FakeFactory{state}, options(3, 4, WaitPolicy::bounded_barging)};
   REQUIRE(state.created == 3);
@@ -315,7 +315,7 @@ TEST_CASE("ConnectionPool: drain() with nothing in use closes the idle connectio
 TEST_CASE(
     "ConnectionPool: drain() waits for the connections in use and closes them as they "
     "come back",
-    "[pool][lifecycle][drain]") {
+    "[design][pool][lifecycle][drain]") {
   FakeState state;
   Pool pool{FakeFactory{state}, options(0, 2, WaitPolicy::fifo)};
   auto a = pool.acquire();
@@ -344,7 +344,7 @@ TEST_CASE(
 TEST_CASE(
     "ConnectionPool: drain() returns false when its timeout passes first; the pool stays "
     "paused and closes the connection when it comes back",
-    "[pool][lifecycle][drain]") {
+    "[design][pool][lifecycle][drain]") {
   FakeState state;
   Pool pool{FakeFactory{state}, options(0, 2, WaitPolicy::fifo)};
   auto h = pool.acquire();
@@ -364,7 +364,7 @@ TEST_CASE(
 TEST_CASE(
     "ConnectionPool: drain() while 8 threads acquire and release returns true and leaves "
     "nothing open",
-    "[pool][lifecycle][drain][race]") {
+    "[design][pool][lifecycle][drain][race]") {
   const WaitPolicy policy = GENERATE(WaitPolicy::fifo, WaitPolicy::bounded_barging);
   INFO((policy == WaitPolicy::fifo ? "fifo" : "bounded_barging"));
   FakeState state;

@@ -7,7 +7,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -203,4 +205,35 @@ TEST_CASE("AsyncConnectionPool: set_factory() while an asynchronous connect is s
   REQUIRE(second.has_value());
   CHECK(tags == std::vector<int>{1, 2});
   CHECK(spawned.errors().empty());
+}
+
+TEST_CASE("ConnectionPool: a factory may call set_factory() on its own pool",
+          "[design][lifecycle][set_factory][reentrancy]") {
+  FakeState state;
+  Ledger ledger;
+  std::atomic<int> factories{0};
+  using Pool = connpool::ConnectionPool<FakeConn, std::function<FakeConn()>>;
+  std::optional<Pool> pool;
+  // The first factory hands over to a second one from inside its own call (as a factory that
+  // fetched fresh credentials might), then finishes its connect.
+  pool.emplace(
+      [&, first = std::make_shared<Counted>(factories)]() -> FakeConn {
+        pool->set_factory([&, second = std::make_shared<Counted>(factories)] {
+          FakeConn c = FakeFactory{state}();
+          const std::lock_guard lock(ledger.mutex);
+          ledger.tag_of[c.id()] = 2;
+          return c;
+        });
+        CHECK(factories == 2);  // this one is still alive: its call is running
+        FakeConn c = FakeFactory{state}();
+        const std::lock_guard lock(ledger.mutex);
+        ledger.tag_of[c.id()] = 1;
+        return c;
+      },
+      quiet(2));
+  auto a = pool->acquire();
+  CHECK(ledger[a->id()] == 1);
+  CHECK(factories == 1);  // the first factory was destroyed when its call ended
+  auto b = pool->acquire();
+  CHECK(ledger[b->id()] == 2);
 }

@@ -230,7 +230,7 @@ class ConnectionOps {
     s.lifetime = jittered_lifetime();
     s.id = next_id_.fetch_add(1, std::memory_order_relaxed);
     s.id_snapshot.store(s.id, std::memory_order_relaxed);
-    s.uses = 0;
+    s.acquired_before = s.acquired.get();
     s.held_since.store(0, std::memory_order_relaxed);
     s.incarnation.store(s.incarnation.load(std::memory_order_relaxed) + 1,
                         std::memory_order_relaxed);  // only the owner writes it
@@ -247,7 +247,6 @@ class ConnectionOps {
   /// The owned slot `s` is being handed out: records the check-out for leak detection and
   /// on_release, and calls on_acquire.
   void handed_out(SlotT& s) noexcept {
-    ++s.uses;
     if (observe_holds_) {
       s.held_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                          std::memory_order_relaxed);

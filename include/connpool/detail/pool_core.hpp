@@ -324,17 +324,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// joins the maintenance thread; in-use connections are closed when they come back.
   void close() noexcept CONNPOOL_EXCLUDES(mutex_);
 
-  void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_) {
-    auto* s = static_cast<SlotT*>(base);
-    s->released.bump();
-    ops_.released(*s);
-    if (close) {
-      s->close_reason = CloseReason::invalidated;
-      close_slot(s);
-    } else {
-      return_slot(s);
-    }
-  }
+  void give_back(SlotBase<Conn>* base, bool close) noexcept override CONNPOOL_EXCLUDES(mutex_);
 
   /// PooledHandle::fail(): on_error decides (keep, evict, or clear and evict).
   ErrorAction fail(SlotBase<Conn>* base, std::exception_ptr error) noexcept override
@@ -388,11 +378,6 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   ThreadHint& hint() const noexcept { return thread_hints[id_ & 3]; }
 
   SlotT* take_hint() const noexcept;
-
-  /// Returns the owned slot `s` (given back without an error, or one on_error kept): to the
-  /// idle set or a waiter, or closed when it is broken, cannot be reset, is stale, used up,
-  /// over the size bound or expired.
-  void return_slot(SlotT* s) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// Makes the owned slot `s` idle: publishes kIdle, then serves waiters, or closes the idle
   /// connections if the pool closed meanwhile, and records `s` as this thread's hint (the slot
@@ -995,10 +980,16 @@ class PoolCore<Conn, Factory, Clock>::Reservation {
 // --- The fast path: a thread's own last connection, and giving one back ----------------------
 
 template <class Conn, class Factory, class Clock>
-inline void PoolCore<Conn, Factory, Clock>::return_slot(SlotT* s) noexcept {
-  bool keep = true;
+inline void PoolCore<Conn, Factory, Clock>::give_back(SlotBase<Conn>* base, bool close) noexcept {
+  auto* s = static_cast<SlotT*>(base);
+  s->released.bump();
+  ops_.released(*s);
+  bool keep = !close;
+  if (!keep) {
+    s->close_reason = CloseReason::invalidated;
+  }
   if constexpr (BrokenCheckable<Conn>) {
-    if (ops_.broken(*s)) {
+    if (keep && ops_.broken(*s)) {
       keep = false;  // checked first: a broken connection cannot even be reset
       s->close_reason = CloseReason::broken;
     }
@@ -1011,7 +1002,7 @@ inline void PoolCore<Conn, Factory, Clock>::return_slot(SlotT* s) noexcept {
     keep = false;  // opened before evict_all() or clear()
     s->close_reason = stale_reason(*s);
   }
-  if (keep && max_uses_ != 0 && s->uses >= max_uses_) {
+  if (keep && max_uses_ != 0 && s->acquired.get() - s->acquired_before >= max_uses_) {
     keep = false;  // PoolOptions::max_uses
     s->close_reason = CloseReason::max_uses;
   }
@@ -1040,24 +1031,24 @@ inline void PoolCore<Conn, Factory, Clock>::return_slot(SlotT* s) noexcept {
     }
     s->close_reason = CloseReason::pool_closed;
   }
-  // Closed instead of returned: broken, reset failed, evicted, used up, shrunk, expired, or the
-  // pool is closed.
+  // Closed instead of returned: invalidated, broken, reset failed, evicted, used up, shrunk,
+  // expired, or the pool is closed.
   close_slot(s);
 }
 
 template <class Conn, class Factory, class Clock>
 inline ErrorAction PoolCore<Conn, Factory, Clock>::fail(SlotBase<Conn>* base,
                                                         std::exception_ptr error) noexcept {
-  auto* s = static_cast<SlotT*>(base);
-  s->released.bump();
-  ops_.released(*s);
   // User code (on_error, and the close hooks of clear()) may destroy the pool's owner
   // meanwhile: the slot's unit of capacity keeps the core alive until close_slot() gives it up.
   const ErrorAction action = ops_.classify(error);
   if (action == ErrorAction::keep) {
-    return_slot(s);
+    give_back(base, false);  // as release() would
     return action;
   }
+  auto* s = static_cast<SlotT*>(base);
+  s->released.bump();
+  ops_.released(*s);
   if (action == ErrorAction::clear) {
     try {
       evict(true);  // this connection, out now, is not in the idle set: closed below

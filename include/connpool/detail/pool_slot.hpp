@@ -44,14 +44,16 @@ template <class Conn, class Clock>
 struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   std::atomic<std::uint32_t> state{kEmpty};
   // The owner's fields: written and read only while the slot is in kInUse.
-  typename Clock::time_point created_at{};       // when the factory returned the connection
-  typename Clock::time_point last_used{};        // when it was last given back (or created)
-  typename Clock::time_point last_checked{};     // when a keepalive ping last succeeded
-  typename Clock::duration lifetime{};           // max_lifetime less its jitter; 0 = unlimited
-  std::uint64_t id = 0;                          // PoolEvent::connection_id
-  std::atomic<std::uint64_t> id_snapshot{0};     // the same, for the leak scan
-  std::uint64_t generation = 0;                  // evict_all() generation it was opened in
-  std::uint64_t uses = 0;                        // times handed out (PoolOptions::max_uses)
+  typename Clock::time_point created_at{};    // when the factory returned the connection
+  typename Clock::time_point last_used{};     // when it was last given back (or created)
+  typename Clock::time_point last_checked{};  // when a keepalive ping last succeeded
+  typename Clock::duration lifetime{};        // max_lifetime less its jitter; 0 = unlimited
+  std::uint64_t id = 0;                       // PoolEvent::connection_id
+  std::atomic<std::uint64_t> id_snapshot{0};  // the same, for the leak scan
+  std::uint64_t generation = 0;               // evict_all() generation it was opened in
+  // `acquired` when the connection was opened: it has been handed out acquired - this times
+  // (PoolOptions::max_uses), at no cost to the hand-out.
+  std::uint64_t acquired_before = 0;
   CloseReason close_reason = CloseReason::none;  // set by whoever decides to close it
   // Written by the owner at each check-out when holds are observed, read by the leak scan.
   std::atomic<std::int64_t> held_since{0};  // steady_clock ticks; 0 = not observed
