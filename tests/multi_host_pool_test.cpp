@@ -15,6 +15,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <stdexcept>
 #include <stop_token>
@@ -1182,4 +1183,35 @@ TEST_CASE("MultiHostPool: drain_host() empties one host while the others serve",
     seen.insert(pool.acquire().host());
   }
   CHECK(seen.count("b") == 1);
+}
+
+TEST_CASE("MultiHostPool: a factory(host, deadline) gets each host pool's connect Deadline",
+          "[design][multi_host][deadline]") {
+  std::mutex mutex;
+  std::map<std::string, connpool::Deadline> seen;
+  std::map<std::string, std::unique_ptr<FakeState>> states;
+  for (const auto& h : abc) {
+    states.emplace(h, std::make_unique<FakeState>());
+  }
+  MultiHostOptions o = options(Balance::round_robin);
+  o.per_host.connect_timeout = 2s;
+  connpool::MultiHostPool pool{abc,
+                               [&](const std::string& host, const connpool::Deadline& d) {
+                                 const std::lock_guard lock(mutex);
+                                 seen[host] = d;
+                                 return FakeConn(*states[host]);
+                               },
+                               o};
+  static_assert(std::is_same_v<decltype(pool)::connection_type, FakeConn>);
+  const auto before = connpool::Deadline::clock::now();
+  for (int i = 0; i < 3; ++i) {
+    auto h = pool.acquire();
+  }
+  const std::lock_guard lock(mutex);
+  REQUIRE(seen.size() == 3);
+  for (const auto& [host, d] : seen) {
+    CHECK(d.limited());
+    CHECK(d.at >= before + 2s);
+    CHECK(d.stop.stop_possible());
+  }
 }

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include <connpool/concepts.hpp>
+#include <connpool/deadline.hpp>
 #include <connpool/detail/balancer.hpp>
 #include <connpool/detail/host_entry.hpp>
 #include <connpool/detail/thread_annotations.hpp>
@@ -37,6 +38,29 @@
 #include <connpool/stats.hpp>
 
 namespace connpool {
+
+namespace detail {
+
+/// What a MultiHostPool factory returns: called as factory(host, deadline) when it takes a
+/// Deadline (preferred, as for ConnectionPool), else as factory(host); void if neither.
+template <class F, class Host>
+struct host_factory_result {
+  using type = void;
+};
+template <class F, class Host>
+requires std::invocable<F&, const Host&>
+struct host_factory_result<F, Host> {
+  using type = std::invoke_result_t<F&, const Host&>;
+};
+template <class F, class Host>
+requires std::invocable<F&, const Host&, const Deadline&>
+struct host_factory_result<F, Host> {
+  using type = std::invoke_result_t<F&, const Host&, const Deadline&>;
+};
+template <class F, class Host>
+using host_factory_result_t = typename host_factory_result<F, Host>::type;
+
+}  // namespace detail
 
 template <class Conn,
           class Factory,
@@ -197,9 +221,11 @@ class MultiHostHandle {
 template <class Conn, class Factory, class Host, class Clock>
 requires Connection<Conn> && detail::PoolClock<Clock> && HostName<Host>
 class MultiHostPool {
-  static_assert(std::invocable<Factory&, const Host&>,
-                "connpool: MultiHostPool's Factory must be callable as factory(host)");
-  static_assert(std::convertible_to<std::invoke_result_t<Factory&, const Host&>, Conn>,
+  static_assert(std::invocable<Factory&, const Host&> ||
+                    std::invocable<Factory&, const Host&, const Deadline&>,
+                "connpool: MultiHostPool's Factory must be callable as factory(host) or "
+                "factory(host, deadline)");
+  static_assert(std::convertible_to<detail::host_factory_result_t<Factory, Host>, Conn>,
                 "connpool: MultiHostPool's factory(host) must return something convertible to "
                 "Conn");
 
@@ -915,10 +941,10 @@ class MultiHostPool {
 /// Deduces Conn from what factory(host) returns.
 template <class Host, class F>
 MultiHostPool(std::vector<Host>, F, MultiHostOptions)
-    -> MultiHostPool<std::decay_t<std::invoke_result_t<F&, const Host&>>, F, Host>;
+    -> MultiHostPool<std::decay_t<detail::host_factory_result_t<F, Host>>, F, Host>;
 
 template <class Host, class F>
 MultiHostPool(std::vector<Host>, F)
-    -> MultiHostPool<std::decay_t<std::invoke_result_t<F&, const Host&>>, F, Host>;
+    -> MultiHostPool<std::decay_t<detail::host_factory_result_t<F, Host>>, F, Host>;
 
 }  // namespace connpool

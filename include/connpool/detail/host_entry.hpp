@@ -18,6 +18,7 @@
 #include <string_view>
 #include <utility>
 
+#include <connpool/deadline.hpp>
 #include <connpool/detail/balancer.hpp>
 #include <connpool/detail/breaker.hpp>
 #include <connpool/detail/thread_annotations.hpp>
@@ -228,7 +229,9 @@ class HostEntry final : public HostLink<Host> {
     std::shared_ptr<Factory> factory;
     HostEntry* entry;
 
-    Conn operator()() const {
+    /// Takes the Deadline of the host's pool (connect_timeout, its close signal), and passes it
+    /// on to a user factory callable as factory(host, deadline).
+    Conn operator()(const Deadline& deadline) const {
       ++host_factory_calls;
       // The factory may destroy the MultiHostPool, and with it this record: a reference keeps
       // the record for the failure report below. (It counts as one more connection in use
@@ -236,7 +239,12 @@ class HostEntry final : public HostLink<Host> {
       entry->taken();
       const Unref keep{entry};
       try {
-        return Conn((*factory)(entry->host()));
+        if constexpr (std::invocable<Factory&, const Host&, const Deadline&>) {
+          return Conn((*factory)(entry->host(), deadline));
+        } else {
+          (void)deadline;
+          return Conn((*factory)(entry->host()));
+        }
       } catch (const std::exception& e) {
         entry->health.failure(1, e.what());
         throw;
