@@ -192,7 +192,7 @@ struct HostFactory {
 
 }  // namespace
 
-TEST_CASE("MultiHostPool: a host whose queue is full is skipped; all full refuses at once",
+TEST_CASE("MultiHostPool: a host whose queue is full is skipped, all full refuses at once",
           "[multihost][admission]") {
   std::map<std::string, std::unique_ptr<FakeState>> states;
   states["a"] = std::make_unique<FakeState>();

@@ -312,7 +312,7 @@ TEST_CASE("ConnectionPool: a ping that returns after validation_timeout fails th
 
 // --- AsyncConnectionPool --------------------------------------------------------------------
 
-TEST_CASE("AsyncConnectionPool: an asynchronous factory gets the Deadline; a late one fails",
+TEST_CASE("AsyncConnectionPool: an asynchronous factory gets the Deadline, a late one fails",
           "[design][async][deadline][connect]") {
   using connpool::Task;
   FakeState state;

@@ -109,6 +109,9 @@ class BreakableConn : public FakeConn {
  public:
   explicit BreakableConn(FakeState& state) : FakeConn(state) {}
   [[nodiscard]] bool is_broken() const {
+    if (on_check) {
+      on_check();  // user code on the give-back path: may call into the pool, or destroy it
+    }
     if (throws) {
       throw std::runtime_error("status unknown");
     }
@@ -116,6 +119,7 @@ class BreakableConn : public FakeConn {
   }
   bool broken = false;
   bool throws = false;
+  std::function<void()> on_check;
 };
 
 struct BreakableFactory {
@@ -271,7 +275,7 @@ TEST_CASE("ConnectionPool: on_error clear fails the waiting callers with PoolCle
   CHECK(w3.id() == 3);
 }
 
-TEST_CASE("ConnectionPool: on_error may destroy the pool; the failed connection is still closed",
+TEST_CASE("ConnectionPool: on_error may destroy the pool, the failed connection is still closed",
           "[design][lifecycle][fail][reentrancy]") {
   FakeState state;
   std::optional<Pool> pool;
@@ -359,6 +363,29 @@ TEST_CASE("ConnectionPool: a connection that says it is broken is closed, never 
   const auto s = pool.stats();
   CHECK(s.closed_for(CloseReason::broken) == 2);
   CHECK(s.closed_for(CloseReason::evicted_by_error) == 1);
+}
+
+TEST_CASE("ConnectionPool: is_broken() may destroy the pool it is asked for",
+          "[design][lifecycle][broken][reentrancy]") {
+  using BPool = connpool::ConnectionPool<BreakableConn, BreakableFactory>;
+  const bool broken = GENERATE(false, true);
+  INFO("broken: " << broken);
+  FakeState state;
+  std::optional<BPool> pool;
+  pool.emplace(BreakableFactory{&state}, quiet(2));
+  auto other = pool->acquire();  // out while the pool goes: closed when it comes back
+  auto h = pool->acquire();
+  h->broken = broken;
+  h->on_check = [&] {
+    CHECK(pool->stats().in_use == 2);  // calls into the pool first
+    pool.reset();
+  };
+  h.release();
+  CHECK_FALSE(pool.has_value());
+  other.release();
+  CHECK(state.live == 0);
+  CHECK(state.closed == 2);
+  CHECK(state.double_closes == 0);
 }
 
 TEST_CASE("ConnectionPool: on_error keep still asks is_broken()", "[design][lifecycle][broken]") {

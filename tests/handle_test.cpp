@@ -243,7 +243,7 @@ TEST_CASE("PooledHandle: operator-> on a raw-pointer connection reaches the poin
   CHECK(*h == &target);
 }
 
-TEST_CASE("PooledHandle: a handle may outlive its pool; giving it back then closes it",
+TEST_CASE("PooledHandle: a handle may outlive its pool, giving it back then closes it",
           "[handle][design-7]") {
   // DESIGN (PooledHandle): "A handle may outlive its pool: releasing it then closes the
   // connection, with no undefined behaviour." (ASan/UBSan builds check the "no UB".)

@@ -393,7 +393,7 @@ TEST_CASE("MultiHostPool: acquire(host) uses that host only", "[multi_host]") {
   CHECK_THROWS_AS(pool.acquire(std::string("nope")), std::invalid_argument);
 }
 
-TEST_CASE("MultiHostPool: invalidate() counts against the host; detach() frees its place",
+TEST_CASE("MultiHostPool: invalidate() counts against the host, detach() frees its place",
           "[multi_host]") {
   struct Tag {};
   FakeHosts hosts(abc);
@@ -731,7 +731,7 @@ TEST_CASE("MultiHostPool: round_robin spreads the acquires of several threads ev
   }
 }
 
-TEST_CASE("MultiHostPool: close() closes every host; handles may outlive the pool",
+TEST_CASE("MultiHostPool: close() closes every host, handles may outlive the pool",
           "[multi_host]") {
   struct Tag {};
   FakeHosts hosts(abc);

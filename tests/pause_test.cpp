@@ -342,7 +342,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "ConnectionPool: drain() returns false when its timeout passes first; the pool stays "
+    "ConnectionPool: drain() returns false when its timeout passes first, the pool stays "
     "paused and closes the connection when it comes back",
     "[design][pool][lifecycle][drain]") {
   FakeState state;

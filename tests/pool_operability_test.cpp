@@ -437,7 +437,7 @@ TEST_CASE("ConnectionPool: set_max_size() shrinking closes the surplus as it com
   }
 }
 
-TEST_CASE("ConnectionPool: set_min_size() refills at once; bad sizes are rejected",
+TEST_CASE("ConnectionPool: set_min_size() refills at once, bad sizes are rejected",
           "[pool][resize]") {
   Clock::set(0s);
   FakeState state;
@@ -538,7 +538,7 @@ TEST_CASE("ConnectionPool: max_connecting = 0 lets every caller connect at once"
   }
 }
 
-TEST_CASE("ConnectionPool: connects back off after three failures; callers fail early",
+TEST_CASE("ConnectionPool: connects back off after three failures, callers fail early",
           "[pool][connect]") {
   FakeState state;
   state.factory_fails = true;

@@ -26,7 +26,7 @@ std::exception_ptr refused() {
 
 }  // namespace
 
-TEST_CASE("ConnectGate: at most max_connecting permits; 0 is unlimited", "[detail][connect]") {
+TEST_CASE("ConnectGate: at most max_connecting permits, 0 is unlimited", "[detail][connect]") {
   ConnectGate gate(2, 5000ms);
   CHECK(gate.permitted(at(0ms)));
   gate.begin();
@@ -153,7 +153,7 @@ TEST_CASE("ConnectGate: after a backoff, one probe first, then twice as many per
   CHECK_FALSE(gate.permitted(at(16ms)));
 }
 
-TEST_CASE("ConnectGate: a failed probe keeps the limit; a new backoff starts slow start over",
+TEST_CASE("ConnectGate: a failed probe keeps the limit, a new backoff starts slow start over",
           "[detail][connect][slow_start]") {
   ConnectGate gate(4, 5000ms);
   for (int i = 0; i < 3; ++i) {

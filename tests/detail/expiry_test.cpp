@@ -28,7 +28,7 @@ constexpr TP at(std::chrono::milliseconds ms) {
 }  // namespace
 
 // DESIGN 6: "one older than max_lifetime ... is closed, never handed out".
-TEST_CASE("lifetime_over: from the lifetime on, not before; 0 is unlimited", "[detail][expiry]") {
+TEST_CASE("lifetime_over: from the lifetime on, not before, 0 is unlimited", "[detail][expiry]") {
   const Clock::duration lifetime = 1000ms;
   CHECK_FALSE(lifetime_over(at(0ms), lifetime, at(999ms)));
   CHECK(lifetime_over(at(0ms), lifetime, at(1000ms)));
@@ -38,7 +38,7 @@ TEST_CASE("lifetime_over: from the lifetime on, not before; 0 is unlimited", "[d
 }
 
 // DESIGN 6: "one idle longer than max_idle while more than min_size connections are open".
-TEST_CASE("idle_over: idle for max_idle or longer; 0 never", "[detail][expiry]") {
+TEST_CASE("idle_over: idle for max_idle or longer, 0 never", "[detail][expiry]") {
   CHECK_FALSE(idle_over(at(100ms), 500ms, at(599ms)));
   CHECK(idle_over(at(100ms), 500ms, at(600ms)));
   CHECK_FALSE(idle_over(at(0ms), 0ms, at(100'000'000ms)));
@@ -56,7 +56,7 @@ TEST_CASE("validation_due: counted from the later of the last use and the last c
   CHECK(validation_due(at(1000ms), at(1000ms), 0ms, at(1000ms)));
 }
 
-TEST_CASE("keepalive_due: unused and unpinged for the interval; 0 is off", "[detail][expiry]") {
+TEST_CASE("keepalive_due: unused and unpinged for the interval, 0 is off", "[detail][expiry]") {
   CHECK_FALSE(keepalive_due(at(0ms), at(0ms), 0ms, at(100'000ms)));
   CHECK_FALSE(keepalive_due(at(0ms), at(0ms), 60'000ms, at(59'999ms)));
   CHECK(keepalive_due(at(0ms), at(0ms), 60'000ms, at(60'000ms)));

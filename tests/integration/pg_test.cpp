@@ -218,7 +218,7 @@ TEST_CASE("PostgreSQL: after a server restart every request succeeds again",
 
 // --- Lifecycle (issue 14): fail() and on_error, drain(), connect_timeout ---------------------
 
-TEST_CASE("PostgreSQL: a backend terminated while in use is evicted by fail(); the next works",
+TEST_CASE("PostgreSQL: a backend terminated while in use is evicted by fail(), the next works",
           "[integration][pg][lifecycle]") {
   connpool::PoolOptions o = checked(2);
   o.on_error = &PgConnection::classify;
