@@ -321,7 +321,7 @@ TEST_CASE("AsyncConnectionPool: an asynchronous factory gets the Deadline, a lat
     FakeState* state;
     std::optional<Deadline>* seen;
     std::chrono::milliseconds delay;
-    Task<FakeConn> operator()(const Deadline& d) const {
+    CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<FakeConn> operator()(const Deadline& d) const {
       *seen = d;
       if (delay.count() > 0) {
         std::this_thread::sleep_for(delay);  // a connect slower than its deadline

@@ -426,7 +426,8 @@ struct DrainRun {
   std::coroutine_handle<promise_type> h;
 };
 
-DrainRun run_drain(Task<bool> drain, std::optional<bool>& result) {
+CONNPOOL_CORO_NO_SANITIZE_FUNCTION DrainRun run_drain(Task<bool> drain,
+                                                      std::optional<bool>& result) {
   result = co_await std::move(drain);
 }
 

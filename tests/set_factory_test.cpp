@@ -179,7 +179,7 @@ TEST_CASE("AsyncConnectionPool: set_factory() while an asynchronous connect is s
     Counted counted;
     std::vector<int>* tags;
     connpool_test::Event* gate = nullptr;
-    Task<FakeConn> operator()() const {
+    CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<FakeConn> operator()() const {
       if (gate != nullptr) {
         co_await gate->wait();
       }

@@ -898,9 +898,10 @@ class AsyncConnectionPool {
     }
   };
 
-  static Task<bool> drain_task(typename Core::CoreRef core,
-                               detail::AnyScheduler scheduler,
-                               std::chrono::milliseconds timeout) {
+  CONNPOOL_CORO_NO_SANITIZE_FUNCTION static Task<bool> drain_task(
+      typename Core::CoreRef core,
+      detail::AnyScheduler scheduler,
+      std::chrono::milliseconds timeout) {
     // The deadline counts from the co_await (Task is lazy), as the wait starts there.
     co_return co_await DrainAwaiter(core.get(), std::move(scheduler),
                                     std::chrono::steady_clock::now() + timeout);
