@@ -564,6 +564,45 @@ TEST_CASE("async_acquire: close() ends a waiting operation with PoolClosed, and 
 }
 
 TEST_CASE(
+    "async_acquire: with max_waiters operations waiting, the next completes with PoolOverloaded "
+    "at once",
+    "[asio][admission]") {
+  FakeState state;
+  asio::io_context io;
+  connpool::PoolOptions o = options(1);
+  o.max_waiters = 1;
+  Pool pool{FakeFactory(state), o};
+  Handle held = acquire_now(pool);
+  Outcome waiting;
+  Outcome refused;
+  std::atomic<bool> in_call{false};
+
+  connpool::asio::async_acquire(pool, asio::bind_executor(io, record(waiting, io, in_call)));
+  REQUIRE(pool.stats().pending == 1);
+  in_call = true;
+  connpool::asio::async_acquire(pool, asio::bind_executor(io, record(refused, io, in_call)));
+  in_call = false;
+  // Refused without queueing; the completion still runs on the handler's executor, not inline.
+  CHECK(pool.stats().pending == 1);
+  CHECK(pool.stats().rejected == 1);
+  CHECK(refused.calls.load() == 0);
+  io.poll();
+  REQUIRE(refused.calls.load() == 1);
+  REQUIRE(holds<connpool::PoolOverloaded>(refused.error));
+  REQUIRE_FALSE(refused.handle);
+  REQUIRE(refused.on_io);
+  REQUIRE_FALSE(refused.in_call);
+  CHECK(waiting.calls.load() == 0);  // the caller that waited first still waits
+
+  held.release();  // served to the waiting operation
+  io.run();
+  REQUIRE(waiting.calls.load() == 1);
+  REQUIRE_FALSE(waiting.error);
+  REQUIRE(waiting.handle);
+  CHECK(pool.stats().rejected == 1);
+}
+
+TEST_CASE(
     "async_acquire: a pool destroyed while an operation waits ends it with PoolClosed through "
     "the ExecutorScheduler",
     "[asio][design-7]") {

@@ -3,7 +3,8 @@
 
 // Rows: every place where user code runs inside a pool (the factory, an asynchronous factory, a
 // validation ping, a keepalive ping, reset, close, the hooks of PoolOptions, on_leak, a
-// Scheduler's schedule(), a coroutine resumed after its acquire). Columns: what that code does
+// Scheduler's schedule(), a Scheduler that drops the Resumption it was given, a coroutine resumed
+// after its acquire). Columns: what that code does
 // to the pool it runs in (acquire, try_acquire, give back or invalidate a handle it holds,
 // close(), prune(), set_max_size(), destroy the pool). Each cell is run for each front:
 // ConnectionPool, AsyncConnectionPool resumed inline and through a deferring scheduler, and
@@ -111,6 +112,8 @@ enum class Row {
   on_leak,          // PoolOptions::on_leak, on the maintenance thread
   schedule,         // the Scheduler's schedule(), for a waiter a release served
   schedule_timer,   // the Scheduler's schedule(), called by the timer thread on a timeout
+  dropped,          // schedule(Resumption) for a waiter a release served, which drops it unrun
+  dropped_timer,    // the same, called by the timer thread on a timeout
   resumed,          // a coroutine resumed after its acquire was served by a release
   resumed_timer,    // a coroutine resumed by the timer thread after its acquire timed out
 };
@@ -183,6 +186,10 @@ const char* name(Row r) {
       return "schedule";
     case Row::schedule_timer:
       return "schedule_timer";
+    case Row::dropped:
+      return "dropped";
+    case Row::dropped_timer:
+      return "dropped_timer";
     case Row::resumed:
       return "resumed";
     case Row::resumed_timer:
@@ -237,13 +244,23 @@ const char* name(Outcome o) {
   return "?";
 }
 
+/// The rows whose Scheduler drops the Resumption it is given.
+bool dropping(Row r) {
+  return r == Row::dropped || r == Row::dropped_timer;
+}
+
+/// The rows whose waiting coroutine's wait is ended by the timer thread.
+bool timer_row(Row r) {
+  return r == Row::schedule_timer || r == Row::resumed_timer || r == Row::dropped_timer;
+}
+
 /// Why a cell does not apply, or nullptr when it does.
 const char* not_applicable(Kind k, Row r, Col c) {
   const bool async = k == Kind::async_inline || k == Kind::async_loop;
   if (r == Row::async_factory && !async) {
     return "only AsyncConnectionPool takes a Task-returning factory";
   }
-  if ((r == Row::schedule || r == Row::schedule_timer) && !async) {
+  if ((r == Row::schedule || r == Row::schedule_timer || dropping(r)) && !async) {
     return "only AsyncConnectionPool has a Scheduler";
   }
   if ((r == Row::resumed || r == Row::resumed_timer) && !async) {
@@ -363,6 +380,62 @@ struct HookScheduler {
   }
 };
 
+/// The Resumptions a DroppingScheduler took to drop later, and how many it dropped.
+struct Drops {
+  std::mutex mutex;  // guards queued
+  std::vector<connpool::Resumption> queued;
+  std::atomic<int> dropped{0};
+
+  /// Drops the queued Resumptions, on this thread (an event loop destroyed with work queued).
+  void drop_queued() {
+    std::vector<connpool::Resumption> batch;
+    {
+      const std::lock_guard lock(mutex);
+      batch.swap(queued);
+    }
+    const auto n = static_cast<int>(batch.size());
+    batch.clear();
+    dropped.fetch_add(n);
+  }
+};
+
+/// A Scheduler that takes Resumptions: runs a hook in schedule(), then drops the Resumption
+/// unrun, at once (on the thread that called schedule()) or later (Drops::drop_queued()).
+struct DroppingScheduler {
+  const std::function<void()>* hook;
+  Drops* drops;
+  bool defer;
+  void schedule(connpool::Resumption r) const {
+    (*hook)();
+    if (defer) {
+      const std::lock_guard lock(drops->mutex);
+      drops->queued.push_back(std::move(r));
+      return;
+    }
+    r.reset();
+    drops->dropped.fetch_add(1);
+  }
+};
+
+/// A coroutine the cell owns (the dropped rows: its acquire never resumes it): it runs `task` at
+/// once, and the driver destroys it where it is suspended.
+struct OwnedRoot {
+  struct promise_type {
+    OwnedRoot get_return_object() noexcept {
+      return OwnedRoot{std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_always final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+  std::coroutine_handle<promise_type> frame;
+};
+
+CONNPOOL_CORO_NO_SANITIZE_FUNCTION OwnedRoot run_owned(Task<void> task) {
+  co_await std::move(task);
+}
+
 using SyncPool = connpool::ConnectionPool<FakeConn, TrackedFactory, Clock>;
 using AsyncPool = connpool::AsyncConnectionPool<FakeConn, TrackedFactory, Clock>;
 using AsyncTaskPool = connpool::AsyncConnectionPool<FakeConn, TrackedAsyncFactory, Clock>;
@@ -427,7 +500,12 @@ struct Cell {
   Cell(Kind k, Row r, Col c) : kind(k), row(r), col(c) {}
   Cell(const Cell&) = delete;
   Cell& operator=(const Cell&) = delete;
-  ~Cell() { unpoison(); }
+  ~Cell() {
+    unpoison();
+    if (owned) {
+      owned.destroy();
+    }
+  }
 
   const Kind kind;
   const Row row;
@@ -439,7 +517,9 @@ struct Cell {
   Loop loop;
   Spawned spawned;
   std::function<Task<void>()> before_connect;  // the async factory's hook
-  std::function<void()> on_schedule;           // HookScheduler's hook
+  std::function<void()> on_schedule;           // HookScheduler's and DroppingScheduler's hook
+  Drops drops;                                 // DroppingScheduler's
+  std::coroutine_handle<> owned;               // the dropped rows' waiting coroutine
   alignas(64) std::optional<Pool> pool;
   std::optional<HandleT> held;  // acquired by the test; the callback may release or invalidate it
 
@@ -738,6 +818,8 @@ void Cell<Pool>::build() {
       break;
     case Row::schedule:
     case Row::schedule_timer:
+    case Row::dropped:
+    case Row::dropped_timer:
       on_schedule = cb;
       break;
     case Row::resumed:
@@ -763,6 +845,8 @@ void Cell<Pool>::build() {
     Loop* deferring = kind == Kind::async_loop ? &loop : nullptr;
     if (row == Row::schedule || row == Row::schedule_timer) {
       pool.emplace(factory(), o, HookScheduler{&on_schedule, deferring});
+    } else if (dropping(row)) {
+      pool.emplace(factory(), o, DroppingScheduler{&on_schedule, &drops, deferring != nullptr});
     } else if (deferring != nullptr) {
       pool.emplace(factory(), o, loop.scheduler());
     } else {
@@ -784,6 +868,7 @@ bool wait_for(C& c,
   for (;;) {
     if (c.kind == Kind::async_loop) {
       c.loop.run();
+      c.drops.drop_queued();
     }
     if (pred()) {
       return true;
@@ -903,6 +988,8 @@ void run_scenario(C& c) {
     }
     case Row::schedule:
     case Row::schedule_timer:
+    case Row::dropped:
+    case Row::dropped_timer:
     case Row::resumed:
     case Row::resumed_timer:
       if constexpr (C::async) {
@@ -912,16 +999,20 @@ void run_scenario(C& c) {
         while (gauges(*c.pool).in_use < kMax) {
           fillers.push_back(acquire_blocking(*c.pool, kLong));
         }
-        const bool timer = c.row == Row::schedule_timer || c.row == Row::resumed_timer;
+        const bool timer = timer_row(c.row);
         const bool act_after = c.row == Row::resumed || c.row == Row::resumed_timer;
+        const std::chrono::milliseconds timeout = timer ? std::chrono::milliseconds(kShort) : kLong;
         if (timer) {
           // Armed first: nothing else schedules or resumes the coroutine before its deadline.
           c.phase = "trigger: a timeout ended by the timer thread";
           c.arm();
         }
-        c.spawned.spawn([&c, act_after, timer] {
-          return trigger_co(&c, act_after, timer ? std::chrono::milliseconds(kShort) : kLong);
-        });
+        if (dropping(c.row)) {
+          // Never resumed: the cell owns it, and destroys it once its Resumption was dropped.
+          c.owned = run_owned(trigger_co(&c, false, timeout)).frame;
+        } else {
+          c.spawned.spawn([&c, act_after, timeout] { return trigger_co(&c, act_after, timeout); });
+        }
         if (!timer) {
           if (!wait_for(c, [&c] { return gauges(*c.pool).pending == 1; })) {
             c.note("the coroutine did not queue");
@@ -929,6 +1020,14 @@ void run_scenario(C& c) {
           c.phase = "trigger: a release that serves a waiting coroutine";
           c.arm();
           fillers.front().release();
+        }
+        if (dropping(c.row)) {
+          c.phase = "waiting for the Resumption to be dropped";
+          if (!wait_for(c, [&c] { return c.drops.dropped.load() == 1; })) {
+            c.note("the Resumption was not dropped within 20 s");
+          } else {
+            std::exchange(c.owned, nullptr).destroy();
+          }
         }
         settle(c);
         fillers.clear();
@@ -1034,6 +1133,9 @@ bool trigger_documented(Row row, Col col, Outcome o) {
   if (row == Row::keepalive_maint || row == Row::on_leak) {
     return o == Outcome::none;  // the maintenance thread runs the callback
   }
+  if (dropping(row)) {
+    return o == Outcome::none;  // a dropped Resumption never resumes the coroutine
+  }
   if (row == Row::schedule_timer || row == Row::resumed_timer) {
     return o == Outcome::timeout;  // the wait that the timer thread ended
   }
@@ -1124,7 +1226,7 @@ void matrix_cell(Kind kind, Row row, Col col) {
   Row::factory, Row::async_factory, Row::ping_validate, Row::keepalive_prune,           \
       Row::keepalive_maint, Row::reset, Row::close, Row::on_create, Row::on_acquire,    \
       Row::on_release, Row::on_close, Row::on_leak, Row::schedule, Row::schedule_timer, \
-      Row::resumed, Row::resumed_timer
+      Row::dropped, Row::dropped_timer, Row::resumed, Row::resumed_timer
 #define CONNPOOL_REENTRANCY_COLS                                                         \
   Col::acquire, Col::try_acquire, Col::release, Col::invalidate, Col::close, Col::prune, \
       Col::set_max_size, Col::destroy
