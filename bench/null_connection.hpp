@@ -21,13 +21,15 @@ struct NullFactory {
   NullConnection operator()() const noexcept { return {}; }
 };
 
-/// `size` connections, all opened at construction and never expiring; no maintenance thread.
+/// `size` connections, all opened at construction and never expiring; no maintenance thread,
+/// no clock reading (use_time not recorded).
 inline connpool::PoolOptions fixed_size(std::size_t size) {
   return connpool::PoolOptions{.min_size = size,
                                .max_size = size,
                                .max_idle = {},
                                .max_lifetime = {},
-                               .health_check_interval = {}};
+                               .health_check_interval = {},
+                               .record_use_time = false};
 }
 
 }  // namespace connpool_bench

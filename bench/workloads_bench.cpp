@@ -66,6 +66,7 @@ class ConnpoolAdapter {
   explicit ConnpoolAdapter(std::size_t size) : pool_(NullFactory{}, options(size)) {}
 
   auto acquire() { return pool_.acquire(); }
+  [[nodiscard]] connpool::PoolStats stats() const { return pool_.stats(); }
 
  private:
   static connpool::PoolOptions options(std::size_t size) {
@@ -77,6 +78,7 @@ class ConnpoolAdapter {
     o.max_idle = std::chrono::milliseconds{0};
     o.max_lifetime = std::chrono::milliseconds{0};
     o.health_check_interval = std::chrono::milliseconds{0};
+    o.record_use_time = false;  // no clock reading at all (with it: bench/README.md, W1)
     o.wait_policy = Policy;
     o.starvation_bound = std::chrono::microseconds{StarvationBoundUs};
     return o;
@@ -105,6 +107,7 @@ class ConnpoolDefaultsAdapter {
       : pool_(PingableNullFactory{}, options(size)) {}
 
   auto acquire() { return pool_.acquire(std::chrono::seconds{30}); }
+  [[nodiscard]] connpool::PoolStats stats() const { return pool_.stats(); }
 
  private:
   static connpool::PoolOptions options(std::size_t size) {
@@ -366,6 +369,17 @@ void BM_W3_Contended(benchmark::State& state) {
       state.counters["wait_max_us"] = static_cast<double>(all.back()) / 1000.0;
       state.counters["cycles_min_max"] =
           static_cast<double>(fewest) / static_cast<double>(std::max<std::size_t>(most, 1));
+    }
+    // connpool's own record of the run's waits (PoolStats::wait_time, every cycle of every
+    // thread): wait_hist_NN = acquires that waited at most 2^NN us (bucket NN alone, not
+    // cumulative), for bench/run.sh's chart of the wait distribution.
+    if constexpr (requires(const Pool& p) { p.stats(); }) {
+      const connpool::Histogram h = run.pool->stats().wait_time;
+      for (std::size_t i = 0; i < connpool::Histogram::bucket_count; ++i) {
+        char name[16];
+        std::snprintf(name, sizeof name, "wait_hist_%02zu", i);
+        state.counters[name] = static_cast<double>(h.buckets()[i]);
+      }
     }
     run.leave(state);
   }

@@ -118,7 +118,7 @@ TEST_CASE("ConnectionPool: with max_waiters callers waiting, the next is refused
     CHECK(s.timeouts == 0);
     CHECK(s.pending == 2);
     CHECK(s.to_json().find("\"rejected\":1") != std::string::npos);
-    CHECK(s.to_prometheus().find("connpool_rejected_total 1") != std::string::npos);
+    CHECK(s.to_prometheus("connpool").find("connpool_rejected_total 1") != std::string::npos);
     // The queue drains: both waiters are served in turn.
     held.reset();
     waiters.join();

@@ -19,6 +19,7 @@
 
 #include "catch.hpp"
 #include "fake_conn.hpp"
+#include "prometheus_text.hpp"
 #include "utf8.hpp"
 
 using namespace std::chrono_literals;
@@ -27,6 +28,7 @@ using connpool_test::Approx;
 using connpool_test::FakeFactory;
 using connpool_test::FakeState;
 using connpool_test::is_valid_utf8;
+using connpool_test::prometheus_samples;
 using namespace std::string_view_literals;
 
 namespace {
@@ -284,6 +286,8 @@ TEST_CASE("PoolStats: to_json() is one flat JSON object with every field and der
                           "idle",
                           "in_use",
                           "pending",
+                          "connecting",
+                          "min_size",
                           "max_size",
                           "total_connections",
                           "reuse_ratio",
@@ -291,7 +295,21 @@ TEST_CASE("PoolStats: to_json() is one flat JSON object with every field and der
     INFO("key: " << key);
     CHECK(m.count(key) == 1);
   }
-  REQUIRE(m.size() == 22);
+  // closed_by_reason, one key per reason but none; each histogram, six keys.
+  for (std::size_t r = 1; r < connpool::close_reason_count; ++r) {
+    const std::string key =
+        std::string("closed_by_reason_") + to_string(static_cast<connpool::CloseReason>(r));
+    INFO("key: " << key);
+    CHECK(m.count(key) == 1);
+  }
+  for (const char* h : {"wait_time", "use_time", "create_time"}) {
+    for (const char* part : {"_count", "_sum_ms", "_p50_ms", "_p90_ms", "_p99_ms", "_max_ms"}) {
+      const std::string key = std::string(h) + part;
+      INFO("key: " << key);
+      CHECK(m.count(key) == 1);
+    }
+  }
+  REQUIRE(m.size() == 24 + (connpool::close_reason_count - 1) + 18);
 
   CHECK(m.at("created") == "1234567");
   CHECK(m.at("closed") == "2");
@@ -323,7 +341,7 @@ TEST_CASE("PoolStats: to_json() of an empty snapshot is valid JSON too", "[stats
   INFO("json: " << json);
   const auto parsed = FlatJson::parse(json);
   REQUIRE(parsed.has_value());
-  CHECK(parsed->size() == 22);
+  CHECK(parsed->size() == 24 + (connpool::close_reason_count - 1) + 18);
   CHECK(as_double(parsed->at("reuse_ratio")) == 0.0);
 }
 
@@ -416,31 +434,6 @@ TEST_CASE("ConnectionPool: stats().to_json() of a live pool parses", "[stats][po
   CHECK(parsed->at("idle") == "1");
   CHECK(parsed->at("max_size") == "3");
 }
-
-namespace {
-
-/// The samples of a Prometheus text exposition: "name{labels}" -> value; comment lines are
-/// checked to be HELP or TYPE lines and skipped.
-std::map<std::string, std::string> prometheus_samples(const std::string& text) {
-  std::map<std::string, std::string> samples;
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    const std::size_t end = text.find('\n', pos);
-    REQUIRE(end != std::string::npos);  // every line ends with a newline
-    const std::string line = text.substr(pos, end - pos);
-    pos = end + 1;
-    if (line.rfind('#', 0) == 0) {
-      CHECK((line.rfind("# HELP ", 0) == 0 || line.rfind("# TYPE ", 0) == 0));
-      continue;
-    }
-    const std::size_t space = line.rfind(' ');
-    REQUIRE(space != std::string::npos);
-    samples[line.substr(0, space)] = line.substr(space + 1);
-  }
-  return samples;
-}
-
-}  // namespace
 
 TEST_CASE("PoolStats: to_prometheus() writes every figure as a metric", "[stats][metrics]") {
   PoolStats s;

@@ -20,6 +20,7 @@
 #include <stop_token>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <connpool/concepts.hpp>
 #include <connpool/detail/async_ops.hpp>
@@ -420,24 +421,30 @@ class AsyncConnectionPool {
   /// scheduler that takes a Resumption may drop it (destroy it unrun, as an Asio io_context
   /// destroyed with it queued does): what the wait got goes back to the pool at once, and the
   /// coroutine is never resumed here; it may still be destroyed.
-  [[nodiscard]] acquire_operation acquire() {
-    return acquire_operation(this, detail::to_wait_duration(core_->options().acquire_timeout), {});
+  ///
+  /// `site`, left to its default, is the caller's location: recorded for leak reports and
+  /// in_use_report() when leak_threshold is set (the same for every acquire below).
+  [[nodiscard]] acquire_operation acquire(source_location site = source_location::current()) {
+    return acquire_operation(this, detail::to_wait_duration(core_->options().acquire_timeout), {},
+                             site);
   }
 
   /// As acquire(), waiting up to `timeout` (0 = fail at once rather than wait).
   ///
   /// Throws: std::invalid_argument (here, not at the co_await) if `timeout` is negative.
   template <class Rep, class Period>
-  [[nodiscard]] acquire_operation acquire(std::chrono::duration<Rep, Period> timeout) {
-    return acquire_operation(this, detail::to_wait_duration(timeout), {});
+  [[nodiscard]] acquire_operation acquire(std::chrono::duration<Rep, Period> timeout,
+                                          source_location site = source_location::current()) {
+    return acquire_operation(this, detail::to_wait_duration(timeout), {}, site);
   }
 
   /// As acquire(timeout), and a stop request on `stop` ends the wait with AcquireCancelled.
   /// A connection available without waiting is returned even if stop was already requested.
   template <class Rep, class Period>
   [[nodiscard]] acquire_operation acquire(std::chrono::duration<Rep, Period> timeout,
-                                          std::stop_token stop) {
-    return acquire_operation(this, detail::to_wait_duration(timeout), std::move(stop));
+                                          std::stop_token stop,
+                                          source_location site = source_location::current()) {
+    return acquire_operation(this, detail::to_wait_duration(timeout), std::move(stop), site);
   }
 
   /// Borrows a connection for a caller that is not a coroutine, blocking this thread up to
@@ -445,20 +452,28 @@ class AsyncConnectionPool {
   /// With an asynchronous factory, a creation is driven to completion on this thread.
   ///
   /// Throws: AcquireTimeout, PoolClosed, or the factory's exception (unchanged).
-  [[nodiscard]] PooledHandle<Conn> acquire_blocking() {
+  [[nodiscard]] PooledHandle<Conn> acquire_blocking(
+      source_location site = source_location::current()) {
+    core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(core_->options().acquire_timeout), nullptr);
   }
 
   /// As acquire_blocking(), waiting up to `timeout`.
   template <class Rep, class Period>
-  [[nodiscard]] PooledHandle<Conn> acquire_blocking(std::chrono::duration<Rep, Period> timeout) {
+  [[nodiscard]] PooledHandle<Conn> acquire_blocking(
+      std::chrono::duration<Rep, Period> timeout,
+      source_location site = source_location::current()) {
+    core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(timeout), nullptr);
   }
 
   /// As acquire_blocking(timeout); a stop request on `stop` ends the wait with AcquireCancelled.
   template <class Rep, class Period>
-  [[nodiscard]] PooledHandle<Conn> acquire_blocking(std::chrono::duration<Rep, Period> timeout,
-                                                    std::stop_token stop) {
+  [[nodiscard]] PooledHandle<Conn> acquire_blocking(
+      std::chrono::duration<Rep, Period> timeout,
+      std::stop_token stop,
+      source_location site = source_location::current()) {
+    core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(timeout), &stop);
   }
 
@@ -467,12 +482,28 @@ class AsyncConnectionPool {
   /// only to await an asynchronous factory.
   ///
   /// Throws (at the co_await): PoolClosed; the factory's exception (unchanged).
-  [[nodiscard]] try_acquire_operation try_acquire() {
-    return try_acquire_operation(this, std::nullopt, {});
+  [[nodiscard]] try_acquire_operation try_acquire(
+      source_location site = source_location::current()) {
+    return try_acquire_operation(this, std::nullopt, {}, site);
   }
 
   /// A snapshot of the counters and gauges; `pending` counts waiting threads and coroutines.
   [[nodiscard]] PoolStats stats() const { return core_->stats(); }
+
+  /// As ConnectionPool::in_use_report().
+  [[nodiscard]] std::vector<InUseConnection> in_use_report() const {
+    return core_->in_use_report();
+  }
+
+  /// As ConnectionPool::health(), blocking this thread up to `timeout` for its acquire (as
+  /// acquire_blocking()): for a probe served by a thread of its own.
+  ///
+  /// Throws: std::invalid_argument if `timeout` is negative.
+  template <class Rep, class Period>
+  [[nodiscard]] HealthReport health(std::chrono::duration<Rep, Period> timeout) {
+    const auto wait = detail::to_wait_duration(timeout);
+    return core_->health_report(detail::health_probe([&] { (void)core_->acquire(wait, nullptr); }));
+  }
 
   /// One maintenance pass now: closes expired idle connections and refills to min_size (an
   /// asynchronous factory is driven to completion on this thread). Returns how many it closed.
@@ -554,6 +585,7 @@ class AsyncConnectionPool {
     std::optional<WaitClock::duration> timeout;  // nullopt: try_acquire
     std::optional<WaitClock::time_point> deadline;
     std::stop_token stop;
+    source_location site;   // the caller's (leak_threshold): noted again where it checks out
     Reservation capacity;   // a unit of capacity with a connect permit: must create
     bool try_only = false;  // try_acquire: never queues
     std::optional<PooledHandle<Conn>> result;
@@ -619,8 +651,9 @@ class AsyncConnectionPool {
         }
         if (st.capacity.capacity()) {
           // Below max_size: create, outside the lock (DESIGN 3). A failure frees the place.
+          core.note_site(st.site);  // this thread may not be the caller's
           if constexpr (!async_factory) {
-            st.result = core.create_for_caller(std::move(st.capacity));
+            st.result = core.create_for_caller(std::move(st.capacity), st.waiter.waited);
           } else {
             SlotT* slot = nullptr;
             std::optional<Conn> conn;
@@ -636,7 +669,9 @@ class AsyncConnectionPool {
               core.abort_create(slot, st.capacity);
               throw;
             }
-            st.result = core.finish_create(slot, std::move(*conn), std::move(st.capacity));
+            core.note_site(st.site);  // the factory may have resumed on another thread
+            st.result = core.finish_create(slot, std::move(*conn), std::move(st.capacity),
+                                           st.waiter.waited);
           }
           co_return;
         }
@@ -654,8 +689,9 @@ class AsyncConnectionPool {
         st.waiter.state = &st;
         co_await Wait{&st};
         if (SlotT* slot = std::exchange(st.waiter.slot, nullptr)) {
-          st.result =
-              core.check_out_granted(slot, std::exchange(st.waiter.fresh, false), st.capacity);
+          core.note_site(st.site);  // resumed wherever the scheduler runs it
+          st.result = core.check_out_granted(slot, std::exchange(st.waiter.fresh, false),
+                                             st.capacity, st.waiter.waited);
           if (st.result) {
             co_return;
           }
@@ -714,6 +750,7 @@ class AsyncConnectionPool {
       }
       try {
         Reservation capacity;
+        pool_->core_->note_site(site_);
         result_ = pool_->core_->acquire_nowait(capacity);
         if (result_) {
           return true;
@@ -752,6 +789,7 @@ class AsyncConnectionPool {
       st.scheduler = pool_->scheduler_;
       st.timeout = timeout_;
       st.stop = std::move(stop_);
+      st.site = site_;
       st.capacity = std::move(capacity_);
       st.try_only = Try;
       st.continuation = caller;
@@ -815,12 +853,14 @@ class AsyncConnectionPool {
 
     Operation(AsyncConnectionPool* pool,
               std::optional<WaitClock::duration> timeout,
-              std::stop_token stop)
-        : pool_(pool), timeout_(timeout), stop_(std::move(stop)) {}
+              std::stop_token stop,
+              source_location site)
+        : pool_(pool), timeout_(timeout), stop_(std::move(stop)), site_(site) {}
 
     AsyncConnectionPool* pool_;                   // used until the driver starts, never after
     std::optional<WaitClock::duration> timeout_;  // nullopt: try_acquire
     std::stop_token stop_;
+    source_location site_;  // the caller's, for leak reports
     bool awaited_ = false;
     // A unit of capacity (and a connect permit) await_ready() took: the driver must create.
     Reservation capacity_;

@@ -10,6 +10,7 @@
 #include <connpool/deadline.hpp>
 #include <connpool/errors.hpp>
 #include <connpool/handle.hpp>
+#include <connpool/histogram.hpp>
 #include <connpool/manual_clock.hpp>
 #include <connpool/multi_host_pool.hpp>
 #include <connpool/options.hpp>

@@ -10,8 +10,81 @@
 #include <cstddef>
 #include <cstdint>
 #include <thread>
+#include <version>
+#if defined(__cpp_lib_source_location)
+#include <source_location>
+#endif
 
 namespace connpool {
+
+/// Where a call was made: file, function, line and column, as std::source_location has them.
+/// `source_location::current()` as a defaulted argument is the caller's location.
+///
+/// Why not std::source_location itself: clang 14 with libstdc++ (a supported toolchain) has no
+/// std::source_location (it lacks __builtin_source_location), and g++ 12 has no
+/// __builtin_COLUMN. This type is filled from whichever the compiler has, and converts from a
+/// std::source_location where the library has one.
+class source_location {
+ public:
+  constexpr source_location() noexcept = default;
+
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_COLUMN) && __has_builtin(__builtin_FILE) && \
+    __has_builtin(__builtin_FUNCTION) && __has_builtin(__builtin_LINE)
+#define CONNPOOL_SOURCE_LOCATION_BUILTINS 1
+#endif
+#endif
+#if defined(CONNPOOL_SOURCE_LOCATION_BUILTINS)
+  /// The location of the call to current(), or of the call whose default argument it is.
+  static constexpr source_location current(
+      const char* file = __builtin_FILE(),
+      const char* function = __builtin_FUNCTION(),
+      std::uint_least32_t line = __builtin_LINE(),
+      std::uint_least32_t column = __builtin_COLUMN()) noexcept {
+    return source_location(file, function, line, column);
+  }
+#elif defined(__cpp_lib_source_location)
+  /// The location of the call to current(), or of the call whose default argument it is.
+  static constexpr source_location current(
+      std::source_location here = std::source_location::current()) noexcept {
+    return source_location(here);
+  }
+#else
+#error "connpool: needs std::source_location or the __builtin_FILE/LINE/FUNCTION/COLUMN builtins"
+#endif
+
+#if defined(__cpp_lib_source_location)
+  /// The same location.
+  constexpr source_location(const std::source_location& s) noexcept  // NOLINT: implicit
+      : file_(s.file_name()), function_(s.function_name()), line_(s.line()), column_(s.column()) {}
+#endif
+
+  constexpr source_location(const char* file,
+                            const char* function,
+                            std::uint_least32_t line,
+                            std::uint_least32_t column) noexcept
+      : file_(file), function_(function), line_(line), column_(column) {}
+
+  [[nodiscard]] constexpr const char* file_name() const noexcept {
+    return file_;
+  }
+  [[nodiscard]] constexpr const char* function_name() const noexcept {
+    return function_;
+  }
+  /// 0 for a location not recorded.
+  [[nodiscard]] constexpr std::uint_least32_t line() const noexcept {
+    return line_;
+  }
+  [[nodiscard]] constexpr std::uint_least32_t column() const noexcept {
+    return column_;
+  }
+
+ private:
+  const char* file_ = "";
+  const char* function_ = "";
+  std::uint_least32_t line_ = 0;
+  std::uint_least32_t column_ = 0;
+};
 
 /// What happened to a connection, for PoolOptions::on_create, on_acquire, on_release and
 /// on_close.
@@ -20,6 +93,9 @@ enum class PoolEventKind {
   acquire,  ///< a caller got the connection
   release,  ///< a handle gave it back (release, destructor or invalidate)
   close,    ///< the pool closed it
+  /// a connection reported as leaked (PoolOptions::on_leak) came back at last
+  /// (PoolOptions::on_leak_end); held_for is its whole hold
+  leak_ended,
 };
 
 /// Why the pool closed a connection (PoolEvent::reason for PoolEventKind::close).
@@ -93,6 +169,21 @@ struct LeakReport {
   std::uint64_t connection_id = 0;
   std::chrono::nanoseconds held_for{0};  ///< how long it had been held when it was noticed
   std::thread::id holder;                ///< the thread that acquired it
+  /// Where it was acquired: the caller of acquire() (or try_acquire()), as
+  /// source_location::current() there. Recorded only with a leak_threshold; line() is 0 for a
+  /// connection acquired otherwise.
+  source_location site{};
+};
+
+/// One connection out of the pool, in ConnectionPool::in_use_report().
+struct InUseConnection {
+  std::uint64_t connection_id = 0;
+  /// How long it has been out, its holder and where it was acquired: recorded only while holds
+  /// are observed (leak_threshold, on_acquire or on_release set; the site with leak_threshold
+  /// only); zero, a default thread id and an empty site otherwise.
+  std::chrono::nanoseconds held_for{0};
+  std::thread::id holder;
+  source_location site{};
 };
 
 }  // namespace connpool

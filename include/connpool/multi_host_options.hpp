@@ -126,9 +126,11 @@ struct HostStats {
 
 namespace detail {
 
-/// Adds `s` into `t`, as MultiHostStats::total sums its hosts: each counter and gauge added,
-/// max_wait_time the larger of the two.
+/// Adds `s` into `t`, as MultiHostStats::total sums its hosts: each counter, histogram and
+/// gauge added, max_wait_time the larger of the two; the name is theirs (every host's pool has
+/// MultiHostOptions::per_host's).
 inline void add_stats_into(PoolStats& t, const PoolStats& s) {
+  t.name = s.name;
   t.created += s.created;
   t.closed += s.closed;
   t.acquired += s.acquired;
@@ -147,9 +149,14 @@ inline void add_stats_into(PoolStats& t, const PoolStats& s) {
   for (std::size_t i = 0; i < t.closed_by_reason.size(); ++i) {
     t.closed_by_reason[i] += s.closed_by_reason[i];
   }
+  t.wait_time += s.wait_time;
+  t.use_time += s.use_time;
+  t.create_time += s.create_time;
   t.idle += s.idle;
   t.in_use += s.in_use;
   t.pending += s.pending;
+  t.connecting += s.connecting;
+  t.min_size += s.min_size;
   t.max_size += s.max_size;
 }
 
@@ -190,6 +197,24 @@ struct MultiHostStats {
     out += total.to_json();
     out += '}';
     return out;
+  }
+
+  /// Every host's figures in the Prometheus text of PoolStats::to_prometheus(), each sample
+  /// labelled with its host (host="<host>", after db_client_connection_pool_name), each family
+  /// written once.
+  /// Throws: std::invalid_argument, as PoolStats::to_prometheus().
+  [[nodiscard]] std::string to_prometheus(const PrometheusOptions& options = {}) const {
+    std::vector<std::string> names;
+    names.reserve(hosts.size());
+    for (const HostStats<Host>& h : hosts) {
+      names.push_back(host_to_string(h.host));
+    }
+    std::vector<detail::PrometheusSource> sources;
+    sources.reserve(hosts.size());
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+      sources.push_back({&hosts[i].pool, &names[i]});
+    }
+    return detail::write_prometheus(sources, options);
   }
 };
 

@@ -272,8 +272,11 @@ class MultiHostPool {
   ///
   /// Throws: NoHealthyHost when every host failed or has its circuit open; AcquireTimeout;
   /// PoolClosed.
-  [[nodiscard]] handle_type acquire() {
-    return *acquire_any(detail::to_wait_duration(options_.per_host.acquire_timeout), nullptr);
+  ///
+  /// `site`, left to its default, is the caller's location, for the host pool's leak reports and
+  /// in_use_report() (with per_host.leak_threshold set); the same for every acquire below.
+  [[nodiscard]] handle_type acquire(source_location site = source_location::current()) {
+    return *acquire_any(detail::to_wait_duration(options_.per_host.acquire_timeout), nullptr, site);
   }
 
   /// As acquire(), waiting up to `timeout` (0: never wait for a holder; each candidate host is
@@ -282,8 +285,9 @@ class MultiHostPool {
   /// Throws: std::invalid_argument if `timeout` is negative; NoHealthyHost; AcquireTimeout;
   /// PoolClosed.
   template <class Rep, class Period>
-  [[nodiscard]] handle_type acquire(std::chrono::duration<Rep, Period> timeout) {
-    return *acquire_any(detail::to_wait_duration(timeout), nullptr);
+  [[nodiscard]] handle_type acquire(std::chrono::duration<Rep, Period> timeout,
+                                    source_location site = source_location::current()) {
+    return *acquire_any(detail::to_wait_duration(timeout), nullptr, site);
   }
 
   /// As acquire(timeout), and a stop request on `stop` ends the wait with AcquireCancelled
@@ -294,8 +298,9 @@ class MultiHostPool {
   /// AcquireTimeout; PoolClosed.
   template <class Rep, class Period>
   [[nodiscard]] handle_type acquire(std::chrono::duration<Rep, Period> timeout,
-                                    std::stop_token stop) {
-    return *acquire_any(detail::to_wait_duration(timeout), &stop);
+                                    std::stop_token stop,
+                                    source_location site = source_location::current()) {
+    return *acquire_any(detail::to_wait_duration(timeout), &stop, site);
   }
 
   /// Borrows a connection from a host picked by the balancer without waiting for another
@@ -304,8 +309,9 @@ class MultiHostPool {
   ///
   /// Throws: NoHealthyHost when no host is healthy (each failed now or has its circuit open);
   /// PoolClosed.
-  [[nodiscard]] std::optional<handle_type> try_acquire() {
-    return acquire_any(std::nullopt, nullptr);
+  [[nodiscard]] std::optional<handle_type> try_acquire(
+      source_location site = source_location::current()) {
+    return acquire_any(std::nullopt, nullptr, site);
   }
 
   /// Borrows a connection from `host` only, waiting up to options().per_host.acquire_timeout.
@@ -314,14 +320,17 @@ class MultiHostPool {
   /// is open (Why: an open circuit fails fast for every caller, as in Hystrix, rather than
   /// letting pinned requests hammer a host known to be down); AcquireTimeout; PoolClosed; the
   /// factory's exception (unchanged).
-  [[nodiscard]] handle_type acquire(const Host& host) {
-    return acquire_on(host, detail::to_wait_duration(options_.per_host.acquire_timeout));
+  [[nodiscard]] handle_type acquire(const Host& host,
+                                    source_location site = source_location::current()) {
+    return acquire_on(host, detail::to_wait_duration(options_.per_host.acquire_timeout), site);
   }
 
   /// As acquire(host), waiting up to `timeout`.
   template <class Rep, class Period>
-  [[nodiscard]] handle_type acquire(const Host& host, std::chrono::duration<Rep, Period> timeout) {
-    return acquire_on(host, detail::to_wait_duration(timeout));
+  [[nodiscard]] handle_type acquire(const Host& host,
+                                    std::chrono::duration<Rep, Period> timeout,
+                                    source_location site = source_location::current()) {
+    return acquire_on(host, detail::to_wait_duration(timeout), site);
   }
 
   /// Adds a host at run time (its pool warms up first, outside every lock of this pool).
@@ -581,16 +590,17 @@ class MultiHostPool {
                   std::optional<WaitClock::duration> wait,
                   const std::stop_token* stop,
                   const detail::MultiHostCall& call,
-                  std::optional<handle_type>& out) {
+                  std::optional<handle_type>& out,
+                  const source_location& site) {
     const std::uint64_t calls = detail::host_factory_calls;
     try {
       std::optional<PooledHandle<Conn>> h;
       if (wait && stop != nullptr) {
-        h.emplace(e.pool.acquire(*wait, *stop));
+        h.emplace(e.pool.acquire(*wait, *stop, site));
       } else if (wait) {
-        h.emplace(e.pool.acquire(*wait));
+        h.emplace(e.pool.acquire(*wait, site));
       } else {
-        h = e.pool.try_acquire();
+        h = e.pool.try_acquire(site);
       }
       if (call.destroyed()) {
         return Attempt::destroyed;  // `h` goes back to the host's (closed) pool
@@ -710,15 +720,18 @@ class MultiHostPool {
     bool failed_once = false;    // a host failed or left: the deadline now bounds phase 1 too
     bool overloaded = false;     // a host refused the wait (its max_waiters callers waited)
     detail::MultiHostCall call;  // this acquire, on this thread's chain of calls
+    source_location site;        // where it was called (leak reports)
   };
 
   /// acquire() with `timeout`, or try_acquire() when it is empty (then nullopt = all busy).
   std::optional<handle_type> acquire_any(std::optional<WaitClock::duration> wait,
-                                         const std::stop_token* stop) {
+                                         const std::stop_token* stop,
+                                         const source_location& site) {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }
     Search s(*current_.load(std::memory_order_acquire), this);
+    s.site = site;
     if (s.snap->hosts.empty()) {
       throw_no_healthy_host(*s.snap);
     }
@@ -758,7 +771,7 @@ class MultiHostPool {
         s.failed.insert(i);
         continue;
       }
-      switch (attempt(*e, admit, remaining(deadline), stop, s.call, out)) {
+      switch (attempt(*e, admit, remaining(deadline), stop, s.call, out, s.site)) {
         case Attempt::got:
           return out;
         case Attempt::destroyed:
@@ -809,7 +822,7 @@ class MultiHostPool {
         skip.insert(i);
         continue;
       }
-      switch (attempt(*e, admit, std::nullopt, nullptr, s.call, out)) {
+      switch (attempt(*e, admit, std::nullopt, nullptr, s.call, out, s.site)) {
         case Attempt::got:
           return Attempt::got;
         case Attempt::destroyed:
@@ -882,7 +895,9 @@ class MultiHostPool {
     throw AcquireTimeout(msg);
   }
 
-  handle_type acquire_on(const Host& host, WaitClock::duration timeout) {
+  handle_type acquire_on(const Host& host,
+                         WaitClock::duration timeout,
+                         const source_location& site) {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }
@@ -898,7 +913,7 @@ class MultiHostPool {
     const std::uint64_t calls = detail::host_factory_calls;
     const detail::MultiHostCall call(this);
     try {
-      PooledHandle<Conn> h = e->pool.acquire(timeout);
+      PooledHandle<Conn> h = e->pool.acquire(timeout, site);
       if (call.destroyed()) {
         throw PoolClosed();  // `h` goes back to the host's (closed) pool
       }

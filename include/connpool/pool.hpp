@@ -14,6 +14,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <connpool/concepts.hpp>
 #include <connpool/detail/maintenance.hpp>
@@ -100,8 +101,12 @@ class ConnectionPool {
 
   /// Borrows a connection, waiting up to options().acquire_timeout.
   ///
+  /// `site`, left to its default, is the caller's location: recorded for leak reports and
+  /// in_use_report() when leak_threshold is set (the same for every acquire below).
+  ///
   /// Throws: AcquireTimeout, PoolClosed, or the factory's exception (unchanged).
-  [[nodiscard]] PooledHandle<Conn> acquire() {
+  [[nodiscard]] PooledHandle<Conn> acquire(source_location site = source_location::current()) {
+    core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(core_->options().acquire_timeout), nullptr);
   }
 
@@ -110,7 +115,9 @@ class ConnectionPool {
   /// Throws: std::invalid_argument if `timeout` is negative; AcquireTimeout; PoolClosed; the
   /// factory's exception (unchanged).
   template <class Rep, class Period>
-  [[nodiscard]] PooledHandle<Conn> acquire(std::chrono::duration<Rep, Period> timeout) {
+  [[nodiscard]] PooledHandle<Conn> acquire(std::chrono::duration<Rep, Period> timeout,
+                                           source_location site = source_location::current()) {
+    core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(timeout), nullptr);
   }
 
@@ -118,7 +125,9 @@ class ConnectionPool {
   /// A connection available without waiting is returned even if stop was already requested.
   template <class Rep, class Period>
   [[nodiscard]] PooledHandle<Conn> acquire(std::chrono::duration<Rep, Period> timeout,
-                                           std::stop_token stop) {
+                                           std::stop_token stop,
+                                           source_location site = source_location::current()) {
+    core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(timeout), &stop);
   }
 
@@ -126,12 +135,39 @@ class ConnectionPool {
   /// holder. Returns nullopt when the pool is exhausted.
   ///
   /// Throws: PoolClosed; the factory's exception (unchanged).
-  [[nodiscard]] std::optional<PooledHandle<Conn>> try_acquire() {
+  [[nodiscard]] std::optional<PooledHandle<Conn>> try_acquire(
+      source_location site = source_location::current()) {
+    core_->note_site(site);
     return core_->acquire(std::nullopt, nullptr);
+  }
+
+  /// Every connection out of the pool now (InUseConnection): its id, and, while holds are
+  /// observed (leak_threshold, on_acquire or on_release set), how long it has been out, its
+  /// holder thread and (leak_threshold set) where it was acquired. For a debugging endpoint:
+  /// O(connections), allocates the list, takes no lock.
+  [[nodiscard]] std::vector<InUseConnection> in_use_report() const {
+    return core_->in_use_report();
   }
 
   /// A snapshot of the counters and gauges.
   [[nodiscard]] PoolStats stats() const { return core_->stats(); }
+
+  /// For a readiness probe: acquires a connection within `timeout` (validated as any acquire)
+  /// and gives it back at once, then reads the p99 wait over about the last minute (see
+  /// HealthReport). ok when both the acquire worked and the p99 is at most
+  /// PoolOptions::health_p99_wait (when that is not 0); otherwise `reason` says which failed,
+  /// with the acquire's error. The check's own acquire counts in stats() like any other.
+  ///
+  /// "The last minute": since the newest of health()'s own earlier readings that is at least a
+  /// minute old (it keeps one per 10 s); before it has one, since the first health() call, or
+  /// for the first call, since the pool started. So call it regularly (probes do).
+  ///
+  /// Throws: std::invalid_argument if `timeout` is negative. Never throws for an unhealthy pool.
+  template <class Rep, class Period>
+  [[nodiscard]] HealthReport health(std::chrono::duration<Rep, Period> timeout) {
+    const auto wait = detail::to_wait_duration(timeout);
+    return core_->health_report(detail::health_probe([&] { (void)core_->acquire(wait, nullptr); }));
+  }
 
   /// One maintenance pass now: closes expired idle connections and refills to min_size.
   /// Returns the number of connections closed.

@@ -66,9 +66,13 @@ PoolCore<Conn, Factory, Clock>::acquire_nowait(Reservation& capacity) {
 
 template <class Conn, class Factory, class Clock>
 std::optional<typename PoolCore<Conn, Factory, Clock>::Handle>
-PoolCore<Conn, Factory, Clock>::check_out_granted(SlotT* slot, bool fresh, Reservation& capacity) {
+PoolCore<Conn, Factory, Clock>::check_out_granted(SlotT* slot,
+                                                  bool fresh,
+                                                  Reservation& capacity,
+                                                  std::chrono::nanoseconds waited) {
   const Verdict v = judge_now(*slot, !fresh && may_idle_expire());
   if (check_out(slot, v, !fresh)) {
+    record_wait(*slot, waited);
     return HandleAccess::make<Conn>(this, slot);
   }
   adopt_capacity(capacity);
@@ -232,15 +236,17 @@ template <class Conn, class Factory, class Clock>
 typename PoolCore<Conn, Factory, Clock>::SlotT* PoolCore<Conn, Factory, Clock>::begin_create() {
   SlotT* s = take_slot();
   s->generation = generation_.load(std::memory_order_relaxed);  // before the connect starts
+  s->connect_started = WaitClock::now();
   return s;
 }
 
 template <class Conn, class Factory, class Clock>
 typename PoolCore<Conn, Factory, Clock>::Handle PoolCore<Conn, Factory, Clock>::finish_create(
-    SlotT* s, Conn&& conn, Reservation&& r) {
+    SlotT* s, Conn&& conn, Reservation&& r, std::chrono::nanoseconds waited) {
   const CoreRef keep(this);
   const DrainOnExit drain;
   Reservation res = std::move(r);
+  s->connect_took = WaitClock::now() - s->connect_started;
   try {
     s->conn.emplace(std::move(conn));  // Conn's move constructor may throw
     install(s);
@@ -251,7 +257,7 @@ typename PoolCore<Conn, Factory, Clock>::Handle PoolCore<Conn, Factory, Clock>::
     throw;
   }
   res.capacity_ = false;  // the new connection's slot holds the unit now
-  return hand_new(s, res);
+  return hand_new(s, res, waited);
 }
 
 template <class Conn, class Factory, class Clock>

@@ -143,6 +143,11 @@ class ConnectGate {
 
   [[nodiscard]] std::size_t connecting() const noexcept { return connecting_; }
   [[nodiscard]] std::size_t failures() const noexcept { return failures_; }
+  /// The text of the last connect error while connects fail (failures() > 0); null otherwise.
+  [[nodiscard]] const std::shared_ptr<const std::string>& failing_with() const noexcept {
+    static const std::shared_ptr<const std::string> none;
+    return failures_ != 0 ? last_what_ : none;
+  }
 
  private:
   const std::size_t max_connecting_;             // permits; 0 = unlimited

@@ -37,6 +37,18 @@
 
 namespace connpool::detail {
 
+/// The site of the acquire a front is serving on this thread, for the check-out to record
+/// (leak_threshold set). Set by the front before each acquire, read by
+/// ConnectionOps::handed_out() on the same thread.
+///
+/// Why a thread-local and not a parameter: it would have to pass through every path that hands
+/// a connection out (fast, slow, create, grant); the front knows the caller, the check-out runs
+/// on the caller's thread (for coroutines, the driver sets it again where it checks out).
+inline source_location& pending_acquire_site() noexcept {
+  thread_local source_location site;
+  return site;
+}
+
 /// The calls of one pool into user code. `options` must outlive it (the pool's own copy).
 template <class Conn, class Factory, class Clock>
 class ConnectionOps {
@@ -49,7 +61,12 @@ class ConnectionOps {
       : factory_(std::make_shared<Factory>(std::move(factory))),
         options_(&options),
         observe_holds_(options.leak_threshold.count() > 0 || bool(options.on_acquire) ||
-                       bool(options.on_release)) {}
+                       bool(options.on_release)),
+        tracks_sites_(options.leak_threshold.count() > 0) {}
+
+  /// Whether acquires record their caller's source_location (leak_threshold set): the
+  /// fronts then pass it through pending_acquire_site().
+  [[nodiscard]] bool tracks_sites() const noexcept { return tracks_sites_; }
 
   /// Whether check-outs record when and by whom (leak detection, on_acquire, on_release).
   [[nodiscard]] bool observes_holds() const noexcept { return observe_holds_; }
@@ -227,6 +244,7 @@ class ConnectionOps {
     s.created_at = clock_now<Clock>();
     s.last_used = s.created_at;
     s.last_checked = s.created_at;
+    s.checked_out = s.created_at;  // a connection made for a caller is held from now
     s.lifetime = jittered_lifetime();
     s.id = next_id_.fetch_add(1, std::memory_order_relaxed);
     s.id_snapshot.store(s.id, std::memory_order_relaxed);
@@ -251,16 +269,26 @@ class ConnectionOps {
       s.held_since.store(std::chrono::steady_clock::now().time_since_epoch().count(),
                          std::memory_order_relaxed);
       s.holder.store(std::this_thread::get_id(), std::memory_order_relaxed);
+      if (tracks_sites_) {
+        s.site.store(pending_acquire_site());
+      }
       if (options_->on_acquire) {
         emit(options_->on_acquire, PoolEventKind::acquire, s);
       }
     }
   }
 
-  /// The owned slot `s` is being given back: on_release.
+  /// The owned slot `s` is being given back: on_release; and on_leak_end if it was reported
+  /// as leaked during this check-out.
   void released(const SlotT& s) noexcept {
     if (options_->on_release) {
       emit(options_->on_release, PoolEventKind::release, s);
+    }
+    if (tracks_sites_ && options_->on_leak_end) {
+      const std::int64_t since = s.held_since.load(std::memory_order_relaxed);
+      if (since != 0 && s.leak_reported_since.load(std::memory_order_relaxed) == since) {
+        emit(options_->on_leak_end, PoolEventKind::leak_ended, s);
+      }
     }
   }
 
@@ -319,6 +347,7 @@ class ConnectionOps {
   std::shared_ptr<Factory> factory_;  // never null; replaced by set_factory()
   const PoolOptions* options_;        // the pool's; immutable
   const bool observe_holds_;
+  const bool tracks_sites_;  // leak_threshold set: check-outs record pending_acquire_site()
   std::atomic<std::uint64_t> next_id_{1};  // PoolEvent::connection_id of the next connection
 };
 

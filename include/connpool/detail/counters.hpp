@@ -30,6 +30,7 @@ struct Counters {
   std::chrono::nanoseconds total_wait_time{0};
   std::chrono::nanoseconds max_wait_time{0};
   std::array<std::uint64_t, close_reason_count> closed_by_reason{};
+  Histogram create_time;  // every successful connect
 
   /// Closes counted outside the lock, to be added under it.
   struct CloseTally {
@@ -75,6 +76,7 @@ struct Counters {
     s.total_wait_time = total_wait_time;
     s.max_wait_time = max_wait_time;
     s.closed_by_reason = closed_by_reason;
+    s.create_time = create_time;
   }
 };
 

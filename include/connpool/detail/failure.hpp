@@ -55,6 +55,22 @@ enum class Failure { none, timeout, closed, cancelled, unavailable, overloaded, 
   throw_failure(Failure::timeout, timeout, snap);
 }
 
+/// Runs `try_acquire_and_give_back` (health()'s check) and returns why it failed: a sentence
+/// that quotes the exception, never empty; or an empty string when it worked.
+template <class F>
+[[nodiscard]] std::string health_probe(F&& try_acquire_and_give_back) {
+  try {
+    try_acquire_and_give_back();
+    return {};
+  } catch (const std::exception& e) {
+    return std::string("connpool: health: could not acquire and give back a connection: ") +
+           e.what();
+  } catch (...) {
+    return "connpool: health: could not acquire and give back a connection: an exception not "
+           "derived from std::exception";
+  }
+}
+
 /// What the connect error `error` says (its what()), read on the thread that caught it; null
 /// for no error or when the text cannot be allocated.
 ///

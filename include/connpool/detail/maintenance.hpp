@@ -370,6 +370,34 @@ void PoolCore<Conn, Factory, Clock>::maintenance_loop() noexcept {
 }
 
 template <class Conn, class Factory, class Clock>
+std::vector<InUseConnection> PoolCore<Conn, Factory, Clock>::in_use_report() const {
+  const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+  const bool observed = ops_.observes_holds();
+  const std::size_t n = slots_.count();
+  std::vector<InUseConnection> out;
+  for (std::size_t i = 0; i < n; ++i) {
+    const SlotT& slot = *slots_.at(i);
+    if (slot.state.load(std::memory_order_relaxed) != kInUse) {
+      continue;
+    }
+    InUseConnection c;
+    if (observed) {
+      // Held by a caller (not by maintenance pinging it, or a connect under way): stamped.
+      const std::int64_t since = slot.held_since.load(std::memory_order_relaxed);
+      if (since == 0) {
+        continue;
+      }
+      c.held_for = std::chrono::steady_clock::duration(now - since);
+      c.holder = slot.holder.load(std::memory_order_relaxed);
+      c.site = slot.site.load();
+    }
+    c.connection_id = slot.id_snapshot.load(std::memory_order_relaxed);
+    out.push_back(c);
+  }
+  return out;
+}
+
+template <class Conn, class Factory, class Clock>
 void PoolCore<Conn, Factory, Clock>::scan_leaks() {
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
   const auto threshold =
@@ -391,6 +419,7 @@ void PoolCore<Conn, Factory, Clock>::scan_leaks() {
     r.connection_id = slot.id_snapshot.load(std::memory_order_relaxed);
     r.held_for = std::chrono::steady_clock::duration(now - since);
     r.holder = slot.holder.load(std::memory_order_relaxed);
+    r.site = slot.site.load();
     reports.push_back(r);
   }
   leaks_.fetch_add(reports.size(), std::memory_order_relaxed);

@@ -37,6 +37,7 @@
 #include <connpool/detail/failure.hpp>
 #include <connpool/detail/intrusive_list.hpp>
 #include <connpool/detail/pool_slot.hpp>
+#include <connpool/detail/recent_histogram.hpp>
 #include <connpool/detail/resume_queue.hpp>
 #include <connpool/detail/slot.hpp>
 #include <connpool/detail/slot_directory.hpp>
@@ -126,6 +127,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
         uses_ages_(options.max_lifetime.count() > 0 || options.max_idle.count() > 0 ||
                    (Pingable<Conn> &&
                     (options.validate_on_acquire || options.keepalive_interval.count() > 0))),
+        times_use_(options.record_use_time),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
         max_uses_(options.max_uses),
         slots_(options.max_size),
@@ -218,9 +220,13 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Throws: PoolClosed.
   std::optional<Handle> acquire_nowait(Reservation& capacity) CONNPOOL_EXCLUDES(mutex_);
 
-  /// Checks out a slot claimed for, or handed to, a caller (DESIGN 5, 6). Returns nullopt when it
-  /// was closed instead; its unit of capacity then passes to `capacity`.
-  std::optional<Handle> check_out_granted(SlotT* slot, bool fresh, Reservation& capacity)
+  /// Checks out a slot claimed for, or handed to, a caller (DESIGN 5, 6) that waited `waited`
+  /// for it (Waiter::waited; 0: served at once). Returns nullopt when it was closed instead;
+  /// its unit of capacity then passes to `capacity`.
+  std::optional<Handle> check_out_granted(SlotT* slot,
+                                          bool fresh,
+                                          Reservation& capacity,
+                                          std::chrono::nanoseconds waited = {})
       CONNPOOL_EXCLUDES(mutex_);
 
   /// Queues the asynchronous waiter `w`, whose completion is `complete`, with an optional
@@ -262,6 +268,23 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   void start_timer() { timer_ = start_internal(&PoolCore::timer_loop); }
 
   PoolStats stats() const CONNPOOL_EXCLUDES(mutex_);
+
+  /// ConnectionPool::in_use_report(): every connection out of the pool now. Lock-free (the
+  /// slots' atomics), like the leak scan.
+  std::vector<InUseConnection> in_use_report() const;
+
+  /// The acquire that follows on this thread was called at `site` (recorded at its check-out
+  /// when leak_threshold is set; otherwise nothing).
+  void note_site(const source_location& site) const noexcept {
+    if (ops_.tracks_sites()) {
+      pending_acquire_site() = site;
+    }
+  }
+
+  /// The health() of a front, once it has tried to acquire and give back a connection:
+  /// `acquire_error` is why that failed (empty: it worked). Fills the figures (the p99 wait over
+  /// about the last minute, in_use, max_size, the last connect error) and decides ok.
+  HealthReport health_report(std::string acquire_error) CONNPOOL_EXCLUDES(mutex_);
 
   /// One maintenance pass (DESIGN 6): closes expired idle connections, pings those due for a
   /// keepalive (PoolOptions::keepalive_interval), then refills to min_size. Returns how many
@@ -603,12 +626,34 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
                : CloseReason::evicted;
   }
 
-  /// judge() at the present time; without reading the clock when no decision depends on it.
-  Verdict judge_now(const SlotT& s, bool may_idle_expire) const noexcept {
+  /// judge() at the present time, for a check-out of the owned slot `s`; stamps the check-out
+  /// time with the same reading (PoolStats::use_time).
+  Verdict judge_now(SlotT& s, bool may_idle_expire) const noexcept {
     if (s.generation != generation_.load(std::memory_order_relaxed)) {
       return Verdict::expired;  // evict_all() was called since it was opened
     }
-    return uses_ages_ ? judge(s, clock_now<Clock>(), may_idle_expire) : Verdict::ok;
+    if (!uses_ages_ && !times_use_) {
+      return Verdict::ok;
+    }
+    const TimePoint now = clock_now<Clock>();
+    s.checked_out = now;
+    return uses_ages_ ? judge(s, now, may_idle_expire) : Verdict::ok;
+  }
+
+  /// PoolStats::use_time (PoolOptions::record_use_time): the owned slot `s` comes back at
+  /// `now`.
+  void record_use(SlotT& s, TimePoint now) const noexcept {
+    if (times_use_) {
+      s.use_time.record(std::chrono::duration_cast<std::chrono::nanoseconds>(now - s.checked_out));
+    }
+  }
+
+  /// PoolStats::wait_time: an acquire served with the owned slot `s` after waiting `waited`
+  /// (0: served at once, counted by stats() without a sample).
+  static void record_wait(SlotT& s, std::chrono::nanoseconds waited) noexcept {
+    if (waited.count() > 0) {
+      s.wait_time.record(waited);
+    }
   }
 
   /// What an acquirer must do with connection `s` before handing it out (DESIGN 5, 6).
@@ -691,15 +736,20 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   void creation_failed(Reservation& r, std::exception_ptr error) noexcept CONNPOOL_EXCLUDES(mutex_);
 
   /// The owned slot `s` holds a connection just created for a caller (its unit of capacity is
-  /// the slot's now): ends the connect of the permit in `r`, and returns the caller's handle.
-  Handle hand_new(SlotT* s, Reservation& r) CONNPOOL_EXCLUDES(mutex_);
+  /// the slot's now), who waited `waited` before connecting: ends the connect of the permit in
+  /// `r`, and returns the caller's handle.
+  Handle hand_new(SlotT* s, Reservation& r, std::chrono::nanoseconds waited)
+      CONNPOOL_EXCLUDES(mutex_);
 
  public:
   /// Creates a connection for an acquirer that holds a unit of capacity and a connect permit
   /// (`r`), with the factory called on this thread.
   ///
+  /// `waited`: how long the caller waited before (Waiter::waited; 0: not at all).
+  ///
   /// Throws: the factory's exception, unchanged (DESIGN 3), with the place freed; PoolClosed.
-  Handle create_for_caller(Reservation&& r) CONNPOOL_EXCLUDES(mutex_);
+  Handle create_for_caller(Reservation&& r, std::chrono::nanoseconds waited = {})
+      CONNPOOL_EXCLUDES(mutex_);
 
   /// The creation of a connection by an asynchronous factory, for an acquirer that holds a
   /// unit of capacity and a connect permit (a Reservation): begin_create(), then the factory's
@@ -711,7 +761,8 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   /// Throws: PoolClosed, if the pool closed meanwhile (the connection is closed); what Conn's
   /// move constructor throws (a failed create: the slot, the unit of capacity and the connect
   /// permit are given back, and create_failures counts it).
-  Handle finish_create(SlotT* s, Conn&& conn, Reservation&& r) CONNPOOL_EXCLUDES(mutex_);
+  Handle finish_create(SlotT* s, Conn&& conn, Reservation&& r, std::chrono::nanoseconds waited = {})
+      CONNPOOL_EXCLUDES(mutex_);
 
   /// The asynchronous factory threw (or begin_create() did, with `s` null): counts the failure
   /// and gives back `r` and the slot.
@@ -845,6 +896,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // Whether any decision depends on a connection's ages: lifetimes, idle expiry, validation.
   // Without, acquire and release do not read the clock at all.
   const bool uses_ages_;
+  // PoolOptions::record_use_time: the check-out and the give-back read the clock even when
+  // uses_ages_ is false.
+  const bool times_use_;
   const std::uint64_t id_;        // distinguishes this pool's entries in thread_hints
   const std::uint64_t max_uses_;  // PoolOptions::max_uses; 0 = no limit
 
@@ -889,6 +943,10 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   std::jthread thread_;  // maintenance; started after warm-up, joined by close() (woken by closed_)
   // Guards taking thread_ and timer_ out of these members to join them (join_internal_threads).
   std::mutex join_mutex_;
+  // Guards recent_waits_ (health() may be called from several probes at once).
+  std::mutex health_mutex_;
+  // Readings of PoolStats::wait_time taken by health_report(): the waits of the last minute.
+  RecentHistogram recent_waits_;
   // Holders of the core (see the class comment): the owner, each unit of capacity (open_), each
   // internal thread, each CoreRef. 0 = being freed.
   std::atomic<std::size_t> refs_{1};
@@ -1011,13 +1069,18 @@ inline void PoolCore<Conn, Factory, Clock>::give_back(SlotBase<Conn>* base, bool
     keep = false;  // set_max_size() shrank the pool below what is open
     s->close_reason = CloseReason::shrunk;
   }
-  if (keep && uses_ages_) {
+  if (uses_ages_ || times_use_) {
+    // One reading, after reset(): the end of the hold (use_time), and the start of a kept
+    // connection's idle time.
     const TimePoint now = clock_now<Clock>();
-    if (lifetime_over(s->created_at, s->lifetime, now)) {
-      keep = false;  // DESIGN 6: an expired connection is closed, not kept
-      s->close_reason = CloseReason::expired;
-    } else {
-      s->last_used = now;
+    record_use(*s, now);
+    if (keep && uses_ages_) {
+      if (lifetime_over(s->created_at, s->lifetime, now)) {
+        keep = false;  // DESIGN 6: an expired connection is closed, not kept
+        s->close_reason = CloseReason::expired;
+      } else {
+        s->last_used = now;
+      }
     }
   }
   if (keep) {
@@ -1048,6 +1111,9 @@ inline ErrorAction PoolCore<Conn, Factory, Clock>::fail(SlotBase<Conn>* base,
   }
   auto* s = static_cast<SlotT*>(base);
   s->released.bump();
+  if (times_use_) {
+    record_use(*s, clock_now<Clock>());
+  }
   ops_.released(*s);
   if (action == ErrorAction::clear) {
     try {

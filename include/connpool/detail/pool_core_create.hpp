@@ -88,11 +88,13 @@ inline void PoolCore<Conn, Factory, Clock>::forget(SlotBase<Conn>* base) noexcep
 template <class Conn, class Factory, class Clock>
 inline auto PoolCore<Conn, Factory, Clock>::stats() const -> PoolStats {
   PoolStats s;
+  s.name = options_.name;
   {
     UniqueLock lk(mutex_);
     counters_.fill(s);
     s.leaks = leaks_.load(std::memory_order_relaxed);
     s.pending = waiters_.size();
+    s.connecting = gate_.connecting();
   }
   const std::size_t n = slots_.count();
   for (std::size_t i = 0; i < n; ++i) {
@@ -100,14 +102,48 @@ inline auto PoolCore<Conn, Factory, Clock>::stats() const -> PoolStats {
     s.acquired += slot.acquired.get();
     s.reused += slot.reused.get();
     s.released += slot.released.get();
+    slot.wait_time.add_to(s.wait_time);
+    slot.use_time.add_to(s.use_time);
     // Both gauges come from the slot's state, so that idle + in_use never exceeds the slots
     // even while other threads move connections around.
     const std::uint32_t st = slot.state.load(std::memory_order_relaxed);
     s.idle += st == kIdle ? 1 : 0;
     s.in_use += st == kInUse ? 1 : 0;
   }
+  // The acquires served at once are not timed: they are the rest of `acquired`, at 0.
+  const std::uint64_t timed = s.wait_time.count();
+  s.wait_time.add(0, s.acquired > timed ? s.acquired - timed : 0);
+  s.min_size = min_size_.load(std::memory_order_relaxed);
   s.max_size = max_size_.load(std::memory_order_relaxed);
   return s;
+}
+
+template <class Conn, class Factory, class Clock>
+inline HealthReport PoolCore<Conn, Factory, Clock>::health_report(std::string acquire_error) {
+  const PoolStats s = stats();
+  HealthReport r;
+  r.in_use = s.in_use;
+  r.max_size = s.max_size;
+  {
+    const std::lock_guard<std::mutex> lock(health_mutex_);
+    r.p99_wait = recent_waits_.since(WaitClock::now(), s.wait_time).quantile(0.99);
+  }
+  {
+    UniqueLock lk(mutex_);
+    if (const auto& what = gate_.failing_with()) {
+      r.last_error = *what;
+    }
+  }
+  const auto limit = options_.health_p99_wait;
+  if (!acquire_error.empty()) {
+    r.reason = std::move(acquire_error);
+  } else if (limit.count() > 0 && r.p99_wait > limit) {
+    r.reason = "connpool: the p99 wait over the last minute is at least " +
+               std::to_string(r.p99_wait.count()) + " us, above health_p99_wait (" +
+               std::to_string(limit.count()) + " ms)";
+  }
+  r.ok = r.reason.empty();
+  return r;
 }
 
 template <class Conn, class Factory, class Clock>
@@ -220,7 +256,9 @@ inline auto PoolCore<Conn, Factory, Clock>::create_slot() -> SlotT* {
   SlotT* s = take_slot();
   s->generation = generation_.load(std::memory_order_relaxed);  // before the connect starts
   try {
+    s->connect_started = WaitClock::now();
     s->conn.emplace(ops_.make_connection());
+    s->connect_took = WaitClock::now() - s->connect_started;
   } catch (...) {
     give_back_slot(s);
     throw;
@@ -275,15 +313,19 @@ inline void PoolCore<Conn, Factory, Clock>::creation_failed(Reservation& r,
 }
 
 template <class Conn, class Factory, class Clock>
-inline auto PoolCore<Conn, Factory, Clock>::hand_new(SlotT* s, Reservation& r) -> Handle {
+inline auto PoolCore<Conn, Factory, Clock>::hand_new(SlotT* s,
+                                                     Reservation& r,
+                                                     std::chrono::nanoseconds waited) -> Handle {
   {
     UniqueLock lk(mutex_);
     ++counters_.created;
+    counters_.create_time.record(s->connect_took);
     r.permit_ = false;
     connect_ended_locked(nullptr);
   }
   if (!closed_.load(std::memory_order_acquire)) {
     s->acquired.bump();
+    record_wait(*s, waited + s->connect_took);
     ops_.handed_out(*s);
     return HandleAccess::make<Conn>(this, s);
   }
@@ -294,7 +336,9 @@ inline auto PoolCore<Conn, Factory, Clock>::hand_new(SlotT* s, Reservation& r) -
 }
 
 template <class Conn, class Factory, class Clock>
-inline auto PoolCore<Conn, Factory, Clock>::create_for_caller(Reservation&& r) -> Handle {
+inline auto PoolCore<Conn, Factory, Clock>::create_for_caller(Reservation&& r,
+                                                              std::chrono::nanoseconds waited)
+    -> Handle {
   const CoreRef keep(this);
   const DrainOnExit drain;  // a failure gives the capacity to a waiter, maybe asynchronous
   Reservation res = std::move(r);
@@ -306,7 +350,7 @@ inline auto PoolCore<Conn, Factory, Clock>::create_for_caller(Reservation&& r) -
     throw;
   }
   res.capacity_ = false;  // the new connection's slot holds the unit now
-  return hand_new(s, res);
+  return hand_new(s, res, waited);
 }
 
 template <class Conn, class Factory, class Clock>
@@ -335,6 +379,7 @@ inline bool PoolCore<Conn, Factory, Clock>::add_idle_connection(bool throw_error
   res.capacity_ = false;  // the new connection's slot holds the unit now
   UniqueLock lk(mutex_);
   ++counters_.created;
+  counters_.create_time.record(s->connect_took);
   res.permit_ = false;
   connect_ended_locked(nullptr);
   if (closed_.load(std::memory_order_relaxed)) {

@@ -133,7 +133,8 @@ inline auto PoolCore<Conn, Factory, Clock>::acquire_slow(std::optional<WaitClock
   WaiterT waiter;
   std::optional<WaitClock::time_point> deadline;
   std::optional<std::stop_callback<CancelWaiter>> cancel;
-  Reservation res;  // before `keep` goes: it may give a unit of capacity back
+  std::chrono::nanoseconds waited{0};  // PoolStats::wait_time; 0 while it has not queued
+  Reservation res;                     // before `keep` goes: it may give a unit of capacity back
   if (had_capacity) {
     adopt_capacity(res);
   }
@@ -169,6 +170,7 @@ inline auto PoolCore<Conn, Factory, Clock>::acquire_slow(std::optional<WaitClock
         }
         failure = wait_locked(lk, waiter, *deadline, *timeout, keep);
         if (failure == Failure::none) {
+          waited = waiter.waited;
           slot = std::exchange(waiter.slot, nullptr);
           fresh = std::exchange(waiter.fresh, false);
           if (std::exchange(waiter.may_create, false)) {
@@ -190,6 +192,7 @@ inline auto PoolCore<Conn, Factory, Clock>::acquire_slow(std::optional<WaitClock
     if (slot != nullptr) {
       const Verdict v = judge_now(*slot, !fresh && may_idle_expire());
       if (check_out(slot, v, !fresh)) {
+        record_wait(*slot, waited);
         return HandleAccess::make<Conn>(this, slot);
       }
       adopt_capacity(res);  // it was closed; its place is ours to fill
@@ -197,7 +200,7 @@ inline auto PoolCore<Conn, Factory, Clock>::acquire_slow(std::optional<WaitClock
     }
     if (res.capacity()) {
       // Below max_size with nothing idle: create, outside the lock (DESIGN 3).
-      return create_for_caller(std::move(res));
+      return create_for_caller(std::move(res), waited);
     }
   }
 }
@@ -421,6 +424,7 @@ inline void PoolCore<Conn, Factory, Clock>::take_up_locked(WaiterT& w) {
   counters_.total_wait_time += waited;
   counters_.max_wait_time = std::max(counters_.max_wait_time, waited);
   waiters_.record_wait(waited);
+  w.waited = waited;
 }
 
 template <class Conn, class Factory, class Clock>

@@ -9,6 +9,7 @@
 // in kInUse, except where a comment names the pool's lock.
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <thread>
@@ -16,6 +17,7 @@
 #include <connpool/detail/intrusive_list.hpp>
 #include <connpool/detail/slot.hpp>
 #include <connpool/events.hpp>
+#include <connpool/histogram.hpp>
 
 namespace connpool::detail {
 
@@ -48,6 +50,9 @@ struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   typename Clock::time_point last_used{};     // when it was last given back (or created)
   typename Clock::time_point last_checked{};  // when a keepalive ping last succeeded
   typename Clock::duration lifetime{};        // max_lifetime less its jitter; 0 = unlimited
+  typename Clock::time_point checked_out{};   // when its holder got it (PoolStats::use_time)
+  std::chrono::steady_clock::time_point connect_started{};  // of its connection
+  std::chrono::nanoseconds connect_took{0};   // its connection's connect (PoolStats::create_time)
   std::uint64_t id = 0;                       // PoolEvent::connection_id
   std::atomic<std::uint64_t> id_snapshot{0};  // the same, for the leak scan
   std::uint64_t generation = 0;               // evict_all() generation it was opened in
@@ -58,11 +63,34 @@ struct alignas(64) Slot : SlotBase<Conn>, ListHook<Slot<Conn, Clock>> {
   // Written by the owner at each check-out when holds are observed, read by the leak scan.
   std::atomic<std::int64_t> held_since{0};  // steady_clock ticks; 0 = not observed
   std::atomic<std::thread::id> holder{};
+  // Where it was acquired (leak_threshold set), read by the leak scan and in_use_report(): a
+  // reader racing a new check-out may mix two sites' fields, never read a torn pointer.
+  struct Site {
+    std::atomic<const char*> file{""};
+    std::atomic<const char*> function{""};
+    std::atomic<std::uint_least32_t> line{0};
+    std::atomic<std::uint_least32_t> column{0};
+    void store(const source_location& s) noexcept {
+      file.store(s.file_name(), std::memory_order_relaxed);
+      function.store(s.function_name(), std::memory_order_relaxed);
+      line.store(s.line(), std::memory_order_relaxed);
+      column.store(s.column(), std::memory_order_relaxed);
+    }
+    [[nodiscard]] source_location load() const noexcept {
+      return {file.load(std::memory_order_relaxed), function.load(std::memory_order_relaxed),
+              line.load(std::memory_order_relaxed), column.load(std::memory_order_relaxed)};
+    }
+  } site;
   // The held_since of the check-out last reported as a leak (see leak_due()); 0 = none.
   std::atomic<std::int64_t> leak_reported_since{0};
-  OwnerCounter acquired;         // check-outs of this slot
-  OwnerCounter reused;           // ... of a connection that existed before
-  OwnerCounter released;         // give-backs (return or close) of this slot
+  OwnerCounter acquired;  // check-outs of this slot
+  OwnerCounter reused;    // ... of a connection that existed before
+  OwnerCounter released;  // give-backs (return or close) of this slot
+  // PoolStats::wait_time (the acquires served with this slot that waited or connected) and
+  // use_time (how long each holder held it), recorded by the owner: per slot, so without a lock
+  // or a contended line.
+  AtomicHistogram wait_time;
+  AtomicHistogram use_time;
   bool listed = false;           // published in the pool's slot directory
   Slot* next_free = nullptr;     // in the free-slot list; guarded by the pool's mutex
   Slot* next_closing = nullptr;  // in a SlotChain of its owner

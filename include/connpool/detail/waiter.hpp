@@ -58,12 +58,13 @@ template <class Conn, class Clock>
 struct Waiter : ListHook<Waiter<Conn, Clock>>, Resumable {
   std::condition_variable cv;                     // synchronous waiters only
   std::chrono::steady_clock::time_point since{};  // when it started waiting
-  Slot<Conn, Clock>* slot = nullptr;              // a connection handed over
-  bool fresh = false;                             // `slot` was just created, not reused
-  bool may_create = false;                        // a unit of capacity handed over
-  bool closed = false;                            // the pool closed while waiting
-  bool cleared = false;                           // clear() ended the wait
-  bool cancelled = false;                         // the caller's stop_token was triggered
+  std::chrono::nanoseconds waited{0};  // since `since`, when last granted (PoolStats::wait_time)
+  Slot<Conn, Clock>* slot = nullptr;   // a connection handed over
+  bool fresh = false;                  // `slot` was just created, not reused
+  bool may_create = false;             // a unit of capacity handed over
+  bool closed = false;                 // the pool closed while waiting
+  bool cleared = false;                // clear() ended the wait
+  bool cancelled = false;              // the caller's stop_token was triggered
   bool woken = false;           // bounded_barging: notified to compete for an idle connection
   bool timed_out = false;       // async: the pool's timer ended the wait
   bool unavailable = false;     // failed early: connects back off past its deadline
