@@ -34,3 +34,15 @@ write_basic_package_version_file(
 install(FILES "${PROJECT_BINARY_DIR}/connpoolConfig.cmake"
               "${PROJECT_BINARY_DIR}/connpoolConfigVersion.cmake"
         DESTINATION "${CONNPOOL_INSTALL_CMAKEDIR}")
+
+# pkg-config, for users without CMake (a Makefile, Meson, autotools): connpool.pc in
+# share/pkgconfig (architecture-independent), relocatable through ${pcfiledir}.
+set(CONNPOOL_INSTALL_PKGCONFIGDIR
+    "${CMAKE_INSTALL_DATADIR}/pkgconfig"
+    CACHE STRING "Where connpool.pc is installed, relative to the install prefix")
+mark_as_advanced(CONNPOOL_INSTALL_PKGCONFIGDIR)
+# From the .pc file's directory back to the prefix: one ".." per path component.
+string(REGEX REPLACE "[^/]+" ".." CONNPOOL_PC_TO_PREFIX "${CONNPOOL_INSTALL_PKGCONFIGDIR}")
+configure_file("${PROJECT_SOURCE_DIR}/cmake/connpool.pc.in" "${PROJECT_BINARY_DIR}/connpool.pc"
+               @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/connpool.pc" DESTINATION "${CONNPOOL_INSTALL_PKGCONFIGDIR}")

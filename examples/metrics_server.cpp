@@ -2,14 +2,21 @@
 // SPDX-License-Identifier: MIT
 
 // Worker threads use a pool of (pretend) database connections while a small HTTP server on
-// 127.0.0.1 answers GET /metrics with PoolStats::to_prometheus(), in the text format Prometheus
-// scrapes. A leak_threshold and an on_leak hook show the leak counter, and an on_close hook
-// counts closes by reason.
+// 127.0.0.1 answers:
+//   GET /metrics   PoolStats::to_prometheus(): the OpenTelemetry names, in the text format
+//                  Prometheus scrapes (with --legacy, also the names from before)
+//   GET /health    ConnectionPool::health(): 200 "ok", or 503 with the reason (a readiness probe)
+//   GET /stats     PoolStats::to_json()
+//   GET /in_use    ConnectionPool::in_use_report(), one line per connection out
+// A leak_threshold and an on_leak hook show a leak report with the acquire's source location.
 //
-// Usage: metrics_server [--port N] [--seconds N] [--self-test]
+// Usage: metrics_server [--port N] [--seconds N] [--hold N] [--legacy] [--self-test]
 //   --port N      listen on 127.0.0.1:N (default 0: an ephemeral port, printed at start)
 //   --seconds N   serve for N seconds, then exit (default 30; 0 = until killed)
-//   --self-test   scrape /metrics once over a socket, check the figures and exit (CI runs this)
+//   --hold N      after a second of work, stop the workers and keep N connections held, so that
+//                 every figure stays still (for comparing a scrape with /stats)
+//   --legacy      also serve the deprecated metric names
+//   --self-test   fetch /metrics and /health once over a socket, check them and exit
 // Try it:  ./metrics_server --port 9187 --seconds 60 &  curl -s 127.0.0.1:9187/metrics
 // POSIX sockets only.
 
@@ -25,6 +32,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <connpool/connpool.hpp>
@@ -50,11 +58,17 @@ struct FakeSession {
   bool ping() const { return true; }
 };
 
-/// The HTTP side: one thread accepting on a loopback socket; every request gets the metrics.
+/// An HTTP answer.
+struct Response {
+  std::string status = "200 OK";
+  std::string body;
+};
+
+/// The HTTP side: one thread accepting on a loopback socket; `route(path)` answers each GET.
 class MetricsServer {
  public:
-  template <class Render>
-  MetricsServer(int port, Render render) : render_(std::move(render)) {
+  template <class Route>
+  MetricsServer(int port, Route route) : route_(std::move(route)) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd_ < 0) {
       throw_errno("socket");
@@ -101,20 +115,17 @@ class MetricsServer {
       }
       char request[1024];
       const ssize_t n = ::recv(client, request, sizeof request - 1, 0);
-      const std::string_view first(request, n > 0 ? static_cast<std::size_t>(n) : 0);
-      std::string body;
-      std::string status = "200 OK";
-      if (first.rfind("GET /metrics", 0) == 0) {
-        body = render_();
-      } else {
-        status = "404 Not Found";
-        body = "try GET /metrics\n";
+      std::string_view first(request, n > 0 ? static_cast<std::size_t>(n) : 0);
+      Response r{"400 Bad Request", "GET only\n"};
+      if (first.rfind("GET ", 0) == 0) {
+        first.remove_prefix(4);
+        r = route_(first.substr(0, first.find(' ')));
       }
-      const std::string response = "HTTP/1.1 " + status +
+      const std::string response = "HTTP/1.1 " + r.status +
                                    "\r\nContent-Type: text/plain; version=0.0.4\r\n"
                                    "Content-Length: " +
-                                   std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
-                                   body;
+                                   std::to_string(r.body.size()) + "\r\nConnection: close\r\n\r\n" +
+                                   r.body;
       std::size_t sent = 0;
       while (sent < response.size()) {
         const ssize_t w =
@@ -128,14 +139,14 @@ class MetricsServer {
     }
   }
 
-  std::function<std::string()> render_;
+  std::function<Response(std::string_view)> route_;
   int fd_ = -1;
   int port_ = 0;
   std::jthread thread_;
 };
 
-/// GET /metrics from 127.0.0.1:port; returns the body.
-std::string scrape(int port) {
+/// GET `path` from 127.0.0.1:port; returns the status line's code and the body.
+std::pair<int, std::string> get(int port, const std::string& path) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) {
     throw_errno("socket");
@@ -149,7 +160,7 @@ std::string scrape(int port) {
     ::close(fd);
     throw std::system_error(e, std::generic_category(), "connect");
   }
-  const std::string request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  const std::string request = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
   ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
   std::string response;
   char buf[4096];
@@ -158,10 +169,10 @@ std::string scrape(int port) {
   }
   ::close(fd);
   const std::size_t body = response.find("\r\n\r\n");
-  if (response.rfind("HTTP/1.1 200", 0) != 0 || body == std::string::npos) {
+  if (response.rfind("HTTP/1.1 ", 0) != 0 || body == std::string::npos) {
     throw std::runtime_error("unexpected response: " + response.substr(0, 80));
   }
-  return response.substr(body + 4);
+  return {std::stoi(response.substr(9, 3)), response.substr(body + 4)};
 }
 
 /// The value of the sample `name` (exactly, labels included) in `text`, or -1.
@@ -178,6 +189,8 @@ double sample(const std::string& text, const std::string& name) {
 int main(int argc, char** argv) {
   int port = 0;
   int seconds = 30;
+  int hold = -1;
+  bool legacy = false;
   bool self_test = false;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -185,10 +198,15 @@ int main(int argc, char** argv) {
       port = std::stoi(argv[++i]);
     } else if (arg == "--seconds" && i + 1 < argc) {
       seconds = std::stoi(argv[++i]);
+    } else if (arg == "--hold" && i + 1 < argc) {
+      hold = std::stoi(argv[++i]);
+    } else if (arg == "--legacy") {
+      legacy = true;
     } else if (arg == "--self-test") {
       self_test = true;
     } else {
-      std::cerr << "usage: metrics_server [--port N] [--seconds N] [--self-test]\n";
+      std::cerr << "usage: metrics_server [--port N] [--seconds N] [--hold N] [--legacy] "
+                   "[--self-test]\n";
       return 2;
     }
   }
@@ -197,17 +215,47 @@ int main(int argc, char** argv) {
     std::atomic<int> next_id{1};
     std::atomic<int> leaks{0};
     connpool::PoolOptions options{.min_size = 2, .max_size = 4};
+    options.name = "main";
     options.leak_threshold = 100ms;
+    options.health_p99_wait = 250ms;
     options.on_leak = [&](const connpool::LeakReport& r) {
       leaks.fetch_add(1);
       std::cerr << "leak: connection " << r.connection_id << " held for "
                 << std::chrono::duration_cast<std::chrono::milliseconds>(r.held_for).count()
+                << " ms, acquired at " << r.site.file_name() << ':' << r.site.line() << '\n';
+    };
+    options.on_leak_end = [](const connpool::PoolEvent& e) {
+      std::cerr << "leak ended: connection " << e.connection_id << " came back after "
+                << std::chrono::duration_cast<std::chrono::milliseconds>(e.held_for).count()
                 << " ms\n";
     };
     connpool::ConnectionPool pool{[&] { return FakeSession{next_id++}; }, options};
 
-    MetricsServer server(port, [&] {
-      return pool.stats().to_prometheus("connpool", {{"pool", "main"}});
+    connpool::PrometheusOptions prometheus;
+    prometheus.legacy_names = legacy;
+    MetricsServer server(port, [&](std::string_view path) -> Response {
+      if (path == "/metrics") {
+        return {"200 OK", pool.stats().to_prometheus(prometheus)};
+      }
+      if (path == "/health") {
+        const connpool::HealthReport h = pool.health(200ms);
+        return {h.ok ? "200 OK" : "503 Service Unavailable", h.ok ? "ok\n" : h.reason + "\n"};
+      }
+      if (path == "/stats") {
+        return {"200 OK", pool.stats().to_json() + "\n"};
+      }
+      if (path == "/in_use") {
+        std::string body;
+        for (const connpool::InUseConnection& c : pool.in_use_report()) {
+          body += "connection " + std::to_string(c.connection_id) + " held " +
+                  std::to_string(
+                      std::chrono::duration_cast<std::chrono::milliseconds>(c.held_for).count()) +
+                  " ms, acquired at " + c.site.file_name() + ":" + std::to_string(c.site.line()) +
+                  "\n";
+        }
+        return {"200 OK", body};
+      }
+      return {"404 Not Found", "try /metrics, /health, /stats or /in_use\n"};
     });
     std::cout << "serving http://127.0.0.1:" << server.port() << "/metrics" << std::endl;
 
@@ -221,26 +269,44 @@ int main(int argc, char** argv) {
         }
       });
     }
-    // One borrower forgets to give its connection back for a while: a leak report.
+    // One borrower forgets to give its connection back for a while: a leak report, then its end.
     {
       auto forgotten = pool.acquire();
       std::this_thread::sleep_for(300ms);
     }
 
+    std::vector<connpool::PooledHandle<FakeSession>> held;
+    if (hold >= 0) {
+      std::this_thread::sleep_for(1s);
+      stop.store(true);
+      workers.clear();
+      for (int i = 0; i < hold; ++i) {
+        held.push_back(pool.acquire());
+      }
+      std::cout << "holding " << hold << " connections" << std::endl;
+    }
+
     int rc = 0;
     if (self_test) {
-      const std::string body = scrape(server.port());
-      const double acquires = sample(body, "connpool_acquires_total{pool=\"main\"}");
-      const double leaked = sample(body, "connpool_leaks_total{pool=\"main\"}");
-      const double max_conns = sample(body, "connpool_max_connections{pool=\"main\"}");
+      const auto [code, body] = get(server.port(), "/metrics");
+      const std::string pool_label = "{db_client_connection_pool_name=\"main\"}";
+      const double max_conns = sample(body, "db_client_connection_max" + pool_label);
+      const double waits =
+          sample(body, "db_client_connection_wait_time_seconds_count" + pool_label);
+      const double uses = sample(body, "db_client_connection_use_time_seconds_count" + pool_label);
+      const auto [health_code, health_body] = get(server.port(), "/health");
       std::cout << body;
-      if (acquires < 1 || leaked < 1 || max_conns != 4 ||
-          body.find("# TYPE connpool_acquires_total counter") == std::string::npos) {
-        std::cerr << "self-test: unexpected metrics (acquires " << acquires << ", leaks " << leaked
-                  << ", max " << max_conns << ")\n";
+      if (code != 200 || waits < 1 || uses < 1 || max_conns != 4 || leaks.load() < 1 ||
+          body.find("# TYPE db_client_connection_wait_time_seconds histogram") ==
+              std::string::npos ||
+          health_code != 200 || health_body != "ok\n") {
+        std::cerr << "self-test: unexpected metrics (waits " << waits << ", uses " << uses
+                  << ", max " << max_conns << ", leaks " << leaks.load() << ", /health "
+                  << health_code << " " << health_body << ")\n";
         rc = 1;
       } else {
-        std::cout << "self-test: ok (" << acquires << " acquires, " << leaked << " leak)\n";
+        std::cout << "self-test: ok (" << waits << " acquires, " << leaks.load()
+                  << " leak, /health ok)\n";
       }
     } else if (seconds > 0) {
       std::this_thread::sleep_for(std::chrono::seconds(seconds));

@@ -487,16 +487,24 @@ int run(const Settings& settings) {
     workers.emplace_back([&, id] { run_worker(pool, id, stop, counters, first_error); });
   }
 
-  // Progress, once per second. The gauges come from a snapshot taken while the workers run.
+  // Progress, once per second. The gauges come from a snapshot taken while the workers run; the
+  // wait quantiles from the acquires of that second (this snapshot's wait_time histogram less
+  // the last one's), as bucket bounds: "p99 <= 512 us" means 99 % waited 512 us or less.
   std::uint64_t previous = 0;
+  connpool::Histogram previous_wait;
   for (int second = 1; second <= settings.seconds; ++second) {
     std::this_thread::sleep_until(start + std::chrono::seconds(second));
     const std::uint64_t requests = counters.requests.load(std::memory_order_relaxed);
     const connpool::PoolStats s = pool.stats();
+    connpool::Histogram wait = s.wait_time;
+    wait -= previous_wait;
     std::cout << "[" << second << "s] requests " << requests << " (" << requests - previous
               << "/s)  in use " << s.in_use << "  idle " << s.idle << "  waiters " << s.pending
+              << "  wait p50 <= " << wait.quantile(0.5).count()
+              << " us  p99 <= " << wait.quantile(0.99).count() << " us"
               << std::endl;  // flushed: the line shows at once even when stdout is a pipe
     previous = requests;
+    previous_wait = s.wait_time;
   }
   stop.store(true, std::memory_order_relaxed);
   for (std::thread& w : workers) {

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 ./scripts/ensure-packages.sh cmake g++ clang make catch2 libbenchmark-dev libsoci-dev clang-format-14 libasio-dev \
-  postgresql libpq-dev redis-server libhiredis-dev nginx
+  postgresql libpq-dev redis-server libhiredis-dev nginx prometheus curl jq pkg-config
 
 if (($# > 0)); then
   workflows=("$@")
