@@ -570,3 +570,37 @@ TEST_CASE("MultiHostPool and AsyncConnectionPool record their callers' sites", "
   REQUIRE(report.size() == 1);
   CHECK(report[0].site.line() == line_a);
 }
+
+TEST_CASE("on_leak_end may re-enter the pool or destroy it", "[leak][reentrancy]") {
+  FakeState state;
+  const bool destroy = GENERATE(false, true);
+  std::optional<connpool::ConnectionPool<FakeConn, FakeFactory>> pool;
+  std::atomic<int> reported{0};
+  std::atomic<int> ended{0};
+  std::atomic<bool> reentered{false};
+  PoolOptions o = quiet(2);
+  o.leak_threshold = 20ms;
+  o.on_leak = [&](const connpool::LeakReport&) { reported.fetch_add(1); };
+  o.on_leak_end = [&](const connpool::PoolEvent&) {
+    ended.fetch_add(1);
+    if (destroy) {
+      pool.reset();  // from inside the give-back of the pool's own connection
+    } else {
+      auto other = pool->try_acquire();  // the other connection
+      reentered = other.has_value();
+    }
+  };
+  pool.emplace(FakeFactory{state}, o);
+  auto leaked = std::make_optional(pool->acquire());
+  REQUIRE(eventually([&] { return reported.load() == 1; }));
+  leaked.reset();
+  CHECK(ended.load() == 1);
+  if (destroy) {
+    CHECK_FALSE(pool.has_value());
+  } else {
+    CHECK(reentered.load());
+    CHECK(pool->stats().in_use == 0);
+    pool.reset();
+  }
+  CHECK(state.live.load() == 0);
+}

@@ -424,7 +424,7 @@ class AsyncConnectionPool {
   ///
   /// `site`, left to its default, is the caller's location: recorded for leak reports and
   /// in_use_report() when leak_threshold is set (the same for every acquire below).
-  [[nodiscard]] acquire_operation acquire(source_location site = source_location::current()) {
+  [[nodiscard]] acquire_operation acquire(call_site site = call_site::current()) {
     return acquire_operation(this, detail::to_wait_duration(core_->options().acquire_timeout), {},
                              site);
   }
@@ -434,7 +434,7 @@ class AsyncConnectionPool {
   /// Throws: std::invalid_argument (here, not at the co_await) if `timeout` is negative.
   template <class Rep, class Period>
   [[nodiscard]] acquire_operation acquire(std::chrono::duration<Rep, Period> timeout,
-                                          source_location site = source_location::current()) {
+                                          call_site site = call_site::current()) {
     return acquire_operation(this, detail::to_wait_duration(timeout), {}, site);
   }
 
@@ -443,7 +443,7 @@ class AsyncConnectionPool {
   template <class Rep, class Period>
   [[nodiscard]] acquire_operation acquire(std::chrono::duration<Rep, Period> timeout,
                                           std::stop_token stop,
-                                          source_location site = source_location::current()) {
+                                          call_site site = call_site::current()) {
     return acquire_operation(this, detail::to_wait_duration(timeout), std::move(stop), site);
   }
 
@@ -452,27 +452,24 @@ class AsyncConnectionPool {
   /// With an asynchronous factory, a creation is driven to completion on this thread.
   ///
   /// Throws: AcquireTimeout, PoolClosed, or the factory's exception (unchanged).
-  [[nodiscard]] PooledHandle<Conn> acquire_blocking(
-      source_location site = source_location::current()) {
+  [[nodiscard]] PooledHandle<Conn> acquire_blocking(call_site site = call_site::current()) {
     core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(core_->options().acquire_timeout), nullptr);
   }
 
   /// As acquire_blocking(), waiting up to `timeout`.
   template <class Rep, class Period>
-  [[nodiscard]] PooledHandle<Conn> acquire_blocking(
-      std::chrono::duration<Rep, Period> timeout,
-      source_location site = source_location::current()) {
+  [[nodiscard]] PooledHandle<Conn> acquire_blocking(std::chrono::duration<Rep, Period> timeout,
+                                                    call_site site = call_site::current()) {
     core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(timeout), nullptr);
   }
 
   /// As acquire_blocking(timeout); a stop request on `stop` ends the wait with AcquireCancelled.
   template <class Rep, class Period>
-  [[nodiscard]] PooledHandle<Conn> acquire_blocking(
-      std::chrono::duration<Rep, Period> timeout,
-      std::stop_token stop,
-      source_location site = source_location::current()) {
+  [[nodiscard]] PooledHandle<Conn> acquire_blocking(std::chrono::duration<Rep, Period> timeout,
+                                                    std::stop_token stop,
+                                                    call_site site = call_site::current()) {
     core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(timeout), &stop);
   }
@@ -482,8 +479,7 @@ class AsyncConnectionPool {
   /// only to await an asynchronous factory.
   ///
   /// Throws (at the co_await): PoolClosed; the factory's exception (unchanged).
-  [[nodiscard]] try_acquire_operation try_acquire(
-      source_location site = source_location::current()) {
+  [[nodiscard]] try_acquire_operation try_acquire(call_site site = call_site::current()) {
     return try_acquire_operation(this, std::nullopt, {}, site);
   }
 
@@ -585,7 +581,7 @@ class AsyncConnectionPool {
     std::optional<WaitClock::duration> timeout;  // nullopt: try_acquire
     std::optional<WaitClock::time_point> deadline;
     std::stop_token stop;
-    source_location site;   // the caller's (leak_threshold): noted again where it checks out
+    call_site site;         // the caller's (leak_threshold): noted again where it checks out
     Reservation capacity;   // a unit of capacity with a connect permit: must create
     bool try_only = false;  // try_acquire: never queues
     std::optional<PooledHandle<Conn>> result;
@@ -854,13 +850,13 @@ class AsyncConnectionPool {
     Operation(AsyncConnectionPool* pool,
               std::optional<WaitClock::duration> timeout,
               std::stop_token stop,
-              source_location site)
+              call_site site)
         : pool_(pool), timeout_(timeout), stop_(std::move(stop)), site_(site) {}
 
     AsyncConnectionPool* pool_;                   // used until the driver starts, never after
     std::optional<WaitClock::duration> timeout_;  // nullopt: try_acquire
     std::stop_token stop_;
-    source_location site_;  // the caller's, for leak reports
+    call_site site_;  // the caller's, for leak reports
     bool awaited_ = false;
     // A unit of capacity (and a connect permit) await_ready() took: the driver must create.
     Reservation capacity_;

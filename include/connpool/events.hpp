@@ -17,6 +17,43 @@
 
 namespace connpool {
 
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_COLUMN) && __has_builtin(__builtin_FILE) && \
+    __has_builtin(__builtin_FUNCTION) && __has_builtin(__builtin_LINE)
+#define CONNPOOL_SOURCE_LOCATION_BUILTINS 1
+#endif
+#endif
+
+#if defined(__cpp_lib_source_location)
+/// The caller's location as acquire() takes it (a defaulted argument): std::source_location,
+/// one pointer, passed in a register; where the library has none (clang 14 with libstdc++), a
+/// struct with the same members filled by the compiler's builtins.
+///
+/// Why a type of its own and not source_location below: a 24-byte location built and passed on
+/// every acquire cost the uncontended cycle 15 % (W1, bench/README.md); it is converted only when
+/// the pool records it (leak_threshold set).
+using call_site = std::source_location;
+#elif defined(CONNPOOL_SOURCE_LOCATION_BUILTINS)
+struct call_site {
+  static constexpr call_site current(const char* file = __builtin_FILE(),
+                                     const char* function = __builtin_FUNCTION(),
+                                     std::uint_least32_t line = __builtin_LINE(),
+                                     std::uint_least32_t column = __builtin_COLUMN()) noexcept {
+    return call_site{file, function, line, column};
+  }
+  [[nodiscard]] constexpr const char* file_name() const noexcept { return file_; }
+  [[nodiscard]] constexpr const char* function_name() const noexcept { return function_; }
+  [[nodiscard]] constexpr std::uint_least32_t line() const noexcept { return line_; }
+  [[nodiscard]] constexpr std::uint_least32_t column() const noexcept { return column_; }
+  const char* file_;
+  const char* function_;
+  std::uint_least32_t line_;
+  std::uint_least32_t column_;
+};
+#else
+#error "connpool: needs std::source_location or the __builtin_FILE/LINE/FUNCTION/COLUMN builtins"
+#endif
+
 /// Where a call was made: file, function, line and column, as std::source_location has them.
 /// `source_location::current()` as a defaulted argument is the caller's location.
 ///
@@ -28,36 +65,14 @@ class source_location {
  public:
   constexpr source_location() noexcept = default;
 
-#if defined(__has_builtin)
-#if __has_builtin(__builtin_COLUMN) && __has_builtin(__builtin_FILE) && \
-    __has_builtin(__builtin_FUNCTION) && __has_builtin(__builtin_LINE)
-#define CONNPOOL_SOURCE_LOCATION_BUILTINS 1
-#endif
-#endif
-#if defined(CONNPOOL_SOURCE_LOCATION_BUILTINS)
   /// The location of the call to current(), or of the call whose default argument it is.
-  static constexpr source_location current(
-      const char* file = __builtin_FILE(),
-      const char* function = __builtin_FUNCTION(),
-      std::uint_least32_t line = __builtin_LINE(),
-      std::uint_least32_t column = __builtin_COLUMN()) noexcept {
-    return source_location(file, function, line, column);
+  static constexpr source_location current(call_site here = call_site::current()) noexcept {
+    return source_location(here.file_name(), here.function_name(), here.line(), here.column());
   }
-#elif defined(__cpp_lib_source_location)
-  /// The location of the call to current(), or of the call whose default argument it is.
-  static constexpr source_location current(
-      std::source_location here = std::source_location::current()) noexcept {
-    return source_location(here);
-  }
-#else
-#error "connpool: needs std::source_location or the __builtin_FILE/LINE/FUNCTION/COLUMN builtins"
-#endif
 
-#if defined(__cpp_lib_source_location)
   /// The same location.
-  constexpr source_location(const std::source_location& s) noexcept  // NOLINT: implicit
+  constexpr source_location(const call_site& s) noexcept  // NOLINT: implicit
       : file_(s.file_name()), function_(s.function_name()), line_(s.line()), column_(s.column()) {}
-#endif
 
   constexpr source_location(const char* file,
                             const char* function,
@@ -65,19 +80,11 @@ class source_location {
                             std::uint_least32_t column) noexcept
       : file_(file), function_(function), line_(line), column_(column) {}
 
-  [[nodiscard]] constexpr const char* file_name() const noexcept {
-    return file_;
-  }
-  [[nodiscard]] constexpr const char* function_name() const noexcept {
-    return function_;
-  }
+  [[nodiscard]] constexpr const char* file_name() const noexcept { return file_; }
+  [[nodiscard]] constexpr const char* function_name() const noexcept { return function_; }
   /// 0 for a location not recorded.
-  [[nodiscard]] constexpr std::uint_least32_t line() const noexcept {
-    return line_;
-  }
-  [[nodiscard]] constexpr std::uint_least32_t column() const noexcept {
-    return column_;
-  }
+  [[nodiscard]] constexpr std::uint_least32_t line() const noexcept { return line_; }
+  [[nodiscard]] constexpr std::uint_least32_t column() const noexcept { return column_; }
 
  private:
   const char* file_ = "";

@@ -275,7 +275,7 @@ class MultiHostPool {
   ///
   /// `site`, left to its default, is the caller's location, for the host pool's leak reports and
   /// in_use_report() (with per_host.leak_threshold set); the same for every acquire below.
-  [[nodiscard]] handle_type acquire(source_location site = source_location::current()) {
+  [[nodiscard]] handle_type acquire(call_site site = call_site::current()) {
     return *acquire_any(detail::to_wait_duration(options_.per_host.acquire_timeout), nullptr, site);
   }
 
@@ -286,7 +286,7 @@ class MultiHostPool {
   /// PoolClosed.
   template <class Rep, class Period>
   [[nodiscard]] handle_type acquire(std::chrono::duration<Rep, Period> timeout,
-                                    source_location site = source_location::current()) {
+                                    call_site site = call_site::current()) {
     return *acquire_any(detail::to_wait_duration(timeout), nullptr, site);
   }
 
@@ -299,7 +299,7 @@ class MultiHostPool {
   template <class Rep, class Period>
   [[nodiscard]] handle_type acquire(std::chrono::duration<Rep, Period> timeout,
                                     std::stop_token stop,
-                                    source_location site = source_location::current()) {
+                                    call_site site = call_site::current()) {
     return *acquire_any(detail::to_wait_duration(timeout), &stop, site);
   }
 
@@ -309,8 +309,7 @@ class MultiHostPool {
   ///
   /// Throws: NoHealthyHost when no host is healthy (each failed now or has its circuit open);
   /// PoolClosed.
-  [[nodiscard]] std::optional<handle_type> try_acquire(
-      source_location site = source_location::current()) {
+  [[nodiscard]] std::optional<handle_type> try_acquire(call_site site = call_site::current()) {
     return acquire_any(std::nullopt, nullptr, site);
   }
 
@@ -320,8 +319,7 @@ class MultiHostPool {
   /// is open (Why: an open circuit fails fast for every caller, as in Hystrix, rather than
   /// letting pinned requests hammer a host known to be down); AcquireTimeout; PoolClosed; the
   /// factory's exception (unchanged).
-  [[nodiscard]] handle_type acquire(const Host& host,
-                                    source_location site = source_location::current()) {
+  [[nodiscard]] handle_type acquire(const Host& host, call_site site = call_site::current()) {
     return acquire_on(host, detail::to_wait_duration(options_.per_host.acquire_timeout), site);
   }
 
@@ -329,7 +327,7 @@ class MultiHostPool {
   template <class Rep, class Period>
   [[nodiscard]] handle_type acquire(const Host& host,
                                     std::chrono::duration<Rep, Period> timeout,
-                                    source_location site = source_location::current()) {
+                                    call_site site = call_site::current()) {
     return acquire_on(host, detail::to_wait_duration(timeout), site);
   }
 
@@ -591,7 +589,7 @@ class MultiHostPool {
                   const std::stop_token* stop,
                   const detail::MultiHostCall& call,
                   std::optional<handle_type>& out,
-                  const source_location& site) {
+                  const call_site& site) {
     const std::uint64_t calls = detail::host_factory_calls;
     try {
       std::optional<PooledHandle<Conn>> h;
@@ -720,13 +718,13 @@ class MultiHostPool {
     bool failed_once = false;    // a host failed or left: the deadline now bounds phase 1 too
     bool overloaded = false;     // a host refused the wait (its max_waiters callers waited)
     detail::MultiHostCall call;  // this acquire, on this thread's chain of calls
-    source_location site;        // where it was called (leak reports)
+    call_site site;              // where it was called (leak reports)
   };
 
   /// acquire() with `timeout`, or try_acquire() when it is empty (then nullopt = all busy).
   std::optional<handle_type> acquire_any(std::optional<WaitClock::duration> wait,
                                          const std::stop_token* stop,
-                                         const source_location& site) {
+                                         const call_site& site) {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }
@@ -895,9 +893,7 @@ class MultiHostPool {
     throw AcquireTimeout(msg);
   }
 
-  handle_type acquire_on(const Host& host,
-                         WaitClock::duration timeout,
-                         const source_location& site) {
+  handle_type acquire_on(const Host& host, WaitClock::duration timeout, const call_site& site) {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }

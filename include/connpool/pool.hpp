@@ -105,7 +105,7 @@ class ConnectionPool {
   /// in_use_report() when leak_threshold is set (the same for every acquire below).
   ///
   /// Throws: AcquireTimeout, PoolClosed, or the factory's exception (unchanged).
-  [[nodiscard]] PooledHandle<Conn> acquire(source_location site = source_location::current()) {
+  [[nodiscard]] PooledHandle<Conn> acquire(call_site site = call_site::current()) {
     core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(core_->options().acquire_timeout), nullptr);
   }
@@ -116,7 +116,7 @@ class ConnectionPool {
   /// factory's exception (unchanged).
   template <class Rep, class Period>
   [[nodiscard]] PooledHandle<Conn> acquire(std::chrono::duration<Rep, Period> timeout,
-                                           source_location site = source_location::current()) {
+                                           call_site site = call_site::current()) {
     core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(timeout), nullptr);
   }
@@ -126,7 +126,7 @@ class ConnectionPool {
   template <class Rep, class Period>
   [[nodiscard]] PooledHandle<Conn> acquire(std::chrono::duration<Rep, Period> timeout,
                                            std::stop_token stop,
-                                           source_location site = source_location::current()) {
+                                           call_site site = call_site::current()) {
     core_->note_site(site);
     return *core_->acquire(detail::to_wait_duration(timeout), &stop);
   }
@@ -136,7 +136,7 @@ class ConnectionPool {
   ///
   /// Throws: PoolClosed; the factory's exception (unchanged).
   [[nodiscard]] std::optional<PooledHandle<Conn>> try_acquire(
-      source_location site = source_location::current()) {
+      call_site site = call_site::current()) {
     core_->note_site(site);
     return core_->acquire(std::nullopt, nullptr);
   }

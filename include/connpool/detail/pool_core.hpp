@@ -128,6 +128,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
                    (Pingable<Conn> &&
                     (options.validate_on_acquire || options.keepalive_interval.count() > 0))),
         times_use_(options.record_use_time),
+        tracks_sites_(options.leak_threshold.count() > 0),
         id_(next_pool_id.fetch_add(1, std::memory_order_relaxed)),
         max_uses_(options.max_uses),
         slots_(options.max_size),
@@ -275,9 +276,9 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
 
   /// The acquire that follows on this thread was called at `site` (recorded at its check-out
   /// when leak_threshold is set; otherwise nothing).
-  void note_site(const source_location& site) const noexcept {
-    if (ops_.tracks_sites()) {
-      pending_acquire_site() = site;
+  void note_site(const call_site& site) const noexcept {
+    if (tracks_sites_) [[unlikely]] {
+      pending_acquire_site() = source_location(site);
     }
   }
 
@@ -899,6 +900,7 @@ class PoolCore final : public HandleOwner<Conn>, private HintAdopter {
   // PoolOptions::record_use_time: the check-out and the give-back read the clock even when
   // uses_ages_ is false.
   const bool times_use_;
+  const bool tracks_sites_;       // PoolOptions::leak_threshold set: acquires note their call sites
   const std::uint64_t id_;        // distinguishes this pool's entries in thread_hints
   const std::uint64_t max_uses_;  // PoolOptions::max_uses; 0 = no limit
 
