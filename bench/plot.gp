@@ -52,3 +52,24 @@ plot datadir."/w3.dat" using 0:3:4:xtic(1) with boxes lc variable, \
      '' using 0:3:(label($3)) with labels offset 0,0.7
 
 unset multiplot
+
+# A second chart, <datadir>/w3_waits.png: W3's acquire waits as connpool's own wait_time
+# histogram recorded them (w3_waits.dat, one column per connpool pool): the share of acquires
+# that waited at most each bucket bound.
+if (system("test -s ".datadir."/w3_waits.dat && head -1 ".datadir."/w3_waits.dat | wc -w") + 0 > 2) {
+  reset
+  set terminal pngcairo size 900,520 font "sans,10" noenhanced
+  set output datadir."/w3_waits.png"
+  set title "W3 contended: acquire waits from PoolStats::wait_time ".stamp
+  set xlabel "wait at most (µs, log scale; bucket bounds)"
+  set ylabel "share of acquires"
+  set logscale x 2
+  set format x "%.0f"
+  set yrange [0:1.02]
+  set grid
+  set key bottom right
+  columns = int(system("head -1 ".datadir."/w3_waits.dat | wc -w")) - 2
+  names = system("head -1 ".datadir."/w3_waits.dat | cut -d' ' -f3-")
+  plot for [i=1:columns] datadir."/w3_waits.dat" using 1:(column(i+1)) with steps lw 2 \
+       title word(names, i)
+}

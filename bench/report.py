@@ -8,7 +8,10 @@
 #   results.md  medians per workload and pool, ratios against the textbook pool and SOCI, and
 #               issue 3's targets beside them (bench/README.md embeds this file);
 #   w2.dat      W2 cycles/s per thread count, one column per pool (for plot.gp);
-#   w3.dat      W3 cycles/s and p99 acquire wait per pool (for plot.gp).
+#   w3.dat      W3 cycles/s and p99 acquire wait per pool (for plot.gp);
+#   w3_waits.dat  W3's wait distribution as connpool's wait_time histogram recorded it: per
+#               bucket bound (us), the share of acquires that waited at most that long, one
+#               column per connpool pool (for plot.gp).
 # Python 3 standard library only.
 
 import argparse
@@ -18,10 +21,12 @@ import os
 import sys
 
 POOLS = ["connpool", "textbook", "soci"]  # W1, W2, W4, W4b
-W3_POOLS = ["connpool_fifo", "connpool_barging", "connpool_barging_2ms", "connpool_barging_10ms",
-            "textbook", "soci"]
-TITLE = {"connpool": "connpool", "connpool_fifo": "connpool fifo",
+W3_POOLS = ["connpool_defaults", "connpool_fifo", "connpool_barging", "connpool_barging_1ms",
+            "connpool_barging_2ms", "connpool_barging_10ms", "textbook", "soci"]
+TITLE = {"connpool": "connpool", "connpool_defaults": "connpool default options",
+         "connpool_fifo": "connpool fifo",
          "connpool_barging": "connpool bounded_barging",
+         "connpool_barging_1ms": "connpool bounded_barging 1 ms",
          "connpool_barging_2ms": "connpool bounded_barging 2 ms",
          "connpool_barging_10ms": "connpool bounded_barging 10 ms", "textbook": "textbook",
          "soci": "SOCI"}
@@ -233,8 +238,8 @@ def main():
             vals = [get(runs, "BM_W2_NoWait", p, t, "cycles_per_s") for p in POOLS]
             f.write(f"T={t} " + " ".join("NaN" if v is None else f"{v / 1e6:.4f}" for v in vals)
                     + "\n")
-    colour = {"connpool": 1, "connpool_fifo": 1, "connpool_barging": 2,
-              "connpool_barging_2ms": 2, "connpool_barging_10ms": 2, "textbook": 3, "soci": 4}
+    colour = {"connpool": 1, "connpool_defaults": 2, "connpool_fifo": 1, "connpool_barging": 2,
+              "connpool_barging_1ms": 2, "connpool_barging_2ms": 2, "connpool_barging_10ms": 2, "textbook": 3, "soci": 4}
     with open(os.path.join(args.out_dir, "w3.dat"), "w") as f:
         f.write("# pool cycles_per_s_M wait_p99_us colour\n")
         for p in w3_pools:
@@ -243,7 +248,22 @@ def main():
             if rate is None or p99 is None:
                 continue
             f.write(f"\"{TITLE[p]}\" {rate / 1e6:.4f} {p99:.4f} {colour[p]}\n")
-    print(f"report: wrote results.md, w2.dat, w3.dat into {args.out_dir}")
+    # The distribution of W3's waits from connpool's own histograms (wait_hist_NN counters, the
+    # mean over the repetitions), as a cumulative share per bucket bound.
+    hist_pools = [p for p in w3_pools
+                  if get(runs, "BM_W3_Contended", p, 16, "wait_hist_00", "mean") is not None]
+    with open(os.path.join(args.out_dir, "w3_waits.dat"), "w") as f:
+        f.write("# bound_us " + " ".join(TITLE[p].replace(" ", "_") for p in hist_pools) + "\n")
+        counts = {p: [get(runs, "BM_W3_Contended", p, 16, f"wait_hist_{i:02d}", "mean") or 0.0
+                      for i in range(29)] for p in hist_pools}
+        totals = {p: sum(c) or 1.0 for p, c in counts.items()}
+        running = {p: 0.0 for p in hist_pools}
+        for i in range(28):  # the last, unbounded bucket has no bound to plot
+            for p in hist_pools:
+                running[p] += counts[p][i]
+            f.write(f"{2 ** i} " + " ".join(f"{running[p] / totals[p]:.6f}" for p in hist_pools)
+                    + "\n")
+    print(f"report: wrote results.md, w2.dat, w3.dat, w3_waits.dat into {args.out_dir}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@
 #   machine.txt     date, commit, CPU, kernel, compiler, load average before and after
 #   results.md      the table of medians with ratios and issue 3's targets (bench/report.py)
 #   workloads.png   W2/W3 throughput and W3 p99 wait per pool (bench/plot.gp, gnuplot)
+#   w3_waits.png    W3's wait distribution from connpool's wait_time histograms (bench/plot.gp)
 #
 # Usage: bench/run.sh [--quick] [--repetitions N] [--min-time S] [--w3-min-time S]
 #                     [--filter REGEX] [--out DIR] [--no-build] [--update-readme]
@@ -125,11 +126,13 @@ python3 bench/report.py "$out/workloads.json" "$out" --machine "$out/machine.txt
 if ! grep -q '^"' "$out/w3.dat" || ! grep -q '^T=.*[0-9]\.' "$out/w2.dat"; then
   echo "run.sh: no W2 or W3 results (filtered out?); no chart" >&2
 elif command -v gnuplot >/dev/null 2>&1; then
+  w3_waits=""
+  [[ $(head -1 "$out/w3_waits.dat" 2>/dev/null | wc -w) -gt 2 ]] && w3_waits=yes
   what=${label%%, binary built*}
   ((${#what} <= 80)) || what="${what:0:77}..."
   gnuplot -e "datadir='$out'; stamp='($(date -u +%Y-%m-%d), $(nproc) cores, ${what//\'/})'" \
     bench/plot.gp
-  echo "run.sh: wrote $out/workloads.png"
+  echo "run.sh: wrote $out/workloads.png${w3_waits:+ and $out/w3_waits.png}"
 else
   echo "run.sh: gnuplot not found (apt-get install gnuplot-nox); no chart" >&2
 fi
