@@ -3,8 +3,9 @@
 #pragma once
 
 // The plain values a MultiHostPool user names: MultiHostOptions (around PoolOptions from
-// options.hpp) with Balance, HealthState, the HostName concept, and the statistics HostStats and
-// MultiHostStats (around PoolStats from stats.hpp; detail::add_stats_into makes their total).
+// options.hpp) with Balance, HealthState, HostRole, Route and ConnProbe (the role and lag
+// probes), the HostName concept, and the statistics HostStats and MultiHostStats (around
+// PoolStats from stats.hpp; detail::add_stats_into makes their total).
 // No pool, no lock and no shared state here: the pool and its handle are in
 // multi_host_pool.hpp, which includes this header; NoHealthyHost is in errors.hpp.
 
@@ -12,11 +13,17 @@
 #include <chrono>
 #include <concepts>
 #include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include <connpool/options.hpp>
@@ -59,6 +66,167 @@ enum class HealthState {
   return "?";
 }
 
+/// What a host is in a replicated deployment, as MultiHostOptions::role_probe last found it.
+enum class HostRole {
+  unknown,  ///< not probed yet, or its last probe failed (the host did not answer)
+  primary,  ///< takes writes
+  replica,  ///< a read-only standby
+};
+
+/// "unknown", "primary" or "replica".
+[[nodiscard]] inline const char* to_string(HostRole r) noexcept {
+  switch (r) {
+    case HostRole::unknown:
+      return "unknown";
+    case HostRole::primary:
+      return "primary";
+    case HostRole::replica:
+      return "replica";
+  }
+  return "?";
+}
+
+/// Which hosts may serve MultiHostPool::acquire(Route, ...). Within a route the configured
+/// Balance picks, and the circuit breakers apply, as for acquire().
+enum class Route {
+  /// Only hosts whose role is primary (libpq's target_session_attrs=read-write).
+  primary,
+  /// Only replicas, and with MultiHostOptions::max_replica_lag set only those within it.
+  replica,
+  /// Replicas as Route::replica; the primary only when no replica can serve: each is down,
+  /// circuit-open, paused, failed in this acquire or lagging. Why not when the replicas are
+  /// merely busy: spilling reads onto the primary at every busy moment would load the one host
+  /// that cannot be scaled out (pgcat's primary_reads_enabled makes the same choice the other
+  /// way; this route is for readers that can wait).
+  prefer_replica,
+  /// Every host, whatever its role: acquire() without a route.
+  any,
+};
+
+/// "primary", "replica", "prefer_replica" or "any".
+[[nodiscard]] inline const char* to_string(Route r) noexcept {
+  switch (r) {
+    case Route::primary:
+      return "primary";
+    case Route::replica:
+      return "replica";
+    case Route::prefer_replica:
+      return "prefer_replica";
+    case Route::any:
+      return "any";
+  }
+  return "?";
+}
+
+namespace detail {
+
+/// The parameter type of a callable with exactly one call signature (a non-generic lambda, a
+/// function object, a function pointer, a std::function); no `type` for anything else.
+template <class F, class = void>
+struct probe_param {};
+template <class R, class A>
+struct probe_param<R (*)(A), void> {
+  using type = A;
+};
+template <class R, class A>
+struct probe_param<R (*)(A) noexcept, void> {
+  using type = A;
+};
+template <class T>
+struct member_call_param {};
+template <class R, class C, class A>
+struct member_call_param<R (C::*)(A)> {
+  using type = A;
+};
+template <class R, class C, class A>
+struct member_call_param<R (C::*)(A) const> {
+  using type = A;
+};
+template <class R, class C, class A>
+struct member_call_param<R (C::*)(A) noexcept> {
+  using type = A;
+};
+template <class R, class C, class A>
+struct member_call_param<R (C::*)(A) const noexcept> {
+  using type = A;
+};
+template <class F>
+struct probe_param<F, std::void_t<decltype(&F::operator())>>
+    : member_call_param<decltype(&F::operator())> {};
+
+template <class F>
+concept HasProbeParam = requires {
+  typename probe_param<F>::type;
+};
+
+}  // namespace detail
+
+/// A probe that MultiHostPool runs on one of its connections: MultiHostOptions::role_probe
+/// (R = HostRole) and lag_probe (R = std::chrono::milliseconds).
+///
+/// It holds what a std::function<R(Conn&)> would, without naming Conn: MultiHostOptions is one
+/// type for every connection type. Any callable with one call signature taking the connection
+/// by reference converts to it: a lambda [](Db& c) { ... }, a function pointer, a
+/// std::function<R(Db&)>. The pool checks at construction that the parameter is its Conn.
+/// A generic lambda ([](auto& c)) has no parameter type to check and is refused at compile time
+/// with a message saying so.
+///
+/// Why type erasure rather than MultiHostOptions<Conn>: the options are a plain aggregate that
+/// users name without template arguments (as PoolOptions), and a probe is called once per
+/// connect or recheck, where an indirect call costs nothing measurable.
+template <class R>
+class ConnProbe {
+ public:
+  /// No probe.
+  ConnProbe() noexcept = default;
+
+  /// Holds `f`, to be called as f(conn) on a connection of the type its parameter names.
+  template <class F>
+  requires(!std::same_as<std::remove_cvref_t<F>, ConnProbe>)
+      ConnProbe(F f)  // NOLINT(google-explicit-constructor): assigned like a std::function
+  {
+    using Fn = std::decay_t<F>;
+    static_assert(detail::HasProbeParam<Fn>,
+                  "connpool: a MultiHostOptions probe must name its connection type, as in "
+                  "[](Db& c) { ... }; a generic lambda ([](auto& c)) cannot be checked against "
+                  "the pool's connection type");
+    if constexpr (detail::HasProbeParam<Fn>) {
+      using Param = typename detail::probe_param<Fn>::type;
+      static_assert(std::is_lvalue_reference_v<Param>,
+                    "connpool: a MultiHostOptions probe takes the connection by reference, as "
+                    "in [](Db& c) { ... }");
+      using C = std::remove_cvref_t<Param>;
+      static_assert(std::is_convertible_v<std::invoke_result_t<Fn&, C&>, R>,
+                    "connpool: role_probe must return a connpool::HostRole, lag_probe a "
+                    "std::chrono duration");
+      type_ = &typeid(C);
+      call_ = [fn = Fn(std::move(f))](void* conn) mutable -> R {
+        return static_cast<R>(fn(*static_cast<C*>(conn)));
+      };
+    }
+  }
+
+  /// Whether a probe is set.
+  explicit operator bool() const noexcept { return static_cast<bool>(call_); }
+
+  /// Whether the probe takes a `Conn&`. False when no probe is set.
+  template <class Conn>
+  [[nodiscard]] bool takes() const noexcept {
+    return type_ != nullptr && *type_ == typeid(Conn);
+  }
+
+  /// Runs the probe on `conn`. Precondition: takes<Conn>().
+  /// Throws: what the probe throws.
+  template <class Conn>
+  R operator()(Conn& conn) const {
+    return call_(static_cast<void*>(std::addressof(conn)));
+  }
+
+ private:
+  std::function<R(void*)> call_;          // the user's callable, casting back to its parameter
+  const std::type_info* type_ = nullptr;  // the connection type it takes; null when empty
+};
+
 /// The settings of a MultiHostPool.
 struct MultiHostOptions {
   /// The options of each host's ConnectionPool (max_size is per host). per_host.acquire_timeout
@@ -78,6 +246,31 @@ struct MultiHostOptions {
   /// (Hystrix's sleep window). 0 = probe at the next acquire. Must be >= 0.
   std::chrono::milliseconds cooldown{5'000};
 
+  /// What a host is, probed on a connection of it: e.g. for PostgreSQL
+  /// `SELECT pg_is_in_recovery()` (true: replica). Set, it makes the hosts' roles known and
+  /// acquire(Route, ...) usable. It runs on every new connection (before the connection is
+  /// handed out; an exception fails the connect) and on one connection of each host every
+  /// role_recheck_interval; a host's role is the last probe's answer (HostStats::role), and
+  /// HostRole::unknown while the host cannot be reached. Takes the pool's Conn by reference (see
+  /// ConnProbe). Default: none (every host unknown; only acquire() and Route::any serve).
+  ConnProbe<HostRole> role_probe{};
+
+  /// How often the roles are probed again, on a thread of the pool's own; also at once after a
+  /// host's circuit opens, and (at most once a second) when an acquire finds no host of its
+  /// route. So a promotion is seen without a restart. Default 5 s. Must be > 0.
+  std::chrono::milliseconds role_recheck_interval{5'000};
+
+  /// Replicas whose lag_probe answer exceeds this are skipped by Route::replica and
+  /// Route::prefer_replica (and so is a replica whose lag could not be read). 0 = not checked.
+  /// Needs lag_probe. Default 0.
+  std::chrono::milliseconds max_replica_lag{0};
+
+  /// How far a replica is behind its primary, probed with the role on each replica's
+  /// connections: e.g. for PostgreSQL the time since the last replayed transaction while WAL is
+  /// still to replay (examples/pg_replicas.cpp). Takes the pool's Conn by reference. Its answer
+  /// is HostStats::replica_lag. Default: none.
+  ConnProbe<std::chrono::milliseconds> lag_probe{};
+
   /// Throws std::invalid_argument naming the first field that is out of range.
   void validate() const {
     per_host.validate();
@@ -89,6 +282,25 @@ struct MultiHostOptions {
       throw std::invalid_argument(
           "connpool: MultiHostOptions::cooldown must not be negative (got " +
           std::to_string(cooldown.count()) + " ms)");
+    }
+    if (role_recheck_interval.count() <= 0) {
+      throw std::invalid_argument(
+          "connpool: MultiHostOptions::role_recheck_interval must be positive (got " +
+          std::to_string(role_recheck_interval.count()) + " ms)");
+    }
+    if (max_replica_lag.count() < 0) {
+      throw std::invalid_argument(
+          "connpool: MultiHostOptions::max_replica_lag must not be negative (got " +
+          std::to_string(max_replica_lag.count()) + " ms)");
+    }
+    if (max_replica_lag.count() > 0 && !lag_probe) {
+      throw std::invalid_argument(
+          "connpool: MultiHostOptions::max_replica_lag needs a lag_probe to measure the lag");
+    }
+    if (lag_probe && !role_probe) {
+      throw std::invalid_argument(
+          "connpool: MultiHostOptions::lag_probe needs a role_probe (the lag is probed on "
+          "replicas only)");
     }
   }
 };
@@ -122,6 +334,10 @@ struct HostStats {
   std::size_t consecutive_failures = 0;     ///< failures since its last success
   std::string last_error;                   ///< what its last failure said ("" if none yet)
   bool paused = false;                      ///< pause_host() or drain_host() is in force
+  HostRole role = HostRole::unknown;        ///< the last role probe's answer
+  /// The last lag_probe answer on this replica; empty when it is not a replica, no lag_probe
+  /// is set, or the probe failed.
+  std::optional<std::chrono::milliseconds> replica_lag;
 };
 
 namespace detail {
@@ -172,7 +388,8 @@ struct MultiHostStats {
   PoolStats total;
 
   /// One JSON object: {"hosts":[{"host":..,"state":..,"consecutive_failures":..,
-  /// "last_error":..,"pool":{PoolStats}}, ...],"total":{PoolStats}}.
+  /// "last_error":..,"paused":..,"role":..,"replica_lag_ms":..|null,"pool":{PoolStats}}, ...],
+  /// "total":{PoolStats}}.
   [[nodiscard]] std::string to_json() const {
     std::string out = "{\"hosts\":[";
     bool first = true;
@@ -189,6 +406,12 @@ struct MultiHostStats {
       out += std::to_string(h.consecutive_failures);
       out += ",\"last_error\":";
       detail::append_json_string(out, h.last_error);
+      out += ",\"paused\":";
+      out += h.paused ? "true" : "false";
+      out += ",\"role\":\"";
+      out += to_string(h.role);
+      out += "\",\"replica_lag_ms\":";
+      out += h.replica_lag ? std::to_string(h.replica_lag->count()) : std::string("null");
       out += ",\"pool\":";
       out += h.pool.to_json();
       out += '}';

@@ -3,11 +3,14 @@
 #pragma once
 
 // MultiHostPool<Conn, Factory, Host, Clock>, the front: the host list, the acquire across hosts
-// (pick, failover, wait), hosts added and removed at run time; and its handle MultiHostHandle.
-// Elsewhere: the options and statistics in multi_host_options.hpp (included here), a host's
-// record and breaker in detail/host_entry.hpp and detail/breaker.hpp, the balancer in
-// detail/balancer.hpp, NoHealthyHost in errors.hpp. Lock rule: admin_mutex_ guards host changes
-// only; an acquire takes no lock of its own, and no lock is held while user code runs.
+// (pick by route and balance, failover, wait), the role rechecks' pass, hosts added and removed
+// at run time; and its handle MultiHostHandle. Elsewhere: the options and statistics in
+// multi_host_options.hpp (included here), a host's record and breaker in detail/host_entry.hpp
+// and detail/breaker.hpp, the balancer in detail/balancer.hpp, the route rules in
+// detail/routing.hpp, the recheck thread in detail/role_checker.hpp, NoHealthyHost in
+// errors.hpp. Lock rule: admin_mutex_ guards host changes only; an acquire takes no lock of its
+// own (a routed acquire that finds no host of its route may wait on the role checker's), and no
+// lock is held while user code runs.
 
 #include <algorithm>
 #include <atomic>
@@ -22,6 +25,7 @@
 #include <stop_token>
 #include <string>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -29,6 +33,8 @@
 #include <connpool/deadline.hpp>
 #include <connpool/detail/balancer.hpp>
 #include <connpool/detail/host_entry.hpp>
+#include <connpool/detail/role_checker.hpp>
+#include <connpool/detail/routing.hpp>
 #include <connpool/detail/thread_annotations.hpp>
 #include <connpool/errors.hpp>
 #include <connpool/handle.hpp>
@@ -72,7 +78,9 @@ class MultiHostPool;
 /// A connection borrowed from a MultiHostPool: a PooledHandle<Conn> that also names its host.
 ///
 /// Same members and rules as PooledHandle<Conn>; invalidate() also counts a failure against
-/// the host's circuit breaker.
+/// the host's circuit breaker. A handle acquired under Route::primary closes its connection
+/// instead of returning it when its host is no longer the primary (a failover demoted it):
+/// such a session may hold state of a writer that the pool must not hand to the next caller.
 ///
 /// Thread safety: as PooledHandle: one thread at a time; may move to another thread.
 /// Lifetime: may outlive its MultiHostPool and its host's removal; giving it back then closes
@@ -88,13 +96,16 @@ class MultiHostHandle {
   MultiHostHandle() noexcept = default;
 
   MultiHostHandle(MultiHostHandle&& other) noexcept
-      : handle_(std::move(other.handle_)), link_(std::exchange(other.link_, nullptr)) {}
+      : handle_(std::move(other.handle_)),
+        link_(std::exchange(other.link_, nullptr)),
+        primary_only_(other.primary_only_) {}
 
   MultiHostHandle& operator=(MultiHostHandle&& other) noexcept {
     if (this != &other) {
       release();
       handle_ = std::move(other.handle_);
       link_ = std::exchange(other.link_, nullptr);
+      primary_only_ = other.primary_only_;
     }
     return *this;
   }
@@ -112,9 +123,16 @@ class MultiHostHandle {
   /// The host that served the connection. Precondition: the handle is not empty.
   [[nodiscard]] const Host& host() const noexcept { return link_->host(); }
 
-  /// Returns the connection to its host's pool now; the handle becomes empty.
+  /// Returns the connection to its host's pool now; the handle becomes empty. Acquired under
+  /// Route::primary from a host that is no longer the primary, the connection is closed
+  /// instead (neither a success nor a failure of the host).
   void release() noexcept {
     if (link_ != nullptr) {
+      if (primary_only_ && link_->role() != HostRole::primary) [[unlikely]] {
+        handle_.invalidate();
+        std::exchange(link_, nullptr)->returned(Link::Return::detached);
+        return;
+      }
       handle_.release();
       std::exchange(link_, nullptr)->returned(Link::Return::released);
     }
@@ -160,11 +178,14 @@ class MultiHostHandle {
   requires Connection<C> && detail::PoolClock<Clk> && HostName<H>
   friend class MultiHostPool;
 
-  MultiHostHandle(PooledHandle<Conn> handle, detail::HostLink<Host>* link) noexcept
-      : handle_(std::move(handle)), link_(link) {}
+  MultiHostHandle(PooledHandle<Conn> handle,
+                  detail::HostLink<Host>* link,
+                  bool primary_only) noexcept
+      : handle_(std::move(handle)), link_(link), primary_only_(primary_only) {}
 
   PooledHandle<Conn> handle_;
   detail::HostLink<Host>* link_ = nullptr;  // holds one reference while the handle is engaged
+  bool primary_only_ = false;               // acquired under Route::primary
 };
 
 /// A pool of connections to several hosts: one ConnectionPool per host, a balancer that picks
@@ -186,6 +207,16 @@ class MultiHostHandle {
 /// resets the count and closes the circuit (details in detail::Breaker). acquire(host) uses one
 /// host only and respects its circuit.
 ///
+/// Roles (MultiHostOptions::role_probe set): each host's role (primary, replica, unknown) is the
+/// last probe's answer, probed on every new connection and, by a thread of the pool's own, on one
+/// connection of each host every role_recheck_interval, at once when a host's circuit opens, and
+/// when an acquire finds no host of its route (which then waits for that pass, within its
+/// deadline; at most one such pass a second). acquire(Route, ...) picks among the hosts of its
+/// route only (see Route), by `Balance`, with the same breakers, failover and waits. So after a
+/// failover the promoted host serves Route::primary as soon as a pass has seen it. Replicas
+/// whose lag_probe reading exceeds max_replica_lag are left out of Route::replica and
+/// Route::prefer_replica until a later reading is within it.
+///
 /// Hosts can be added and removed at run time. A removed host's pool is closed: idle
 /// connections now, connections out when they come back; it is never picked again. An acquire
 /// that was trying or waiting on a host when it was removed goes on, within its deadline, with
@@ -204,6 +235,8 @@ class MultiHostHandle {
 ///
 /// `Factory` is called as factory(host) and must return something convertible to Conn; it
 /// may be called from several threads at once (one host's pool calls it outside every lock).
+/// The probes run outside every lock too, on the thread that connects or on the recheck
+/// thread; user code there may call into the pool or destroy it.
 /// `Host` must satisfy HostName (equality and a printable form).
 ///
 /// Thread safety: all member functions may be called concurrently, except the destructor.
@@ -242,13 +275,17 @@ class MultiHostPool {
   using handle_type = MultiHostHandle<Conn, Host>;
   using stats_type = MultiHostStats<Host>;
 
-  /// Validates `options` and builds one pool per host (each warms up min_size connections).
+  /// Validates `options` and builds one pool per host (each warms up min_size connections,
+  /// each probed when role_probe is set); then starts the role recheck thread (role_probe set),
+  /// whose first pass runs at once.
   ///
-  /// Throws: std::invalid_argument for bad options or a host listed twice; with
-  /// per_host.fail_fast and min_size > 0, the first factory exception of a warm-up (set
-  /// fail_fast = false to start while a host is down).
+  /// Throws: std::invalid_argument for bad options, a probe that does not take Conn&, or a
+  /// host listed twice; with per_host.fail_fast and min_size > 0, the first factory (or probe)
+  /// exception of a warm-up (set fail_fast = false to start while a host is down).
   MultiHostPool(std::vector<Host> hosts, Factory factory, MultiHostOptions options = {})
-      : options_(validated(options)), factory_(std::make_shared<Factory>(std::move(factory))) {
+      : options_(validated(options)),
+        factory_(std::make_shared<Factory>(std::move(factory))),
+        roles_(make_roles(options_)) {
     try {
       for (Host& h : hosts) {
         add_host(std::move(h));
@@ -256,6 +293,9 @@ class MultiHostPool {
     } catch (...) {
       destroy();
       throw;
+    }
+    if (roles_) {
+      detail::RoleChecker::start(roles_->checker, [this] { return recheck_pass(); });
     }
   }
 
@@ -313,6 +353,54 @@ class MultiHostPool {
     return acquire_any(std::nullopt, nullptr, site);
   }
 
+  /// Borrows a connection from a host of `route` (see Route), picked by the balancer among
+  /// them, waiting up to options().per_host.acquire_timeout.
+  ///
+  /// Throws: std::invalid_argument for a route other than Route::any without
+  /// MultiHostOptions::role_probe; NoHealthyHost naming the route and each host's role and state
+  /// when no host of the route can serve (after waiting for one role recheck); AcquireTimeout;
+  /// PoolClosed.
+  [[nodiscard]] handle_type acquire(Route route, call_site site = call_site::current()) {
+    return *acquire_any(detail::to_wait_duration(options_.per_host.acquire_timeout), nullptr, site,
+                        route);
+  }
+
+  /// As acquire(route), waiting up to `timeout`.
+  template <class Rep, class Period>
+  [[nodiscard]] handle_type acquire(Route route,
+                                    std::chrono::duration<Rep, Period> timeout,
+                                    call_site site = call_site::current()) {
+    return *acquire_any(detail::to_wait_duration(timeout), nullptr, site, route);
+  }
+
+  /// As acquire(route, timeout), and a stop request on `stop` ends the wait with
+  /// AcquireCancelled.
+  template <class Rep, class Period>
+  [[nodiscard]] handle_type acquire(Route route,
+                                    std::chrono::duration<Rep, Period> timeout,
+                                    std::stop_token stop,
+                                    call_site site = call_site::current()) {
+    return *acquire_any(detail::to_wait_duration(timeout), &stop, site, route);
+  }
+
+  /// As try_acquire(), among the hosts of `route`: nullopt when every host of the route that
+  /// could serve is at max_size. Right after construction it waits (up to
+  /// per_host.acquire_timeout) for the first role recheck if no host of the route is known yet.
+  [[nodiscard]] std::optional<handle_type> try_acquire(Route route,
+                                                       call_site site = call_site::current()) {
+    return acquire_any(std::nullopt, nullptr, site, route);
+  }
+
+  /// Probes every host's role now, on this thread (one connection of each host; a host whose
+  /// connections are all in use keeps its role), as the recheck thread does every
+  /// role_recheck_interval. For a caller that learns of a failover first. No-op without
+  /// MultiHostOptions::role_probe.
+  void recheck_roles() {
+    if (roles_) {
+      (void)recheck_pass();
+    }
+  }
+
   /// Borrows a connection from `host` only, waiting up to options().per_host.acquire_timeout.
   ///
   /// Throws: std::invalid_argument if `host` is not in the pool; NoHealthyHost if its circuit
@@ -342,7 +430,7 @@ class MultiHostPool {
     if (find(host) != nullptr) {
       throw_duplicate(host);
     }
-    Entry* e = new Entry(std::move(host), factory_, options_);  // may connect: outside the lock
+    Entry* e = new Entry(std::move(host), factory_, options_, roles_);  // may connect: unlocked
     bool published = false;
     {
       detail::UniqueLock lk(admin_mutex_);
@@ -432,7 +520,8 @@ class MultiHostPool {
   [[nodiscard]] stats_type stats() const {
     stats_type out;
     for (Entry* e : current_.load(std::memory_order_acquire)->hosts) {
-      HostStats<Host> h{e->host(), e->pool.stats(), HealthState::closed, 0, {}, e->pool.paused()};
+      HostStats<Host> h{e->host(), e->pool.stats(),  HealthState::closed, 0,
+                        {},        e->pool.paused(), e->role(),           e->lag()};
       auto v = e->health.view();
       h.state = v.state;
       h.consecutive_failures = v.failures;
@@ -443,9 +532,13 @@ class MultiHostPool {
     return out;
   }
 
-  /// Closes every host's pool (DESIGN 7 for each); later acquires throw PoolClosed. Idempotent.
+  /// Closes every host's pool (DESIGN 7 for each) and stops the role rechecks; later acquires
+  /// throw PoolClosed. Idempotent.
   void close() noexcept CONNPOOL_EXCLUDES(admin_mutex_) {
     closed_.store(true, std::memory_order_release);
+    if (roles_) {
+      roles_->checker->stop();  // wakes acquires waiting for a pass
+    }
     const Snapshot* snap = nullptr;
     {
       detail::UniqueLock lk(admin_mutex_);  // no add_host can publish past this point
@@ -461,9 +554,94 @@ class MultiHostPool {
  private:
   using Admit = typename detail::HostHealth<Clock>::Admit;
 
+  using Roles = typename Entry::Roles;
+
   static const MultiHostOptions& validated(const MultiHostOptions& o) {
     o.validate();
+    if (o.role_probe && !o.role_probe.template takes<Conn>()) {
+      throw std::invalid_argument(
+          "connpool: MultiHostOptions::role_probe must take the pool's connection type by "
+          "reference (Conn& or const Conn&); it takes another type");
+    }
+    if (o.lag_probe && !o.lag_probe.template takes<Conn>()) {
+      throw std::invalid_argument(
+          "connpool: MultiHostOptions::lag_probe must take the pool's connection type by "
+          "reference (Conn& or const Conn&); it takes another type");
+    }
     return o;
+  }
+
+  static std::shared_ptr<const Roles> make_roles(const MultiHostOptions& o) {
+    if (!o.role_probe) {
+      return nullptr;
+    }
+    return std::make_shared<const Roles>(Roles{
+        o.role_probe, o.lag_probe, std::make_shared<detail::RoleChecker>(o.role_recheck_interval)});
+  }
+
+  /// One role recheck: a probe on one connection of each current host (the recheck thread's
+  /// pass, and recheck_roles()). Returns false when user code in it destroyed this pool: then
+  /// nothing of the pool is touched any more.
+  bool recheck_pass() {
+    const detail::MultiHostCall call(this);
+    const Snapshot& snap = *current_.load(std::memory_order_acquire);
+    for (Entry* e : snap.hosts) {
+      if (closed_.load(std::memory_order_acquire)) {
+        return true;
+      }
+      if (!probe_host(*e, call)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /// Probes host `e`'s role on one of its connections: an idle one, else a new one (which its
+  /// host factory probes as it connects). The role stands when every connection is in use or
+  /// the host is paused; it becomes unknown when the host cannot be reached or the probe fails
+  /// (a failure against its breaker). Returns false when user code destroyed this pool.
+  bool probe_host(Entry& e, const detail::MultiHostCall& call) {
+    // The record outlives this probe even if user code destroys the pool (declared before `h`,
+    // whose connection goes back to the record's pool first).
+    e.taken();
+    const typename Entry::HostFactory::Unref keep{&e};
+    const std::uint64_t calls = detail::host_factory_calls;
+    std::optional<PooledHandle<Conn>> h;
+    try {
+      h = e.pool.try_acquire();
+    } catch (const PoolClosed&) {
+      return !call.destroyed();  // removed meanwhile, or closing
+    } catch (...) {
+      // The connect (or the new connection's probe) failed; the host factory has counted it.
+      if (call.destroyed()) {
+        return false;
+      }
+      e.set_unknown();
+      return true;
+    }
+    if (call.destroyed()) {
+      return false;
+    }
+    if (!h || detail::host_factory_calls != calls) {
+      return true;  // busy or paused: the role stands; or a new connection, probed as it came
+    }
+    std::string failed;
+    try {
+      e.probe(**h);
+    } catch (const std::exception& ex) {
+      failed = std::string("role probe failed: ") + ex.what();
+    } catch (...) {
+      failed = "role probe failed: unknown exception";
+    }
+    if (call.destroyed()) {
+      return false;
+    }
+    if (!failed.empty()) {
+      h->invalidate();
+      e.set_unknown();
+      e.failure(1, failed);
+    }
+    return true;
   }
 
   [[noreturn]] static void throw_duplicate(const Host& host) {
@@ -496,6 +674,11 @@ class MultiHostPool {
   void destroy() noexcept CONNPOOL_EXCLUDES(admin_mutex_) {
     detail::MultiHostCall::pool_destroyed(this);  // user code inside an acquire of ours
     close();
+    if (roles_) {
+      // Waits for a pass in progress on another thread; on the recheck thread itself (user code
+      // in a pass destroys the pool) detaches it, and the pass touches nothing more.
+      roles_->checker->stop_and_join();
+    }
     std::vector<Entry*> entries;
     {
       detail::UniqueLock lk(admin_mutex_);
@@ -506,9 +689,9 @@ class MultiHostPool {
     }
   }
 
-  handle_type make_handle(PooledHandle<Conn> h, Entry* e) noexcept {
+  handle_type make_handle(PooledHandle<Conn> h, Entry* e, bool primary_only = false) noexcept {
     e->taken();
-    return handle_type(std::move(h), e);
+    return handle_type(std::move(h), e, primary_only);
   }
 
   /// The host the balancer picks among those not in `skip` whose circuit admits them and that
@@ -519,12 +702,16 @@ class MultiHostPool {
   Entry* pick(const Snapshot& snap,
               const detail::IndexSet& skip,
               std::size_t& index,
-              bool again) const {
+              bool again,
+              Route phase) const {
     std::optional<typename Clock::time_point> now;  // read only when a circuit is not closed
     auto ok = [&](std::size_t i) {
       const Entry& e = *snap.hosts[i];
       if (e.in_use() >= e.max_size || e.pool.paused()) {
         return false;  // full, or paused for maintenance (pause_host())
+      }
+      if (phase != Route::any && !e.serves(phase)) {
+        return false;  // not of the route
       }
       if (e.health.closed()) {
         return true;
@@ -543,14 +730,19 @@ class MultiHostPool {
     return snap.hosts[i];
   }
 
-  /// The admitted host with the fewest connections out among those not in `failed`, to wait
-  /// on; nullptr if none.
-  Entry* pick_to_wait(const Snapshot& snap, const detail::IndexSet& failed, std::size_t& index) {
+  /// The admitted host of route phase `phase` with the fewest connections out among those not
+  /// in `failed`, to wait on; nullptr if none.
+  Entry* pick_to_wait(const Snapshot& snap,
+                      const detail::IndexSet& failed,
+                      std::size_t& index,
+                      Route phase) {
     const auto now = Clock::now();
     const std::size_t i = detail::Balancer::least_loaded(
         snap.hosts.size(), failed,
         [&](std::size_t k) {
-          return !snap.hosts[k]->pool.paused() && snap.hosts[k]->health.may_admit(now);
+          const Entry& e = *snap.hosts[k];
+          return !e.pool.paused() && (phase == Route::any || e.serves(phase)) &&
+                 e.health.may_admit(now);
         },
         load_of(snap));
     if (i == detail::Balancer::none) {
@@ -589,7 +781,8 @@ class MultiHostPool {
                   const std::stop_token* stop,
                   const detail::MultiHostCall& call,
                   std::optional<handle_type>& out,
-                  const call_site& site) {
+                  const call_site& site,
+                  bool primary_only) {
     const std::uint64_t calls = detail::host_factory_calls;
     try {
       std::optional<PooledHandle<Conn>> h;
@@ -615,7 +808,7 @@ class MultiHostPool {
       if (!e.health.closed()) {
         e.health.success();  // the probe (or a wait that outlived the opening) got through
       }
-      out.emplace(make_handle(std::move(*h), &e));
+      out.emplace(make_handle(std::move(*h), &e, primary_only));
       return Attempt::got;
     } catch (const PoolClosed&) {
       if (call.destroyed()) {
@@ -654,11 +847,15 @@ class MultiHostPool {
     return Attempt::failed;
   }
 
-  [[noreturn]] void throw_no_healthy_host(const Snapshot& snap) const {
+  [[noreturn]] void throw_no_healthy_host(const Snapshot& snap, Route route = Route::any) const {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }
     std::string msg = "connpool: no healthy host";
+    if (route != Route::any) {
+      msg += " for Route::";
+      msg += to_string(route);
+    }
     if (snap.hosts.empty()) {
       msg += ": the pool has no hosts";
     }
@@ -668,6 +865,18 @@ class MultiHostPool {
       msg += sep;
       msg += host_to_string(e->host());
       msg += ": ";
+      if (roles_) {
+        msg += to_string(e->role());
+        if (const auto lag = e->lag()) {
+          msg += " (lag " + std::to_string(lag->count()) + " ms";
+          msg += options_.max_replica_lag.count() > 0 && *lag > options_.max_replica_lag
+                     ? ", over max_replica_lag)"
+                     : ")";
+        } else if (e->role() == HostRole::replica && options_.max_replica_lag.count() > 0) {
+          msg += " (lag unknown)";
+        }
+        msg += ", ";
+      }
       msg += to_string(v.state);
       msg += ", ";
       if (e->pool.paused()) {
@@ -711,27 +920,36 @@ class MultiHostPool {
 
   /// Where one acquire stands: the host list it works on and the hosts that failed in it.
   struct Search {
-    Search(const Snapshot& s, const MultiHostPool* pool)
-        : snap(&s), failed(s.hosts.size()), call(pool) {}
+    Search(const Snapshot& s, const MultiHostPool* pool, Route r)
+        : snap(&s), failed(s.hosts.size()), call(pool), route(r), phase(detail::first_phase(r)) {}
     const Snapshot* snap;        // never freed before the pool (see the class comment)
     detail::IndexSet failed;     // indices into snap->hosts: failed or unavailable in this acquire
     bool failed_once = false;    // a host failed or left: the deadline now bounds phase 1 too
     bool overloaded = false;     // a host refused the wait (its max_waiters callers waited)
     detail::MultiHostCall call;  // this acquire, on this thread's chain of calls
     call_site site;              // where it was called (leak reports)
+    const Route route;           // the route asked for
+    Route phase;                 // the hosts looked at now: route, or a phase of prefer_replica
+    bool rechecked = false;      // a role recheck was awaited once already
   };
 
   /// acquire() with `timeout`, or try_acquire() when it is empty (then nullopt = all busy).
   std::optional<handle_type> acquire_any(std::optional<WaitClock::duration> wait,
                                          const std::stop_token* stop,
-                                         const call_site& site) {
+                                         const call_site& site,
+                                         Route route = Route::any) {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }
-    Search s(*current_.load(std::memory_order_acquire), this);
+    if (route != Route::any && !roles_) [[unlikely]] {
+      throw std::invalid_argument(std::string("connpool: MultiHostPool: Route::") +
+                                  to_string(route) +
+                                  " needs MultiHostOptions::role_probe to know the hosts' roles");
+    }
+    Search s(*current_.load(std::memory_order_acquire), this, route);
     s.site = site;
     if (s.snap->hosts.empty()) {
-      throw_no_healthy_host(*s.snap);
+      throw_no_healthy_host(*s.snap, route);
     }
     // Why the coarse clock (detail::clock_now): the deadline must start now, before a connect
     // that may take long, but a precise steady_clock read would cost a third of the fast path;
@@ -754,12 +972,19 @@ class MultiHostPool {
       }
       // Phase 2: every admitted host is busy: wait on the least busy one.
       std::size_t i = 0;
-      Entry* e = pick_to_wait(*s.snap, s.failed, i);
+      Entry* e = pick_to_wait(*s.snap, s.failed, i, s.phase);
       if (e == nullptr) {
+        if (const std::optional<Route> next = detail::fallback(s.route, s.phase)) {
+          s.phase = *next;  // prefer_replica: no replica can serve; the primary then
+          continue;
+        }
         if (s.overloaded) {
           throw_overloaded(*s.snap);
         }
-        throw_no_healthy_host(*s.snap);
+        if (await_recheck(s, wait.has_value(), deadline)) {
+          continue;
+        }
+        throw_no_healthy_host(*s.snap, s.route);
       }
       if (!wait) {
         return std::nullopt;  // try_acquire: a healthy host is busy
@@ -769,7 +994,8 @@ class MultiHostPool {
         s.failed.insert(i);
         continue;
       }
-      switch (attempt(*e, admit, remaining(deadline), stop, s.call, out, s.site)) {
+      switch (attempt(*e, admit, remaining(deadline), stop, s.call, out, s.site,
+                      s.route == Route::primary)) {
         case Attempt::got:
           return out;
         case Attempt::destroyed:
@@ -793,6 +1019,32 @@ class MultiHostPool {
     }
   }
 
+  /// No host of `s`'s route can serve: waits once per acquire for a role recheck (one running,
+  /// or one started now unless one started less than a second ago), within `deadline` (for
+  /// try_acquire, `waits` false: only for the first pass of all, within
+  /// per_host.acquire_timeout). Returns true when one ended: the acquire looks again, from the
+  /// route's first phase. Why: right after start, or right after a promotion, the roles are
+  /// stale; a write that waits for one probe round beats one that fails.
+  ///
+  /// Throws: PoolClosed when the pool closed meanwhile.
+  bool await_recheck(Search& s, bool waits, WaitClock::time_point deadline) {
+    if (s.route == Route::any || s.rechecked) {
+      return false;
+    }
+    s.rechecked = true;
+    const WaitClock::time_point until =
+        waits ? deadline
+              : WaitClock::now() + detail::to_wait_duration(options_.per_host.acquire_timeout);
+    const bool ran = roles_->checker->await_pass(until, !waits);
+    if (closed_.load(std::memory_order_acquire)) {
+      throw PoolClosed();
+    }
+    if (ran) {
+      s.phase = detail::first_phase(s.route);
+    }
+    return ran;
+  }
+
   static WaitClock::duration remaining(WaitClock::time_point deadline) noexcept {
     return std::max(deadline - detail::clock_now<WaitClock>(), WaitClock::duration::zero());
   }
@@ -810,7 +1062,7 @@ class MultiHostPool {
     detail::IndexSet skip = s.failed;
     std::size_t i = 0;
     bool again = false;
-    while (Entry* e = pick(*s.snap, skip, i, std::exchange(again, true))) {
+    while (Entry* e = pick(*s.snap, skip, i, std::exchange(again, true), s.phase)) {
       if (s.failed_once && timeout > WaitClock::duration::zero() &&
           remaining(deadline) == WaitClock::duration::zero()) {
         throw_timeout(timeout, *s.snap);
@@ -820,7 +1072,8 @@ class MultiHostPool {
         skip.insert(i);
         continue;
       }
-      switch (attempt(*e, admit, std::nullopt, nullptr, s.call, out, s.site)) {
+      switch (attempt(*e, admit, std::nullopt, nullptr, s.call, out, s.site,
+                      s.route == Route::primary)) {
         case Attempt::got:
           return Attempt::got;
         case Attempt::destroyed:
@@ -935,6 +1188,8 @@ class MultiHostPool {
 
   const MultiHostOptions options_;
   const std::shared_ptr<Factory> factory_;  // shared with every host's pool
+  // The probes and the recheck thread, shared with every host; null without role_probe.
+  const std::shared_ptr<const Roles> roles_;
   std::atomic<bool> closed_{false};
   const detail::Balancer balancer_{options_.balance};  // picks a host; its turns are per thread
 

@@ -3,10 +3,12 @@
 #pragma once
 
 // HostEntry is one host of a MultiHostPool: its ConnectionPool, its HostHealth (the circuit
-// breaker of breaker.hpp behind a mutex, and the last error) and its in-use count, which is also
-// the reference count (HostLink, all a MultiHostHandle sees of it). Picking a host is in
-// balancer.hpp, the acquire across hosts in multi_host_pool.hpp. Lock rule: each HostHealth has
-// a mutex of its own, never held while user code runs or another lock is taken.
+// breaker of breaker.hpp behind a mutex, and the last error), its role and replica lag (as the
+// probes of MultiHostOptions last found them) and its in-use count, which is also the reference
+// count (HostLink, all a MultiHostHandle sees of it). Picking a host is in balancer.hpp and
+// routing.hpp, the acquire across hosts in multi_host_pool.hpp. Lock rule: each HostHealth has
+// a mutex of its own, never held while user code runs or another lock is taken; the role and
+// lag are atomics.
 
 #include <atomic>
 #include <chrono>
@@ -14,13 +16,17 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 
+#include <connpool/concepts.hpp>
 #include <connpool/deadline.hpp>
 #include <connpool/detail/balancer.hpp>
 #include <connpool/detail/breaker.hpp>
+#include <connpool/detail/role_checker.hpp>
+#include <connpool/detail/routing.hpp>
 #include <connpool/detail/thread_annotations.hpp>
 #include <connpool/multi_host_options.hpp>
 #include <connpool/options.hpp>
@@ -38,6 +44,9 @@ class HostLink {
 
   [[nodiscard]] const Host& host() const noexcept { return host_; }
 
+  /// The host's role, as the last role probe found it (HostRole::unknown without a probe).
+  [[nodiscard]] HostRole role() const noexcept { return role_.load(std::memory_order_acquire); }
+
   /// Connections of this host out through MultiHostHandles now.
   [[nodiscard]] std::size_t in_use() const noexcept {
     return refs_.value.load(std::memory_order_relaxed) - 1;
@@ -50,7 +59,7 @@ class HostLink {
   enum class Return {
     released,     ///< release() or the destructor: the connection served; a success
     invalidated,  ///< invalidate(): a failure of the host
-    detached,     ///< detach(): neither
+    detached,     ///< detach(), or closed by the pool's choice (a role change): neither
   };
 
   /// A handle gave its connection back. May destroy the record, when the pool is gone and
@@ -73,6 +82,10 @@ class HostLink {
   explicit HostLink(Host host) : host_(std::move(host)) {}
   virtual ~HostLink() = default;
   virtual void handle_returned(bool failed) noexcept = 0;
+
+  // The last role probe's answer. Written by whichever thread probed last (a connect, a
+  // recheck); read by every routed acquire's pick and by a primary-routed handle's return.
+  std::atomic<HostRole> role_{HostRole::unknown};
 
  private:
   const Host host_;
@@ -131,15 +144,16 @@ class HostHealth {
     (void)breaker_.success();
   }
 
-  /// `n` failures on the host, the last of which said `why`.
-  void failure(std::size_t n, std::string_view why) noexcept CONNPOOL_EXCLUDES(mutex_) {
+  /// `n` failures on the host, the last of which said `why`. Returns true when they opened
+  /// the circuit.
+  bool failure(std::size_t n, std::string_view why) noexcept CONNPOOL_EXCLUDES(mutex_) {
     const TimePoint now = Clock::now();
     UniqueLock lk(mutex_);
     try {
       last_error_.assign(why);
     } catch (...) {  // out of memory: keep the previous message
     }
-    (void)breaker_.failure(n, now);
+    return breaker_.failure(n, now);
   }
 
   /// The probe ended without a verdict: the next acquire may probe instead.
@@ -230,7 +244,8 @@ class HostEntry final : public HostLink<Host> {
     HostEntry* entry;
 
     /// Takes the Deadline of the host's pool (connect_timeout, its close signal), and passes it
-    /// on to a user factory callable as factory(host, deadline).
+    /// on to a user factory callable as factory(host, deadline). With a role probe set, probes
+    /// the new connection before the pool hands it out.
     Conn operator()(const Deadline& deadline) const {
       ++host_factory_calls;
       // The factory may destroy the MultiHostPool, and with it this record: a reference keeps
@@ -238,6 +253,14 @@ class HostEntry final : public HostLink<Host> {
       // while the connect runs, which it is about to be.)
       entry->taken();
       const Unref keep{entry};
+      Conn c = connect(deadline);
+      if (entry->roles_) {
+        entry->probe_new(c);
+      }
+      return c;
+    }
+
+    Conn connect(const Deadline& deadline) const {
       try {
         if constexpr (std::invocable<Factory&, const Host&, const Deadline&>) {
           return Conn((*factory)(entry->host(), deadline));
@@ -246,10 +269,10 @@ class HostEntry final : public HostLink<Host> {
           return Conn((*factory)(entry->host()));
         }
       } catch (const std::exception& e) {
-        entry->health.failure(1, e.what());
+        entry->failure(1, e.what());
         throw;
       } catch (...) {
-        entry->health.failure(1, "unknown exception from the factory");
+        entry->failure(1, "unknown exception from the factory");
         throw;
       }
     }
@@ -264,10 +287,24 @@ class HostEntry final : public HostLink<Host> {
     };
   };
 
-  HostEntry(Host host, std::shared_ptr<Factory> factory, const MultiHostOptions& options)
+  /// What a host needs of MultiHostOptions' roles: the probes, and the checker to ask for a
+  /// recheck when the host's circuit opens. Shared by every host of a pool.
+  struct Roles {
+    ConnProbe<HostRole> role_probe;
+    ConnProbe<std::chrono::milliseconds> lag_probe;
+    std::shared_ptr<RoleChecker> checker;
+  };
+
+  /// `roles` is null when MultiHostOptions::role_probe is not set.
+  HostEntry(Host host,
+            std::shared_ptr<Factory> factory,
+            const MultiHostOptions& options,
+            std::shared_ptr<const Roles> roles)
       : HostLink<Host>(std::move(host)),
         max_size(options.per_host.max_size),
+        max_replica_lag(options.max_replica_lag),
         health(options.failure_threshold, options.cooldown),
+        roles_(std::move(roles)),
         pool(HostFactory{std::move(factory), this}, host_options(options.per_host)) {}
 
   /// The options of a host's ConnectionPool: per_host, without the pool's own connect backoff.
@@ -305,21 +342,108 @@ class HostEntry final : public HostLink<Host> {
     while (seen < now && !pings_seen.compare_exchange_weak(seen, now)) {
     }
     if (count && seen < now) {
-      health.failure(static_cast<std::size_t>(now - seen), "validation ping failed");
+      failure(static_cast<std::size_t>(now - seen), "validation ping failed");
     }
   }
 
+  /// `n` failures on the host, the last of which said `why`; a recheck of the roles when they
+  /// open its circuit (the host may have been demoted, or another promoted in its place).
+  void failure(std::size_t n, std::string_view why) noexcept {
+    if (health.failure(n, why) && roles_) {
+      roles_->checker->request();
+    }
+  }
+
+  /// Whether this host may serve an acquire in `phase` of its route (see detail::serves).
+  [[nodiscard]] bool serves(Route phase) const noexcept {
+    return detail::serves(phase, this->role(), lag(), max_replica_lag);
+  }
+
+  /// The last lag reading; empty when not a replica, without a lag probe, or when it failed.
+  [[nodiscard]] std::optional<std::chrono::milliseconds> lag() const noexcept {
+    const std::int64_t ms = lag_ms_.load(std::memory_order_acquire);
+    if (ms < 0) {
+      return std::nullopt;
+    }
+    return std::chrono::milliseconds(ms);
+  }
+
+  /// Runs the role probe (and on a replica the lag probe) on `c`, a connection of this host,
+  /// and records the answers. A lag probe that throws leaves the lag unknown (such a replica
+  /// is skipped under max_replica_lag, and still serves Route::any). Why not a failure of the
+  /// host: a lag query can fail on a healthy replica (PostgreSQL's replay timestamp is null
+  /// until the first replayed transaction). User code: call with no lock held. Precondition:
+  /// roles set.
+  /// Throws: what the role probe throws (the role and lag are then left as they were).
+  void probe(Conn& c) {
+    const HostRole r = roles_->role_probe(c);
+    std::int64_t lag = -1;
+    if (r == HostRole::replica && roles_->lag_probe) {
+      try {
+        lag = std::max<std::int64_t>(0, roles_->lag_probe(c).count());
+      } catch (...) {
+        lag = -1;
+      }
+    }
+    set_role(r, lag);
+  }
+
+  /// The host could not be probed (it did not answer): its role is unknown.
+  void set_unknown() noexcept { set_role(HostRole::unknown, -1); }
+
+  /// probe() on a new connection, from the host factory: a probe that throws fails the
+  /// connect, as the factory's own exception would (counted against the host, the connection
+  /// closed, the exception passed on to the acquire).
+  void probe_new(Conn& c) {
+    try {
+      probe(c);
+    } catch (const std::exception& e) {
+      failure(1, std::string("role probe failed: ") + e.what());
+      close_quietly(c);
+      throw;
+    } catch (...) {
+      failure(1, "role probe failed: unknown exception");
+      close_quietly(c);
+      throw;
+    }
+  }
+
+  /// Whether MultiHostOptions::role_probe is set.
+  [[nodiscard]] bool has_roles() const noexcept { return roles_ != nullptr; }
+
   const std::size_t max_size;  // per_host.max_size, read by the balancer on every acquire
+  const std::chrono::milliseconds max_replica_lag;  // MultiHostOptions::max_replica_lag
   HostHealth<Clock> health;
   // The host pool's validation_failures at the last look (look_at_pings): the pings counted or
   // passed over already. Only grows.
   std::atomic<std::uint64_t> pings_seen{0};
+  // Null without MultiHostOptions::role_probe. Before `pool`: its warm-up probes.
+  const std::shared_ptr<const Roles> roles_;
+  // The last lag_probe answer in ms (>= 0), or -1 (see lag()). Written with role_. Before
+  // `pool`: its warm-up probes.
+  std::atomic<std::int64_t> lag_ms_{-1};
   ConnectionPool<Conn, HostFactory, Clock> pool;  // last: its warm-up reports to `health`
 
  private:
+  void set_role(HostRole r, std::int64_t lag_ms) noexcept {
+    lag_ms_.store(lag_ms, std::memory_order_release);
+    this->role_.store(r, std::memory_order_release);
+  }
+
+  static void close_quietly(Conn& c) noexcept {
+    if constexpr (Closeable<Conn>) {
+      try {
+        connection_traits<Conn>::close(c);
+      } catch (...) {  // the probe's exception is the one that matters
+      }
+    } else {
+      (void)c;
+    }
+  }
+
   void handle_returned(bool failed) noexcept override {
     if (failed) {
-      health.failure(1, "connection invalidated");
+      failure(1, "connection invalidated");
     } else {
       health.success();
     }

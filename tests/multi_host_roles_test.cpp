@@ -1,0 +1,681 @@
+// connpool - tests: role-aware MultiHostPool (HostRole, Route, role and lag probes, rechecks)
+// SPDX-License-Identifier: MIT
+
+// Fake servers by name, each with a role and a lag the test sets (as a failover or a paused
+// replay would), answered by the probes through the connection. The rules alone are in
+// detail/routing_test.cpp; the same behaviour on a real PostgreSQL primary and standbys is in
+// integration/pg_replicas_test.cpp.
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <connpool/connpool.hpp>
+
+#include "catch.hpp"
+
+using namespace std::chrono_literals;
+using connpool::HostRole;
+using connpool::MultiHostOptions;
+using connpool::NoHealthyHost;
+using connpool::Route;
+
+namespace {
+
+/// One fake server: its role and lag, whether it accepts connects, and what happened to it.
+struct Server {
+  std::atomic<HostRole> role{HostRole::replica};
+  std::atomic<long long> lag_ms{0};
+  std::atomic<bool> down{false};          // connects throw
+  std::atomic<bool> probe_throws{false};  // role probes throw
+  std::atomic<bool> lag_throws{false};    // lag probes throw
+  std::atomic<int> connects{0};
+  std::atomic<int> closes{0};
+  std::atomic<int> role_probes{0};
+  std::atomic<int> lag_probes{0};
+};
+
+/// A connection to a Server.
+class RoleConn {
+ public:
+  RoleConn(std::string host, Server* s) : host_(std::move(host)), server_(s) {}
+  RoleConn(RoleConn&& o) noexcept
+      : host_(std::move(o.host_)), server_(std::exchange(o.server_, nullptr)) {}
+  RoleConn& operator=(RoleConn&&) = delete;
+  RoleConn(const RoleConn&) = delete;
+  RoleConn& operator=(const RoleConn&) = delete;
+  ~RoleConn() = default;
+
+  void close() {
+    if (server_ != nullptr) {
+      server_->closes.fetch_add(1);
+    }
+  }
+  [[nodiscard]] const std::string& host() const noexcept { return host_; }
+  [[nodiscard]] Server& server() const noexcept { return *server_; }
+
+ private:
+  std::string host_;
+  Server* server_;
+};
+
+HostRole probe_role(RoleConn& c) {
+  Server& s = c.server();
+  s.role_probes.fetch_add(1);
+  if (s.probe_throws.load()) {
+    throw std::runtime_error("probe: server gone away");
+  }
+  return s.role.load();
+}
+
+std::chrono::milliseconds probe_lag(RoleConn& c) {
+  Server& s = c.server();
+  s.lag_probes.fetch_add(1);
+  if (s.lag_throws.load()) {
+    throw std::runtime_error("lag probe: no replay timestamp");
+  }
+  return std::chrono::milliseconds(s.lag_ms.load());
+}
+
+/// Servers by name; the first is the primary, the others replicas. Declare before the pool.
+class Cluster {
+ public:
+  explicit Cluster(const std::vector<std::string>& names) {
+    for (const auto& n : names) {
+      servers_.emplace(n, std::make_unique<Server>());
+    }
+    (*this)[names.front()].role = HostRole::primary;
+  }
+  Server& operator[](const std::string& name) { return *servers_.at(name); }
+
+  /// `to` becomes the primary, every other live server a replica (as a promotion does).
+  void promote(const std::string& to) {
+    for (auto& [name, s] : servers_) {
+      s->role = name == to ? HostRole::primary : HostRole::replica;
+    }
+  }
+
+  struct Factory {
+    Cluster* cluster;
+    RoleConn operator()(const std::string& host) const {
+      Server& s = (*cluster)[host];
+      if (s.down.load()) {
+        throw std::runtime_error("connection refused: " + host);
+      }
+      s.connects.fetch_add(1);
+      return RoleConn(host, &s);
+    }
+  };
+  Factory factory() { return Factory{this}; }
+
+ private:
+  std::map<std::string, std::unique_ptr<Server>> servers_;
+};
+
+struct Tag {};
+using Pool =
+    connpool::MultiHostPool<RoleConn, Cluster::Factory, std::string, connpool::ManualClock<Tag>>;
+
+const std::vector<std::string> abc{"a", "b", "c"};
+
+MultiHostOptions role_options(std::size_t min_size = 1) {
+  MultiHostOptions o;
+  o.per_host.min_size = min_size;
+  o.per_host.max_size = 4;
+  o.per_host.health_check_interval = 0ms;
+  o.per_host.validate_on_acquire = false;
+  o.failure_threshold = 2;
+  o.cooldown = 10s;
+  o.role_probe = probe_role;
+  o.role_recheck_interval = 1h;  // the tests ask for passes, unless they say otherwise
+  return o;
+}
+
+HostRole role_of(const Pool& pool, const std::string& host) {
+  for (const auto& h : pool.stats().hosts) {
+    if (h.host == host) {
+      return h.role;
+    }
+  }
+  throw std::logic_error("no such host: " + host);
+}
+
+std::optional<std::chrono::milliseconds> lag_of(const Pool& pool, const std::string& host) {
+  for (const auto& h : pool.stats().hosts) {
+    if (h.host == host) {
+      return h.replica_lag;
+    }
+  }
+  throw std::logic_error("no such host: " + host);
+}
+
+/// The hosts that serve `n` acquires under `route`, each held while the next is taken when
+/// `hold` (so a busy host makes room for the others), else given back at once.
+std::multiset<std::string> hosts_serving(Pool& pool, Route route, int n, bool hold = false) {
+  std::multiset<std::string> out;
+  std::vector<Pool::handle_type> held;
+  for (int i = 0; i < n; ++i) {
+    auto h = pool.acquire(route, 1s);
+    out.insert(h.host());
+    CHECK(h->host() == h.host());
+    if (hold) {
+      held.push_back(std::move(h));
+    }
+  }
+  return out;
+}
+
+/// Waits up to 10 s for `pred`, polling every millisecond.
+template <class Pred>
+bool eventually(Pred pred) {
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) {
+      return false;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+
+template <class F>
+std::string message_of(F f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("Roles: probed on warm-up connections, shown in stats and to_json",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  cluster["b"].lag_ms = 42;
+  MultiHostOptions o = role_options();
+  o.lag_probe = probe_lag;
+  Pool pool(abc, cluster.factory(), o);
+  CHECK(role_of(pool, "a") == HostRole::primary);
+  CHECK(role_of(pool, "b") == HostRole::replica);
+  CHECK(role_of(pool, "c") == HostRole::replica);
+  CHECK(lag_of(pool, "b") == 42ms);
+  CHECK(lag_of(pool, "c") == 0ms);
+  CHECK_FALSE(lag_of(pool, "a").has_value());  // the lag is read on replicas only
+  CHECK(cluster["a"].lag_probes.load() == 0);
+  const std::string json = pool.stats().to_json();
+  CHECK(json.find(R"("host":"a","state":"closed")") != std::string::npos);
+  CHECK(json.find(R"("role":"primary","replica_lag_ms":null)") != std::string::npos);
+  CHECK(json.find(R"("role":"replica","replica_lag_ms":42)") != std::string::npos);
+}
+
+TEST_CASE("Roles: each route lands on the hosts of its role only", "[multi_host][roles]") {
+  Cluster cluster(abc);
+  for (const auto balance : {connpool::Balance::round_robin, connpool::Balance::least_in_use,
+                             connpool::Balance::random, connpool::Balance::power_of_two_choices}) {
+    MultiHostOptions o = role_options();
+    o.balance = balance;
+    Pool pool(abc, cluster.factory(), o);
+    CHECK(hosts_serving(pool, Route::primary, 40).count("a") == 40);
+    CHECK(hosts_serving(pool, Route::replica, 40).count("a") == 0);
+    CHECK(hosts_serving(pool, Route::prefer_replica, 40).count("a") == 0);
+    // Held, the connections of a route fill each of its hosts (whatever the balance).
+    CHECK(hosts_serving(pool, Route::primary, 4, true).count("a") == 4);
+    const auto replica = hosts_serving(pool, Route::replica, 8, true);
+    CHECK(replica.count("b") == 4);
+    CHECK(replica.count("c") == 4);
+    const auto prefer = hosts_serving(pool, Route::prefer_replica, 8, true);
+    CHECK(prefer.count("b") == 4);
+    CHECK(prefer.count("c") == 4);
+    // Held, 12 connections fill all three hosts: Route::any spreads over every role.
+    const auto any = hosts_serving(pool, Route::any, 12, true);
+    CHECK(any.count("a") == 4);
+    CHECK(any.count("b") == 4);
+    CHECK(any.count("c") == 4);
+  }
+}
+
+TEST_CASE("Roles: a route whose hosts are busy waits for them, never spills",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  Pool pool(abc, cluster.factory(), role_options());
+  std::vector<Pool::handle_type> held;
+  for (int i = 0; i < 4; ++i) {
+    held.push_back(pool.acquire(Route::primary, 1s));
+  }
+  // The primary is at max_size: Route::primary waits (here until its timeout) instead of taking
+  // a replica, and try_acquire says busy.
+  CHECK_THROWS_AS(pool.acquire(Route::primary, 50ms), connpool::AcquireTimeout);
+  CHECK_FALSE(pool.try_acquire(Route::primary).has_value());
+  // A waiter is served when a primary connection comes back.
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(20ms);
+    held.pop_back();
+  });
+  auto h = pool.acquire(Route::primary, 5s);
+  releaser.join();
+  CHECK(h.host() == "a");
+  // prefer_replica with every replica busy waits for a replica rather than load the primary.
+  std::vector<Pool::handle_type> reads;
+  for (int i = 0; i < 8; ++i) {
+    reads.push_back(pool.acquire(Route::prefer_replica, 1s));
+    CHECK(reads.back().host() != "a");
+  }
+  CHECK_THROWS_AS(pool.acquire(Route::prefer_replica, 50ms), connpool::AcquireTimeout);
+}
+
+TEST_CASE("Roles: prefer_replica falls back to the primary when no replica can serve",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  MultiHostOptions o = role_options(0);
+  Pool pool(abc, cluster.factory(), o);
+  REQUIRE(eventually([&] { return role_of(pool, "c") == HostRole::replica; }));
+  // b and c stop answering: their probes fail (their roles become unknown) and they refuse
+  // connects.
+  for (const char* r : {"b", "c"}) {
+    cluster[r].down = true;
+    cluster[r].probe_throws = true;
+  }
+  pool.recheck_roles();
+  CHECK(role_of(pool, "b") == HostRole::unknown);
+  auto h = pool.acquire(Route::prefer_replica, 2s);
+  CHECK(h.host() == "a");
+  const std::string msg = message_of([&] { (void)pool.acquire(Route::replica, 200ms); });
+  CHECK(msg.find("no healthy host for Route::replica") != std::string::npos);
+  CHECK(msg.find("a: primary, closed") != std::string::npos);
+  CHECK(msg.find("b: unknown, ") != std::string::npos);
+}
+
+TEST_CASE("Roles: NoHealthyHost names the route and each host's role and state",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  cluster["a"].role = HostRole::replica;  // no primary anywhere
+  Pool pool(abc, cluster.factory(), role_options());
+  const std::string msg = message_of([&] { (void)pool.acquire(Route::primary, 100ms); });
+  CHECK(msg.rfind("connpool: no healthy host for Route::primary (", 0) == 0);
+  CHECK(msg.find("a: replica, closed, 0 consecutive failures") != std::string::npos);
+  CHECK(msg.find("b: replica, closed") != std::string::npos);
+  CHECK(msg.find("c: replica, closed") != std::string::npos);
+  CHECK_THROWS_AS(pool.acquire(Route::primary, 100ms), NoHealthyHost);
+  CHECK_THROWS_AS(pool.try_acquire(Route::primary), NoHealthyHost);
+  // The other routes still serve.
+  CHECK(pool.acquire(Route::replica, 1s));
+  CHECK(pool.acquire(Route::any, 1s));
+}
+
+TEST_CASE("Roles: a promotion is seen by the next recheck", "[multi_host][roles]") {
+  Cluster cluster(abc);
+  Pool pool(abc, cluster.factory(), role_options());
+  CHECK(pool.acquire(Route::primary, 1s).host() == "a");
+  cluster.promote("b");
+  pool.recheck_roles();
+  CHECK(role_of(pool, "a") == HostRole::replica);
+  CHECK(role_of(pool, "b") == HostRole::primary);
+  CHECK(hosts_serving(pool, Route::primary, 10).count("b") == 10);
+  CHECK(hosts_serving(pool, Route::replica, 10).count("b") == 0);
+}
+
+TEST_CASE("Roles: the recheck thread probes every role_recheck_interval", "[multi_host][roles]") {
+  Cluster cluster(abc);
+  MultiHostOptions o = role_options();
+  o.role_recheck_interval = 20ms;
+  Pool pool(abc, cluster.factory(), o);
+  cluster.promote("c");
+  // No acquire, no call: the thread alone finds the new primary.
+  CHECK(eventually([&] { return role_of(pool, "c") == HostRole::primary; }));
+  CHECK(eventually([&] { return role_of(pool, "a") == HostRole::replica; }));
+  CHECK(pool.acquire(Route::primary, 1s).host() == "c");
+}
+
+TEST_CASE("Roles: an acquire that finds no host of its route waits for a recheck",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  MultiHostOptions o = role_options(0);  // no warm-up: the roles come from the first pass
+  Pool pool(abc, cluster.factory(), o);
+  // Right after construction: the acquire waits for the first pass rather than fail.
+  CHECK(pool.acquire(Route::primary, 5s).host() == "a");
+  SECTION("try_acquire waits for the first pass too") {
+    Pool fresh(abc, cluster.factory(), o);
+    auto h = fresh.try_acquire(Route::primary);
+    REQUIRE(h.has_value());
+    CHECK(h->host() == "a");
+  }
+  SECTION("after a failover, misses ask for passes until one shows the new primary") {
+    // a goes down: its connection is invalidated twice (as after network errors), which opens
+    // its circuit; the pass that follows finds a unreachable.
+    cluster["a"].down = true;
+    pool.acquire(Route::primary, 1s).invalidate();
+    CHECK_THROWS_AS(pool.acquire(Route::primary, 1s), NoHealthyHost);  // its connect fails
+    REQUIRE(eventually([&] { return role_of(pool, "a") == HostRole::unknown; }));
+    cluster.promote("b");
+    // The recheck interval is an hour: only a pass asked for by a miss (at most one a second)
+    // can show b. Writers retry until one does.
+    int misses = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::optional<Pool::handle_type> h;
+    while (!h && std::chrono::steady_clock::now() - t0 < 10s) {
+      try {
+        h.emplace(pool.acquire(Route::primary, 100ms));
+      } catch (const NoHealthyHost&) {
+        ++misses;
+      }
+    }
+    REQUIRE(h.has_value());
+    CHECK(h->host() == "b");
+    CHECK(role_of(pool, "b") == HostRole::primary);
+    // Spaced passes: each miss probed b at most once, and not more than one pass a second.
+    const auto secs =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    CHECK(cluster["b"].role_probes.load() <= secs + 4);
+  }
+}
+
+TEST_CASE("Roles: a breaker that opens triggers a recheck at once", "[multi_host][roles]") {
+  Cluster cluster(abc);
+  MultiHostOptions o = role_options(0);
+  Pool pool(abc, cluster.factory(), o);
+  REQUIRE(pool.acquire(Route::primary, 5s).host() == "a");
+  const int probes_before = cluster["b"].role_probes.load();
+  // a fails: its handles are invalidated (as after network errors) until its circuit opens.
+  cluster["a"].down = true;
+  pool.acquire(Route::primary, 1s).invalidate();  // one failure; a's next connect fails: two
+  CHECK_THROWS_AS(pool.acquire(Route::primary, 1s), NoHealthyHost);
+  REQUIRE(pool.stats().hosts[0].state == connpool::HealthState::open);
+  // The pass probes b and c, and finds a unreachable.
+  CHECK(eventually([&] { return cluster["b"].role_probes.load() > probes_before; }));
+  CHECK(eventually([&] { return role_of(pool, "a") == HostRole::unknown; }));
+}
+
+TEST_CASE("Roles: a Route::primary connection whose host was demoted is closed on return",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  Pool pool(abc, cluster.factory(), role_options());
+  auto write = pool.acquire(Route::primary, 1s);
+  auto any = pool.acquire(Route::any, 1s);
+  while (any.host() != "a") {
+    any = pool.acquire(Route::any, 1s);
+  }
+  const int closes = cluster["a"].closes.load();
+  cluster.promote("b");
+  pool.recheck_roles();
+  REQUIRE(role_of(pool, "a") == HostRole::replica);
+  write.release();
+  CHECK(cluster["a"].closes.load() == closes + 1);
+  any.release();  // not routed to the primary: back to the pool
+  CHECK(cluster["a"].closes.load() == closes + 1);
+  // Neither counts against a's circuit.
+  const auto stats = pool.stats();
+  CHECK(stats.hosts[0].consecutive_failures == 0);
+  CHECK(stats.hosts[0].state == connpool::HealthState::closed);
+  // A Route::primary handle on a host still primary is returned, not closed.
+  auto w = pool.acquire(Route::primary, 1s);
+  CHECK(w.host() == "b");
+  const int b_closes = cluster["b"].closes.load();
+  w.release();
+  CHECK(cluster["b"].closes.load() == b_closes);
+}
+
+TEST_CASE("Roles: replicas beyond max_replica_lag are skipped until they catch up",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  MultiHostOptions o = role_options();
+  o.lag_probe = probe_lag;
+  o.max_replica_lag = 100ms;
+  Pool pool(abc, cluster.factory(), o);
+  cluster["b"].lag_ms = 500;
+  pool.recheck_roles();
+  CHECK(lag_of(pool, "b") == 500ms);
+  CHECK(hosts_serving(pool, Route::replica, 20).count("b") == 0);
+  CHECK(hosts_serving(pool, Route::prefer_replica, 20).count("b") == 0);
+  CHECK(hosts_serving(pool, Route::any, 12, true).count("b") == 4);  // any ignores the lag
+
+  SECTION("every replica lagging: prefer_replica reads from the primary") {
+    cluster["c"].lag_ms = 1000;
+    pool.recheck_roles();
+    CHECK(hosts_serving(pool, Route::prefer_replica, 10).count("a") == 10);
+    const std::string msg = message_of([&] { (void)pool.acquire(Route::replica, 100ms); });
+    CHECK(msg.find("b: replica (lag 500 ms, over max_replica_lag)") != std::string::npos);
+  }
+  SECTION("a lag that cannot be read counts as too far behind") {
+    cluster["c"].lag_throws = true;
+    pool.recheck_roles();
+    CHECK_FALSE(lag_of(pool, "c").has_value());
+    CHECK(role_of(pool, "c") == HostRole::replica);  // not a failure of the host
+    CHECK(pool.stats().hosts[2].consecutive_failures == 0);
+    const std::string msg = message_of([&] { (void)pool.acquire(Route::replica, 100ms); });
+    CHECK(msg.find("c: replica (lag unknown), closed") != std::string::npos);
+    CHECK(hosts_serving(pool, Route::prefer_replica, 5).count("a") == 5);
+  }
+  SECTION("caught up, the replica serves again") {
+    cluster["b"].lag_ms = 10;
+    pool.recheck_roles();
+    CHECK(hosts_serving(pool, Route::replica, 40).count("b") > 0);
+  }
+}
+
+TEST_CASE("Roles: a probe that throws on a new connection fails that connect",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  MultiHostOptions o = role_options(0);
+  o.per_host.fail_fast = false;
+  Pool pool(abc, cluster.factory(), o);
+  REQUIRE(pool.acquire(Route::replica, 5s));
+  cluster["a"].probe_throws = true;
+  pool.recheck_roles();  // on a's idle connection: a's role becomes unknown, a failure counted
+  CHECK(role_of(pool, "a") == HostRole::unknown);
+  const auto st = pool.stats().hosts[0];
+  CHECK(st.consecutive_failures == 1);
+  CHECK(st.last_error == "role probe failed: probe: server gone away");
+  // A new connection to a is probed as it connects; the failure closes it and the acquire fails
+  // over to b.
+  const int closes = cluster["a"].closes.load();
+  const int connects = cluster["a"].connects.load();
+  auto h = pool.acquire(Route::any, 1s);
+  while (cluster["a"].connects.load() == connects) {
+    h = pool.acquire(Route::any, 1s);
+  }
+  CHECK(h.host() != "a");
+  CHECK(cluster["a"].closes.load() >= closes + 1);
+  CHECK(pool.stats().hosts[0].state == connpool::HealthState::open);
+  // Every connection to a was closed: the failed probes' (the opening's recheck may have made
+  // one more) and the first one's.
+  CHECK(eventually([&] { return cluster["a"].closes.load() == cluster["a"].connects.load(); }));
+}
+
+TEST_CASE("Roles: bad role options are refused, naming the field", "[multi_host][roles]") {
+  Cluster cluster(abc);
+  auto message = [&](MultiHostOptions o) {
+    return message_of([&] { Pool p(abc, cluster.factory(), o); });
+  };
+  MultiHostOptions o = role_options();
+  o.role_recheck_interval = 0ms;
+  CHECK(message(o).find("role_recheck_interval must be positive") != std::string::npos);
+  o = role_options();
+  o.max_replica_lag = -1ms;
+  CHECK(message(o).find("max_replica_lag must not be negative") != std::string::npos);
+  o = role_options();
+  o.max_replica_lag = 100ms;
+  CHECK(message(o).find("max_replica_lag needs a lag_probe") != std::string::npos);
+  o = MultiHostOptions{};
+  o.lag_probe = probe_lag;
+  CHECK(message(o).find("lag_probe needs a role_probe") != std::string::npos);
+  o = role_options();
+  o.role_probe = [](int&) { return HostRole::primary; };
+  CHECK(message(o).find("role_probe must take the pool's connection type") != std::string::npos);
+  o = role_options();
+  o.lag_probe = [](const std::string&) { return 0ms; };
+  CHECK(message(o).find("lag_probe must take the pool's connection type") != std::string::npos);
+  // A const reference to the connection type is the same type.
+  o = role_options();
+  o.role_probe = [](const RoleConn& c) { return c.server().role.load(); };
+  CHECK(message(o).empty());
+  // A route without roles.
+  MultiHostOptions plain;
+  plain.per_host.health_check_interval = 0ms;
+  Pool pool(abc, cluster.factory(), plain);
+  CHECK(message_of([&] {
+          (void)pool.acquire(Route::primary, 10ms);
+        }).find("Route::primary needs MultiHostOptions::role_probe") != std::string::npos);
+  CHECK_THROWS_AS(pool.try_acquire(Route::replica), std::invalid_argument);
+  CHECK(pool.acquire(Route::any, 1s));  // any needs no roles
+  CHECK(pool.stats().hosts[0].role == HostRole::unknown);
+  pool.recheck_roles();  // no-op
+}
+
+TEST_CASE("Roles: ConnProbe takes functions, lambdas and std::function", "[multi_host][roles]") {
+  connpool::ConnProbe<HostRole> empty;
+  CHECK_FALSE(empty);
+  connpool::ConnProbe<HostRole> fn = probe_role;
+  connpool::ConnProbe<HostRole> stdfn = std::function<HostRole(RoleConn&)>(probe_role);
+  int calls = 0;
+  connpool::ConnProbe<HostRole> lambda = [&calls](RoleConn&) mutable {
+    ++calls;
+    return HostRole::replica;
+  };
+  connpool::ConnProbe<std::chrono::milliseconds> seconds = [](RoleConn&) { return 2s; };
+  for (auto* p : {&fn, &stdfn, &lambda}) {
+    CHECK(*p);
+    CHECK(p->takes<RoleConn>());
+    CHECK_FALSE(p->takes<int>());
+  }
+  Server s;
+  s.role = HostRole::primary;
+  RoleConn c("x", &s);
+  CHECK(fn(c) == HostRole::primary);
+  CHECK(stdfn(c) == HostRole::primary);
+  CHECK(lambda(c) == HostRole::replica);
+  CHECK(calls == 1);
+  CHECK(seconds(c) == 2000ms);
+}
+
+TEST_CASE("Roles: close() wakes an acquire waiting for a recheck", "[multi_host][roles]") {
+  Cluster cluster(abc);
+  std::atomic<bool> block{false};
+  std::atomic<bool> in_probe{false};
+  MultiHostOptions o = role_options(0);
+  o.role_recheck_interval = 20ms;
+  o.role_probe = [&](RoleConn& c) {
+    if (block.load()) {
+      in_probe = true;
+      while (block.load()) {
+        std::this_thread::sleep_for(1ms);
+      }
+    }
+    return probe_role(c);
+  };
+  cluster["a"].role = HostRole::replica;  // no primary: Route::primary misses
+  Pool pool(abc, cluster.factory(), o);
+  REQUIRE(eventually([&] { return role_of(pool, "c") == HostRole::replica; }));
+  block = true;  // the next pass hangs in a probe
+  REQUIRE(eventually([&] { return in_probe.load(); }));
+  std::thread closer([&] {
+    std::this_thread::sleep_for(50ms);
+    pool.close();
+    block = false;
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(pool.acquire(Route::primary, 30s), connpool::PoolClosed);
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);
+  closer.join();
+}
+
+TEST_CASE("Roles: user code in a probe may call into the pool", "[multi_host][roles]") {
+  Cluster cluster(abc);
+  std::optional<Pool> pool;
+  std::atomic<Pool*> live{nullptr};  // set once the pool is built
+  std::atomic<int> reentered{0};
+  MultiHostOptions o = role_options(0);
+  o.role_recheck_interval = 10ms;
+  o.role_probe = [&](RoleConn& c) {
+    // stats(), an acquire and a recheck from inside a probe, on the recheck thread and on
+    // connecting threads alike: no lock of the pool is held here.
+    if (Pool* p = live.load()) {
+      (void)p->stats();
+      if (auto h = p->try_acquire(Route::any)) {
+        reentered.fetch_add(1);
+      }
+      if (reentered.load() == 2) {
+        p->recheck_roles();
+      }
+    }
+    return probe_role(c);
+  };
+  pool.emplace(abc, cluster.factory(), o);
+  live = &*pool;
+  CHECK(pool->acquire(Route::primary, 5s).host() == "a");
+  CHECK(eventually([&] { return reentered.load() > 3; }));
+  live = nullptr;
+  pool.reset();
+}
+
+TEST_CASE("Roles: a probe that destroys the pool, on the recheck thread", "[multi_host][roles]") {
+  Cluster cluster(abc);
+  std::optional<Pool> pool;
+  std::atomic<bool> destroy{false};
+  std::atomic<bool> destroyed{false};
+  std::thread::id destroyer;
+  MultiHostOptions o = role_options(0);
+  o.role_recheck_interval = 10ms;
+  o.role_probe = [&](RoleConn& c) {
+    if (destroy.exchange(false)) {
+      destroyer = std::this_thread::get_id();
+      pool.reset();  // the pool's own thread runs its destructor: it must not join itself
+      destroyed = true;
+    }
+    return probe_role(c);
+  };
+  pool.emplace(abc, cluster.factory(), o);
+  REQUIRE(pool->acquire(Route::primary, 5s));
+  destroy = true;
+  REQUIRE(eventually([&] { return destroyed.load(); }));
+  CHECK(destroyer != std::this_thread::get_id());
+  // Every connection was closed, the one being probed included, once each.
+  CHECK(eventually([&] {
+    int opened = 0;
+    int closed = 0;
+    for (const auto& h : abc) {
+      opened += cluster[h].connects.load();
+      closed += cluster[h].closes.load();
+    }
+    return opened == closed;
+  }));
+}
+
+TEST_CASE("Roles: a probe that destroys the pool inside an acquire's connect",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  std::optional<Pool> pool;
+  std::atomic<bool> destroy{false};
+  MultiHostOptions o = role_options(0);
+  o.role_probe = [&](RoleConn& c) {
+    if (destroy.exchange(false)) {
+      pool.reset();
+    }
+    return probe_role(c);
+  };
+  pool.emplace(abc, cluster.factory(), o);
+  REQUIRE(pool->acquire(Route::primary, 5s));  // the first pass has run: roles known
+  // Hold a's idle connection, so that the next primary acquire connects (and probes).
+  auto held = pool->acquire(Route::primary, 1s);
+  destroy = true;
+  CHECK_THROWS_AS(pool->acquire(Route::primary, 1s), connpool::PoolClosed);
+  CHECK_FALSE(pool.has_value());
+  held.release();  // outlives the pool: closed on return
+  int opened = 0;
+  int closed = 0;
+  for (const auto& h : abc) {
+    opened += cluster[h].connects.load();
+    closed += cluster[h].closes.load();
+  }
+  CHECK(opened == closed);
+}
