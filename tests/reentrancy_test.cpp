@@ -4,11 +4,11 @@
 // Rows: every place where user code runs inside a pool (the factory, an asynchronous factory, a
 // validation ping, a keepalive ping, reset, close, the hooks of PoolOptions, on_leak, a
 // Scheduler's schedule(), a Scheduler that drops the Resumption it was given, a coroutine resumed
-// after its acquire). Columns: what that code does
-// to the pool it runs in (acquire, try_acquire, give back or invalidate a handle it holds,
-// close(), prune(), set_max_size(), destroy the pool). Each cell is run for each front:
-// ConnectionPool, AsyncConnectionPool resumed inline and through a deferring scheduler, and
-// MultiHostPool.
+// after its acquire, MultiHostPool's role probe on a new connection and on its recheck thread).
+// Columns: what that code does to the pool it runs in (acquire, try_acquire, give back or
+// invalidate a handle it holds, close(), prune(), set_max_size(), destroy the pool). Each cell is
+// run for each front: ConnectionPool, AsyncConnectionPool resumed inline and through a deferring
+// scheduler, and MultiHostPool.
 //
 // A cell re-enters exactly once (the callback acts only while armed, and disarms itself), then
 // checks that the re-entering call succeeded or failed with a documented error, that nothing
@@ -116,6 +116,8 @@ enum class Row {
   dropped_timer,    // the same, called by the timer thread on a timeout
   resumed,          // a coroutine resumed after its acquire was served by a release
   resumed_timer,    // a coroutine resumed by the timer thread after its acquire timed out
+  role_connect,     // MultiHostOptions::role_probe, on the new connection of an acquire
+  role_recheck,     // MultiHostOptions::role_probe, on MultiHostPool's role recheck thread
 };
 
 enum class Col {
@@ -194,6 +196,10 @@ const char* name(Row r) {
       return "resumed";
     case Row::resumed_timer:
       return "resumed_timer";
+    case Row::role_connect:
+      return "role_connect";
+    case Row::role_recheck:
+      return "role_recheck";
   }
   return "?";
 }
@@ -265,6 +271,9 @@ const char* not_applicable(Kind k, Row r, Col c) {
   }
   if ((r == Row::resumed || r == Row::resumed_timer) && !async) {
     return "only AsyncConnectionPool resumes coroutines";
+  }
+  if ((r == Row::role_connect || r == Row::role_recheck) && k != Kind::multi) {
+    return "only MultiHostPool probes host roles";
   }
   if (k == Kind::multi && r == Row::keepalive_prune) {
     return "MultiHostPool has no prune(): its keepalive pings run on the hosts' maintenance "
@@ -531,6 +540,9 @@ struct Cell {
   std::atomic<bool> destroyed{false};
   std::atomic<bool> closed{false};
   std::atomic<bool> driver_done{false};
+  // The thread that runs the scenario: the role rows tell the acquire's probes (on it) from the
+  // recheck thread's.
+  std::atomic<std::thread::id> driver_id{};
   std::atomic<const char*> phase{"not started"};
   After after;  // written by the driver before driver_done
 
@@ -825,11 +837,26 @@ void Cell<Pool>::build() {
     case Row::resumed:
     case Row::resumed_timer:
       break;  // the coroutine itself (trigger_co)
+    case Row::role_connect:
+    case Row::role_recheck:
+      break;  // the role probe (multi below)
   }
   if constexpr (multi) {
     connpool::MultiHostOptions m;
     o.max_size = kHostMax;
     m.per_host = o;
+    if (row == Row::role_connect || row == Row::role_recheck) {
+      // Every host a primary. The probe runs on each new connection (the driver's acquires) and
+      // on the recheck thread; only the row's own side runs the callback.
+      m.role_probe = [this](FakeConn&) {
+        const bool on_driver = std::this_thread::get_id() == driver_id.load();
+        if (on_driver == (row == Row::role_connect)) {
+          callback();
+        }
+        return connpool::HostRole::primary;
+      };
+      m.role_recheck_interval = row == Row::role_recheck ? 5ms : 1h;
+    }
     // Deterministic picks: the host with fewer connections in use, ties to "a".
     m.balance = connpool::Balance::least_in_use;
     pool.emplace(std::vector<std::string>{"a", "b"}, TrackedHostFactory(state, factories), m);
@@ -979,6 +1006,21 @@ void run_scenario(C& c) {
       c.record_trigger(Outcome::ok);
       break;
     }
+    case Row::role_connect:
+      if constexpr (C::multi) {
+        // The recheck thread's first pass leaves an idle connection on each host: the other
+        // one taken too, the trigger's acquire connects (on "a", the host with fewer in use).
+        auto other = acquire_blocking(*c.pool, kLong);
+        c.phase = "trigger: an acquire that creates (and probes)";
+        c.arm();
+        trigger_acquire(c);
+      }
+      break;
+    case Row::role_recheck:
+      c.phase = "trigger: a role probe on the recheck thread";
+      c.arm();
+      wait_acted(c);
+      break;
     case Row::on_leak: {
       c.phase = "trigger: a leak report on the maintenance thread";
       c.arm();
@@ -1130,8 +1172,8 @@ bool action_documented(Col col, Outcome o, bool multi) {
 /// The test's own call that ran the callback: it succeeds, or finds the pool the callback
 /// closed or destroyed closed.
 bool trigger_documented(Row row, Col col, Outcome o) {
-  if (row == Row::keepalive_maint || row == Row::on_leak) {
-    return o == Outcome::none;  // the maintenance thread runs the callback
+  if (row == Row::keepalive_maint || row == Row::on_leak || row == Row::role_recheck) {
+    return o == Outcome::none;  // the maintenance (or recheck) thread runs the callback
   }
   if (dropping(row)) {
     return o == Outcome::none;  // a dropped Resumption never resumes the coroutine
@@ -1148,6 +1190,7 @@ void run_cell(Kind kind, Row row, Col col) {
   auto cell = std::make_shared<C>(kind, row, col);
   cell->build();
   std::thread driver([cell] {
+    cell->driver_id.store(std::this_thread::get_id());
     drive(*cell);
     cell->driver_done.store(true);
   });
@@ -1222,11 +1265,12 @@ void matrix_cell(Kind kind, Row row, Col col) {
   }
 }
 
-#define CONNPOOL_REENTRANCY_ROWS                                                        \
-  Row::factory, Row::async_factory, Row::ping_validate, Row::keepalive_prune,           \
-      Row::keepalive_maint, Row::reset, Row::close, Row::on_create, Row::on_acquire,    \
-      Row::on_release, Row::on_close, Row::on_leak, Row::schedule, Row::schedule_timer, \
-      Row::dropped, Row::dropped_timer, Row::resumed, Row::resumed_timer
+#define CONNPOOL_REENTRANCY_ROWS                                                             \
+  Row::factory, Row::async_factory, Row::ping_validate, Row::keepalive_prune,                \
+      Row::keepalive_maint, Row::reset, Row::close, Row::on_create, Row::on_acquire,         \
+      Row::on_release, Row::on_close, Row::on_leak, Row::schedule, Row::schedule_timer,      \
+      Row::dropped, Row::dropped_timer, Row::resumed, Row::resumed_timer, Row::role_connect, \
+      Row::role_recheck
 #define CONNPOOL_REENTRANCY_COLS                                                         \
   Col::acquire, Col::try_acquire, Col::release, Col::invalidate, Col::close, Col::prune, \
       Col::set_max_size, Col::destroy
