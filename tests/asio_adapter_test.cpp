@@ -32,6 +32,7 @@
 #include <connpool/task.hpp>
 
 #include "catch.hpp"
+#include "coro.hpp"
 #include "fake_conn.hpp"
 #include "sync.hpp"
 
@@ -43,6 +44,8 @@ using connpool_test::FakeConn;
 using connpool_test::FakeFactory;
 using connpool_test::FakeState;
 using connpool_test::Gate;
+using connpool_test::OwnedRoot;
+using connpool_test::run_owned;
 
 using Pool = connpool::AsyncConnectionPool<FakeConn, FakeFactory>;
 using Handle = connpool::PooledHandle<FakeConn>;
@@ -884,39 +887,6 @@ TEST_CASE(
 }
 
 // --- Destroying an io_context with connpool resumptions queued -------------------------------
-
-/// A coroutine the test owns: it runs `task` at once, and the test destroys it wherever it is
-/// suspended (and, with it, the Task and the frame of the coroutine the Task runs).
-struct OwnedRoot {
-  struct promise_type {
-    OwnedRoot get_return_object() noexcept {
-      return OwnedRoot{std::coroutine_handle<promise_type>::from_promise(*this)};
-    }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_always final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-
-  explicit OwnedRoot(std::coroutine_handle<promise_type> h) noexcept : frame(h) {}
-  OwnedRoot(OwnedRoot&& other) noexcept : frame(std::exchange(other.frame, nullptr)) {}
-  OwnedRoot(const OwnedRoot&) = delete;
-  OwnedRoot& operator=(const OwnedRoot&) = delete;
-  OwnedRoot& operator=(OwnedRoot&&) = delete;
-  ~OwnedRoot() { destroy(); }
-
-  void destroy() noexcept {
-    if (frame) {
-      std::exchange(frame, nullptr).destroy();
-    }
-  }
-
-  std::coroutine_handle<promise_type> frame;
-};
-
-OwnedRoot run_owned(connpool::Task<> task) {
-  co_await std::move(task);
-}
 
 /// A plain connpool coroutine that waits for a connection; `frames` counts it while it lives.
 connpool::Task<> wait_in_acquire(Pool& pool, std::atomic<int>& resumed, std::atomic<int>& frames) {

@@ -36,6 +36,8 @@ using connpool_test::FakeFactory;
 using connpool_test::FakeState;
 using connpool_test::generous_deadline;
 using connpool_test::Loop;
+using connpool_test::OwnedRoot;
+using connpool_test::run_owned;
 using connpool_test::Spawned;
 
 namespace {
@@ -655,39 +657,6 @@ static_assert(!std::is_copy_constructible_v<connpool::Resumption>);
 static_assert(std::is_nothrow_move_constructible_v<connpool::Resumption>);
 static_assert(sizeof(connpool::Resumption) == 2 * sizeof(void*));
 
-/// A coroutine the test owns: it runs `task` at once, and the test destroys it wherever it is
-/// suspended (and, with it, the Task and the frame of the coroutine the Task runs).
-struct Owned {
-  struct promise_type {
-    Owned get_return_object() noexcept {
-      return Owned{std::coroutine_handle<promise_type>::from_promise(*this)};
-    }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_always final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-
-  explicit Owned(std::coroutine_handle<promise_type> h) noexcept : frame(h) {}
-  Owned(Owned&& other) noexcept : frame(std::exchange(other.frame, nullptr)) {}
-  Owned(const Owned&) = delete;
-  Owned& operator=(const Owned&) = delete;
-  Owned& operator=(Owned&&) = delete;
-  ~Owned() { destroy(); }
-
-  void destroy() noexcept {
-    if (frame) {
-      std::exchange(frame, nullptr).destroy();
-    }
-  }
-
-  std::coroutine_handle<promise_type> frame;
-};
-
-Owned run_owned(Task<void> task) {
-  co_await std::move(task);
-}
-
 /// Waits in acquire(timeout); counts its resumption (with a connection or an error) in
 /// `resumed`, and itself in `frames` while it lives.
 Task<void> wait_in_acquire(Pool& pool,
@@ -758,7 +727,7 @@ TEST_CASE("AsyncConnectionPool: a scheduler taking Resumptions runs them", "[asy
   {
     Pool pool{FakeFactory{state}, sized(1), queue.scheduler()};
     auto held = pool.acquire_blocking();
-    Owned waiting = run_owned(wait_in_acquire(pool, generous_deadline, resumed, frames));
+    OwnedRoot waiting = run_owned(wait_in_acquire(pool, generous_deadline, resumed, frames));
     held.release();
     CHECK(queue.queued() == 1);
     CHECK(resumed == 0);
@@ -789,7 +758,7 @@ TEST_CASE("AsyncConnectionPool: a scheduler may destroy Resumptions unrun", "[as
     auto held = pool.acquire_blocking();
     const std::chrono::milliseconds timeout =
         outcome == Outcome::timeout ? std::chrono::milliseconds(20) : generous_deadline;
-    std::vector<Owned> waiting;
+    std::vector<OwnedRoot> waiting;
     waiting.reserve(waiters);
     for (int i = 0; i < waiters; ++i) {
       waiting.push_back(run_owned(wait_in_acquire(pool, timeout, resumed, frames)));
@@ -863,7 +832,7 @@ TEST_CASE("AsyncConnectionPool: a coroutine destroyed with its Resumption queued
     Pool pool{FakeFactory{state}, sized(1), queue.scheduler()};
     for (int i = 0; i < rounds; ++i) {
       auto held = pool.acquire_blocking(1s);
-      Owned waiting = run_owned(wait_in_acquire(pool, generous_deadline, resumed, frames));
+      OwnedRoot waiting = run_owned(wait_in_acquire(pool, generous_deadline, resumed, frames));
       held.release();
       REQUIRE(queue.queued() == 1);
       if (concurrent) {
@@ -893,7 +862,7 @@ TEST_CASE("AsyncConnectionPool: a Resumption dropped after its pool is destroyed
   ResumptionQueue queue;
   std::atomic<int> resumed{0};
   std::atomic<int> frames{0};
-  std::optional<Owned> waiting;
+  std::optional<OwnedRoot> waiting;
   {
     Pool pool{FakeFactory{state}, sized(1), queue.scheduler()};
     auto held = pool.acquire_blocking();

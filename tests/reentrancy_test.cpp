@@ -426,25 +426,6 @@ struct DroppingScheduler {
   }
 };
 
-/// A coroutine the cell owns (the dropped rows: its acquire never resumes it): it runs `task` at
-/// once, and the driver destroys it where it is suspended.
-struct OwnedRoot {
-  struct promise_type {
-    OwnedRoot get_return_object() noexcept {
-      return OwnedRoot{std::coroutine_handle<promise_type>::from_promise(*this)};
-    }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_always final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-  std::coroutine_handle<promise_type> frame;
-};
-
-CONNPOOL_CORO_NO_SANITIZE_FUNCTION OwnedRoot run_owned(Task<void> task) {
-  co_await std::move(task);
-}
-
 using SyncPool = connpool::ConnectionPool<FakeConn, TrackedFactory, Clock>;
 using AsyncPool = connpool::AsyncConnectionPool<FakeConn, TrackedFactory, Clock>;
 using AsyncTaskPool = connpool::AsyncConnectionPool<FakeConn, TrackedAsyncFactory, Clock>;
@@ -1051,7 +1032,7 @@ void run_scenario(C& c) {
         }
         if (dropping(c.row)) {
           // Never resumed: the cell owns it, and destroys it once its Resumption was dropped.
-          c.owned = run_owned(trigger_co(&c, false, timeout)).frame;
+          c.owned = connpool_test::run_owned(trigger_co(&c, false, timeout)).release();
         } else {
           c.spawned.spawn([&c, act_after, timeout] { return trigger_co(&c, act_after, timeout); });
         }

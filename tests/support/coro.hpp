@@ -5,7 +5,8 @@
 // Drives coroutines deterministically, cppcoro-style: a Loop is a Scheduler whose queue runs only
 // when the test calls run(); spawn() starts a Task<void> as a detached root coroutine and
 // records how it ended; Event suspends coroutines until the test sets it; Counted counts live
-// objects, to check that every coroutine frame was destroyed.
+// objects, to check that every coroutine frame was destroyed; run_owned() starts a Task<void> as
+// a root coroutine the test owns (OwnedRoot) and may destroy wherever it is suspended.
 
 #include <atomic>
 #include <chrono>
@@ -200,5 +201,43 @@ class Counted {
  private:
   std::atomic<int>* live_;
 };
+
+/// A root coroutine the test owns: run_owned() runs a task at once, and the test destroys it
+/// wherever it is suspended (and, with it, the Task and the frame of the coroutine the Task
+/// runs): on destroy(), on destruction, or through the handle that release() gives up.
+struct OwnedRoot {
+  struct promise_type {
+    OwnedRoot get_return_object() noexcept {
+      return OwnedRoot{std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_always final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+
+  explicit OwnedRoot(std::coroutine_handle<promise_type> h) noexcept : frame(h) {}
+  OwnedRoot(OwnedRoot&& other) noexcept : frame(std::exchange(other.frame, nullptr)) {}
+  OwnedRoot(const OwnedRoot&) = delete;
+  OwnedRoot& operator=(const OwnedRoot&) = delete;
+  OwnedRoot& operator=(OwnedRoot&&) = delete;
+  ~OwnedRoot() { destroy(); }
+
+  void destroy() noexcept {
+    if (frame) {
+      std::exchange(frame, nullptr).destroy();
+    }
+  }
+
+  /// The frame, which the caller now destroys.
+  [[nodiscard]] std::coroutine_handle<> release() noexcept { return std::exchange(frame, nullptr); }
+
+  std::coroutine_handle<promise_type> frame;
+};
+
+/// Starts `task` as a root coroutine the caller owns.
+CONNPOOL_CORO_NO_SANITIZE_FUNCTION inline OwnedRoot run_owned(connpool::Task<void> task) {
+  co_await std::move(task);
+}
 
 }  // namespace connpool_test
