@@ -679,3 +679,45 @@ TEST_CASE("Roles: a probe that destroys the pool inside an acquire's connect",
   }
   CHECK(opened == closed);
 }
+
+TEST_CASE("Roles: a host whose connections are all in use is probed on one of its own",
+          "[multi_host][roles]") {
+  Cluster cluster(abc);
+  Pool pool(abc, cluster.factory(), role_options());
+  std::vector<Pool::handle_type> readers;  // b full of readers, as in a failover
+  for (int i = 0; i < 4; ++i) {
+    readers.push_back(pool.acquire(std::string("b"), 1s));
+  }
+  const int connects = cluster["b"].connects.load();
+  const int closes = cluster["b"].closes.load();
+  cluster.promote("b");
+  pool.recheck_roles();
+  CHECK(role_of(pool, "b") == HostRole::primary);
+  CHECK(cluster["b"].connects.load() == connects + 1);  // the probe's connection...
+  CHECK(cluster["b"].closes.load() == closes + 1);      // ...closed after it
+  const auto st = pool.stats().hosts[1].pool;
+  CHECK(st.in_use == 4);
+  CHECK(st.idle == 0);
+  CHECK(st.total_connections() == 4);  // never the pool's
+  readers.clear();
+  CHECK(pool.acquire(Route::primary, 1s).host() == "b");
+  SECTION("a paused host keeps its role") {
+    pool.pause_host("c");
+    cluster.promote("c");
+    pool.recheck_roles();
+    CHECK(role_of(pool, "c") == HostRole::replica);
+    CHECK(role_of(pool, "b") == HostRole::replica);
+  }
+}
+
+TEST_CASE("Roles: a route shares round_robin's turns evenly among its hosts",
+          "[multi_host][roles]") {
+  // The primary listed first: a turn that fell on it must not pass to the replica after it.
+  Cluster cluster({"a", "b", "c", "d"});
+  Pool pool({"a", "b", "c", "d"}, cluster.factory(), role_options());
+  const auto replica = hosts_serving(pool, Route::replica, 300);
+  CHECK(replica.count("b") == 100);
+  CHECK(replica.count("c") == 100);
+  CHECK(replica.count("d") == 100);
+  CHECK(hosts_serving(pool, Route::primary, 30).count("a") == 30);
+}

@@ -478,9 +478,10 @@ class MultiHostPool {
   }
 
   /// Probes host `e`'s role on one of its connections: an idle one, else a new one (which its
-  /// host factory probes as it connects). The role stands when every connection is in use or
-  /// the host is paused; it becomes unknown when the host cannot be reached or the probe fails
-  /// (a failure against its breaker). Returns false when user code destroyed this pool.
+  /// host factory probes as it connects), else, when all max_size are in use, one opened for the
+  /// probe alone (probe_spare()). The role stands while the host is paused; it becomes unknown
+  /// when the host cannot be reached or the probe fails (a failure against its breaker).
+  /// Returns false when user code destroyed this pool.
   bool probe_host(Entry& e, const detail::MultiHostCall& call) {
     // The record outlives this probe even if user code destroys the pool (declared before `h`,
     // whose connection goes back to the record's pool first).
@@ -503,8 +504,12 @@ class MultiHostPool {
     if (call.destroyed()) {
       return false;
     }
-    if (!h || detail::host_factory_calls != calls) {
-      return true;  // busy or paused: the role stands; or a new connection, probed as it came
+    if (!h) {
+      // Paused for maintenance: the role stands. Busy: a connection of the probe's own.
+      return e.pool.paused() ? true : probe_spare(e, call);
+    }
+    if (detail::host_factory_calls != calls) {
+      return true;  // a new connection, probed as it connected
     }
     std::string failed;
     try {
@@ -552,6 +557,30 @@ class MultiHostPool {
     return nullptr;
   }
 
+  /// Every connection of `e` is in use: probes a connection opened for this probe and closed
+  /// after it, one beyond per_host.max_size for that moment. Why: in a failover the promoted host
+  /// is often full of readers, and waiting for one of their connections would keep writes
+  /// failing for as long as a reader holds one (AWS's JDBC wrapper monitors each host on a
+  /// connection of its own for the same reason). Returns false when user code destroyed this
+  /// pool.
+  bool probe_spare(Entry& e, const detail::MultiHostCall& call) {
+    Deadline d;  // per_host.connect_timeout, as the host pool's own connects
+    if (options_.per_host.connect_timeout.count() > 0) {
+      d.at = Deadline::clock::now() + options_.per_host.connect_timeout;
+    }
+    try {
+      Conn c = typename Entry::HostFactory{factory_, &e}(d);  // connects, then probes the role
+      Entry::close_quietly(c);
+    } catch (...) {
+      // The connect or the probe failed; the host factory has counted it.
+      if (call.destroyed()) {
+        return false;
+      }
+      e.set_unknown();
+    }
+    return !call.destroyed();
+  }
+
   void destroy() noexcept CONNPOOL_EXCLUDES(admin_mutex_) {
     detail::MultiHostCall::pool_destroyed(this);  // user code inside an acquire of ours
     close();
@@ -591,9 +620,6 @@ class MultiHostPool {
       if (e.in_use() >= e.max_size || e.pool.paused()) {
         return false;  // full, or paused for maintenance (pause_host())
       }
-      if (phase != Route::any && !e.serves(phase)) {
-        return false;  // not of the route
-      }
       if (e.health.closed()) {
         return true;
       }
@@ -602,8 +628,12 @@ class MultiHostPool {
       }
       return e.health.may_admit(*now);
     };
-    const std::size_t i = balancer_.pick(snap.hosts.size(), skip,
-                                         again ? index : detail::Balancer::none, ok, load_of(snap));
+    const std::size_t after = again ? index : detail::Balancer::none;
+    const std::size_t i =
+        phase == Route::any
+            ? balancer_.pick(snap.hosts.size(), skip, after, ok, load_of(snap))
+            : balancer_.pick(snap.hosts.size(), skip, after, ok, load_of(snap),
+                             [&](std::size_t k) { return snap.hosts[k]->serves(phase); });
     if (i == detail::Balancer::none) {
       return nullptr;
     }

@@ -116,3 +116,51 @@ TEST_CASE("Balancer: power_of_two_choices prefers the less loaded of two hosts",
     CHECK(h.pick(b, IndexSet(2)) == 0);
   }
 }
+
+TEST_CASE("Balancer: a member set (a route) shares the turns and draws evenly among its hosts",
+          "[multi_host][balancer][routing]") {
+  // Host 0 is not a member (the primary, for Route::replica); hosts 1 and 3 are.
+  Hosts h{{true, true, true, true}, {0, 0, 0, 0}};
+  const IndexSet none(4);
+  auto member = [](std::size_t i) { return i == 1 || i == 3; };
+  for (const Balance balance : {Balance::round_robin, Balance::random,
+                                Balance::power_of_two_choices, Balance::least_in_use}) {
+    CAPTURE(static_cast<int>(balance));
+    Balancer b(balance);
+    std::vector<int> picked(4, 0);
+    for (int k = 0; k < 400; ++k) {
+      const std::size_t i = b.pick(4, none, Balancer::none, h.ok_fn(), h.load_fn(), member);
+      REQUIRE(i < 4);
+      ++picked[i];
+    }
+    CHECK(picked[0] == 0);
+    CHECK(picked[2] == 0);
+    if (balance == Balance::round_robin) {
+      // One thread's turns are exact: every other pick.
+      CHECK(picked[1] == 200);
+      CHECK(picked[3] == 200);
+    } else if (balance == Balance::least_in_use) {
+      CHECK(picked[1] == 400);  // equal loads: ties go to the first member
+    } else {
+      // Uniform over two members: 400 draws fall outside 120..280 with probability < 1e-15.
+      CHECK(picked[1] > 120);
+      CHECK(picked[3] > 120);
+    }
+  }
+  Balancer b(Balance::round_robin);
+  // A member that may not be picked passes its turn to the next member, never to another host.
+  h.ok[1] = false;
+  for (int k = 0; k < 10; ++k) {
+    CHECK(b.pick(4, none, Balancer::none, h.ok_fn(), h.load_fn(), member) == 3);
+  }
+  h.ok[3] = false;
+  CHECK(b.pick(4, none, Balancer::none, h.ok_fn(), h.load_fn(), member) == Balancer::none);
+  // No member at all.
+  auto nobody = [](std::size_t) { return false; };
+  h.ok[1] = h.ok[3] = true;
+  for (const Balance balance : {Balance::round_robin, Balance::random,
+                                Balance::power_of_two_choices, Balance::least_in_use}) {
+    CHECK(Balancer(balance).pick(4, none, Balancer::none, h.ok_fn(), h.load_fn(), nobody) ==
+          Balancer::none);
+  }
+}

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include <connpool/multi_host_options.hpp>
@@ -78,11 +79,18 @@ class IndexSet {
   std::vector<bool> more_;
 };
 
+/// Every host is a member: the set a pick is among when no Route narrows it (see Balancer::pick).
+struct AllHosts {
+  constexpr bool operator()(std::size_t /*i*/) const noexcept { return true; }
+};
+
 /// Picks one of n hosts (0 .. n-1) by a Balance strategy.
 ///
 /// The caller describes the hosts through two callables: ok(i), whether host i may be picked
 /// (capacity, circuit), and load(i), its connections out now (re-read at each comparison, so
-/// a host's load may change during a pick). ok(i) is never called for a host in `skip`.
+/// a host's load may change during a pick). ok(i) is never called for a host in `skip`. An
+/// optional third, member(i), narrows the pick to a set of hosts (a Route's): turns and random
+/// draws are then taken among the members, so that each member gets an even share.
 ///
 /// Thread safety: all members may be called concurrently; the only shared writes are
 /// round_robin's turn counters (see next_turn()). Complexity: O(1) for round_robin, random and
@@ -103,10 +111,38 @@ class Balancer {
   /// `after` is `none` for the first pick of an acquire; for a later one, the host it picked
   /// before: round_robin then goes on from the host after it instead of taking a new turn, so a
   /// failed host hands its turn to the next one and the order stays exact.
-  template <class Ok, class Load>
-  [[nodiscard]] std::size_t pick(
-      std::size_t n, const IndexSet& skip, std::size_t after, Ok&& ok, Load&& load) const {
-    auto eligible = [&](std::size_t i) { return !skip.contains(i) && ok(i); };
+  ///
+  /// Why turns among the members: with the primary listed first, a replica turn that fell on it
+  /// and passed to the next host would give the first replica two turns in three.
+  template <class Ok, class Load, class Member = AllHosts>
+  [[nodiscard]] std::size_t pick(std::size_t n,
+                                 const IndexSet& skip,
+                                 std::size_t after,
+                                 Ok&& ok,
+                                 Load&& load,
+                                 Member member = {}) const {
+    constexpr bool all = std::is_same_v<Member, AllHosts>;
+    auto eligible = [&](std::size_t i) { return member(i) && !skip.contains(i) && ok(i); };
+    // The members: how many, and the k-th (k < m) in index order.
+    std::size_t m = n;
+    if constexpr (!all) {
+      m = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        m += member(i) ? 1 : 0;
+      }
+    }
+    auto nth = [&](std::size_t k) {
+      if constexpr (all) {
+        return k;
+      } else {
+        for (std::size_t i = 0; i < n; ++i) {
+          if (member(i) && k-- == 0) {
+            return i;
+          }
+        }
+        return std::size_t{0};  // not reached: k < m
+      }
+    };
     auto scan_from = [&](std::size_t start) {
       for (std::size_t k = 0; k < n; ++k) {
         const std::size_t i = start + k < n ? start + k : start + k - n;
@@ -116,23 +152,26 @@ class Balancer {
       }
       return none;
     };
-    if (n == 0) {
+    if (m == 0) {
       return none;
     }
     switch (balance_) {
       case Balance::round_robin:
-        return scan_from(after != none ? (after + 1) % n : next_turn() % n);
+        return scan_from(after != none ? (after + 1) % n : nth(next_turn() % m));
       case Balance::random:
-        return scan_from(random_below(n));
+        return scan_from(nth(random_below(m)));
       case Balance::least_in_use:
-        return least_loaded(n, skip, ok, load);
+        return least_loaded(
+            n, skip, [&](std::size_t i) { return member(i) && ok(i); }, load);
       case Balance::power_of_two_choices: {
-        if (n < 2) {
-          return scan_from(0);
+        if (m < 2) {
+          return scan_from(nth(0));
         }
-        const std::size_t a = random_below(n);
-        std::size_t b = random_below(n - 1);
-        b += b >= a ? 1 : 0;
+        const std::size_t ka = random_below(m);
+        std::size_t kb = random_below(m - 1);
+        kb += kb >= ka ? 1 : 0;
+        const std::size_t a = nth(ka);
+        const std::size_t b = nth(kb);
         const bool ea = eligible(a);
         const bool eb = eligible(b);
         if (ea && eb) {

@@ -344,6 +344,18 @@ class HostEntry final : public HostLink<Host> {
   /// Whether MultiHostOptions::role_probe is set.
   [[nodiscard]] bool has_roles() const noexcept { return roles_ != nullptr; }
 
+  /// Closes `c` (a connection the host pool never had), swallowing what close() throws.
+  static void close_quietly(Conn& c) noexcept {
+    if constexpr (Closeable<Conn>) {
+      try {
+        connection_traits<Conn>::close(c);
+      } catch (...) {  // the probe's exception is the one that matters
+      }
+    } else {
+      (void)c;
+    }
+  }
+
   const std::size_t max_size;  // per_host.max_size, read by the balancer on every acquire
   const std::chrono::milliseconds max_replica_lag;  // MultiHostOptions::max_replica_lag
   HostHealth<Clock> health;
@@ -361,17 +373,6 @@ class HostEntry final : public HostLink<Host> {
   void set_role(HostRole r, std::int64_t lag_ms) noexcept {
     lag_ms_.store(lag_ms, std::memory_order_release);
     this->role_.store(r, std::memory_order_release);
-  }
-
-  static void close_quietly(Conn& c) noexcept {
-    if constexpr (Closeable<Conn>) {
-      try {
-        connection_traits<Conn>::close(c);
-      } catch (...) {  // the probe's exception is the one that matters
-      }
-    } else {
-      (void)c;
-    }
   }
 
   void handle_returned(bool failed) noexcept override {
