@@ -14,7 +14,11 @@
 #   ./scripts/pg-cluster.sh stop           stop every node and remove the directories
 #
 # Each node lives in a temporary directory. The role and database `connpool` (superuser, so
-# that tests may call pg_wal_replay_pause()) exist on all three. Needs Debian's postgresql
+# that tests may call pg_wal_replay_pause()) exist on all three. Replication is synchronous
+# while the first primary runs (synchronous_standby_names = 'ANY 2 (node1, node2)', commits wait
+# for both standbys' flush, not their replay): so every commit a client saw succeed is on the
+# standby that a failover promotes, as the integration tests check. A promoted standby has no
+# synchronous standby (it would wait for one that may never come). Needs Debian's postgresql
 # package. As root, the servers run as the `postgres` user; otherwise as the calling user.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -45,7 +49,7 @@ start_node() {
   local node=$1 data
   data=$(dir_of "$node")
   as_server_user "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $(port_of "$node") -c unix_socket_directories= -c max_connections=100 -c fsync=off" \
+    -o "-c listen_addresses=127.0.0.1 -p $(port_of "$node") -c unix_socket_directories= -c max_connections=100 -c fsync=off -c cluster_name=node$node" \
     start >/dev/null
 }
 conninfo_of() {
@@ -89,10 +93,22 @@ EOF
     for node in 0 1 2; do
       conninfo_of "$node" | tee -a "$state/conninfo"
     done
-    # Both standbys stream before this returns.
+    # Both standbys stream before this returns; then commits wait for both (set after the base
+    # backups, so that the standbys do not inherit it). A standby's application_name is its
+    # cluster_name.
     for _ in $(seq 1 100); do
       n=$(psql_on 0 -c "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
-      [[ $n == 2 ]] && exit 0
+      if [[ $n == 2 ]]; then
+        psql_on 0 -c "ALTER SYSTEM SET synchronous_standby_names = 'ANY 2 (node1, node2)'" >/dev/null
+        psql_on 0 -c "SELECT pg_reload_conf()" >/dev/null
+        for _ in $(seq 1 100); do
+          n=$(psql_on 0 -c "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'quorum'")
+          [[ $n == 2 ]] && exit 0
+          sleep 0.1
+        done
+        echo "pg-cluster: the standbys did not become synchronous" >&2
+        exit 1
+      fi
       sleep 0.1
     done
     echo "pg-cluster: the standbys did not start streaming" >&2

@@ -26,13 +26,18 @@ if [[ " ${workflows[*]} " == *" ci-tsan "* && -r /proc/sys/vm/mmap_rnd_bits ]] &
 fi
 
 # Servers for the integration tests: a throwaway PostgreSQL, Redis and nginx on loopback ports,
-# stopped at the end, unless CONNPOOL_PG_CONNINFO / CONNPOOL_REDIS_ADDR / CONNPOOL_HTTP_ADDR
-# already name servers.
+# and a PostgreSQL primary with two streaming standbys (scripts/pg-cluster.sh), stopped at the
+# end, unless CONNPOOL_PG_CONNINFO / CONNPOOL_REDIS_ADDR / CONNPOOL_HTTP_ADDR /
+# CONNPOOL_PGCLUSTER_CONNINFO already name servers.
 started=()
 stop_servers() {
   local s
   for s in "${started[@]}"; do
-    "./scripts/$s-server.sh" stop || true
+    if [[ $s == pg-cluster ]]; then
+      ./scripts/pg-cluster.sh stop || true
+    else
+      "./scripts/$s-server.sh" stop || true
+    fi
   done
 }
 trap stop_servers EXIT
@@ -51,6 +56,15 @@ if [[ -z ${CONNPOOL_HTTP_ADDR:-} ]]; then
   CONNPOOL_HTTP_ADDR=$(./scripts/nginx-server.sh start)
   started+=(nginx)
   export CONNPOOL_HTTP_ADDR
+fi
+# The cluster's three conninfos, node 0 (the primary) first, joined by '|'. The failover tests
+# (tests/integration/pg_replicas_test.cpp) restart it with CONNPOOL_PGCLUSTER_SCRIPT before each
+# case that changes it, since every workflow preset runs them against the same cluster.
+if [[ -z ${CONNPOOL_PGCLUSTER_CONNINFO:-} ]]; then
+  started+=(pg-cluster)  # before start: a half-started cluster is stopped too
+  CONNPOOL_PGCLUSTER_CONNINFO=$(./scripts/pg-cluster.sh start | paste -sd '|' -)
+  export CONNPOOL_PGCLUSTER_CONNINFO
+  export CONNPOOL_PGCLUSTER_SCRIPT="$PWD/scripts/pg-cluster.sh"
 fi
 
 log_dir=build/test-all
