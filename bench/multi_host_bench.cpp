@@ -4,12 +4,14 @@
 // Connections idle and never expiring, a connection type that does no I/O: what is
 // measured is the bookkeeping. BM_Single_* is one ConnectionPool; BM_MultiHost/<strategy> is a
 // MultiHostPool of 3 hosts picking by that strategy; the difference is the balancer, the breaker
-// check and the in-use count, on one thread; BM_Threads_* share one pool among 2 and 4 threads.
+// check and the in-use count, on one thread; BM_MultiHost_Route adds host roles and picks within
+// a Route; BM_Threads_* share one pool among 2 and 4 threads.
 // BM_HostPool_Stats is the price of one ConnectionPool::stats(), which
 // is why MultiHostPool does not read it on every acquire (see HostEntry::look_at_pings). For
 // figures, run a Release build with --benchmark_repetitions=5
 // --benchmark_report_aggregates_only=true.
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -88,6 +90,37 @@ void BM_MultiHost_AcquireHost(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_MultiHost_AcquireHost);
+
+/// A connection that knows its host's role ("h1" is the primary), for the routed acquires.
+struct RoleConnection {
+  connpool::HostRole role = connpool::HostRole::unknown;
+};
+struct RoleHostFactory {
+  RoleConnection operator()(const std::string& host) const noexcept {
+    return {host == "h1" ? connpool::HostRole::primary : connpool::HostRole::replica};
+  }
+};
+
+/// acquire(route, 30 s) over 3 hosts (h1 the primary, h2 and h3 replicas) with a role probe,
+/// round_robin; state.range(0) is the Route. Route::any is acquire() with roles known.
+void BM_MultiHost_Route(benchmark::State& state) {
+  const auto route = static_cast<connpool::Route>(state.range(0));
+  connpool::MultiHostOptions o{.per_host = fixed_size(8)};
+  o.role_probe = [](RoleConnection& c) { return c.role; };
+  connpool::MultiHostPool<RoleConnection, RoleHostFactory> pool{
+      {"h1", "h2", "h3"}, RoleHostFactory{}, o};
+  for (auto _ : state) {
+    auto handle = pool.acquire(route, std::chrono::seconds(30));
+    benchmark::DoNotOptimize(handle.get());
+  }
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(connpool::to_string(route));
+}
+BENCHMARK(BM_MultiHost_Route)
+    ->Arg(static_cast<int>(connpool::Route::any))
+    ->Arg(static_cast<int>(connpool::Route::primary))
+    ->Arg(static_cast<int>(connpool::Route::replica))
+    ->Arg(static_cast<int>(connpool::Route::prefer_replica));
 
 // --- Several threads ---------------------------------------------------------------------
 // T threads share one pool: a ConnectionPool of 24 connections against a MultiHostPool of 3
