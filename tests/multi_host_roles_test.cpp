@@ -21,6 +21,7 @@
 #include <connpool/connpool.hpp>
 
 #include "catch.hpp"
+#include "prometheus_text.hpp"
 
 using namespace std::chrono_literals;
 using connpool::HostRole;
@@ -720,4 +721,48 @@ TEST_CASE("Roles: a route shares round_robin's turns evenly among its hosts",
   CHECK(replica.count("c") == 100);
   CHECK(replica.count("d") == 100);
   CHECK(hosts_serving(pool, Route::primary, 30).count("a") == 30);
+}
+
+TEST_CASE("Roles: to_prometheus() writes each host's role, circuit and lag",
+          "[multi_host][roles][metrics]") {
+  Cluster cluster(abc);
+  cluster["b"].lag_ms = 1500;
+  MultiHostOptions o = role_options();
+  o.lag_probe = probe_lag;
+  o.per_host.name = "orders";
+  Pool pool(abc, cluster.factory(), o);
+  connpool::PrometheusOptions po;
+  po.labels = {{"zone", "eu"}};
+  const std::string text = pool.stats().to_prometheus(po);
+  INFO(text);
+  const auto samples = connpool_test::prometheus_samples(text);
+  auto at = [&](const std::string& name, const std::string& host, const std::string& extra) {
+    std::string key = name + R"({db_client_connection_pool_name="orders",host=")" + host +
+                      R"(",zone="eu")" + (extra.empty() ? "" : "," + extra) + "}";
+    INFO(key);
+    REQUIRE(samples.count(key) == 1);
+    return samples.at(key);
+  };
+  CHECK(at("connpool_host_role", "a", R"(role="primary")") == "1");
+  CHECK(at("connpool_host_role", "a", R"(role="replica")") == "0");
+  CHECK(at("connpool_host_role", "a", R"(role="unknown")") == "0");
+  CHECK(at("connpool_host_role", "b", R"(role="replica")") == "1");
+  CHECK(at("connpool_host_role", "c", R"(role="primary")") == "0");
+  CHECK(at("connpool_host_circuit_state", "a", R"(state="closed")") == "1");
+  CHECK(at("connpool_host_circuit_state", "a", R"(state="open")") == "0");
+  CHECK(at("connpool_host_consecutive_failures", "c", "") == "0");
+  CHECK(at("connpool_host_replica_lag_seconds", "b", "") == "1.5");
+  CHECK(at("connpool_host_replica_lag_seconds", "c", "") == "0");
+  CHECK(
+      samples.count(
+          R"(connpool_host_replica_lag_seconds{db_client_connection_pool_name="orders",host="a",zone="eu"})") ==
+      0);  // the primary has no lag reading
+  for (const char* family :
+       {"connpool_host_role", "connpool_host_circuit_state", "connpool_host_consecutive_failures",
+        "connpool_host_replica_lag_seconds"}) {
+    CHECK(text.find(std::string("# TYPE ") + family + " gauge\n") != std::string::npos);
+  }
+  // "role" is the text's own label.
+  po.labels = {{"role", "x"}};
+  CHECK_THROWS_AS(pool.stats().to_prometheus(po), std::invalid_argument);
 }

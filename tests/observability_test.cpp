@@ -303,7 +303,8 @@ TEST_CASE("to_prometheus(): labels, several pools, legacy names", "[stats][metri
   CHECK(a.to_prometheus(o).find('#') == std::string::npos);
 
   // Labels the text uses itself, reserved, repeated or invalid names are refused.
-  for (const char* bad : {"db_client_connection_pool_name", "host", "state", "le", "reason"}) {
+  for (const char* bad :
+       {"db_client_connection_pool_name", "host", "state", "le", "reason", "role"}) {
     PrometheusOptions bo;
     bo.labels = {{bad, "x"}};
     INFO(bad);

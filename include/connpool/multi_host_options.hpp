@@ -424,7 +424,12 @@ struct MultiHostStats {
 
   /// Every host's figures in the Prometheus text of PoolStats::to_prometheus(), each sample
   /// labelled with its host (host="<host>", after db_client_connection_pool_name), each family
-  /// written once.
+  /// written once; then the hosts' own families:
+  ///   connpool_host_role{role="primary"|"replica"|"unknown"}   1 for the host's role, else 0
+  ///   connpool_host_circuit_state{state="closed"|"open"|"half_open"}   1 for its breaker's state
+  ///   connpool_host_consecutive_failures                       failures since its last success
+  ///   connpool_host_replica_lag_seconds                        for hosts with a lag reading
+  /// (the enum-as-label pattern: a query can select the primary with role="primary" == 1).
   /// Throws: std::invalid_argument, as PoolStats::to_prometheus().
   [[nodiscard]] std::string to_prometheus(const PrometheusOptions& options = {}) const {
     std::vector<std::string> names;
@@ -437,7 +442,69 @@ struct MultiHostStats {
     for (std::size_t i = 0; i < hosts.size(); ++i) {
       sources.push_back({&hosts[i].pool, &names[i]});
     }
-    return detail::write_prometheus(sources, options);
+    std::string out = detail::write_prometheus(sources, options);  // checks options.labels
+    // The label text of host i (pool name, host, the user's labels), without the braces.
+    auto labels_of = [&](std::size_t i) {
+      std::string l;
+      detail::append_prometheus_label(l, detail::prometheus_pool_label, hosts[i].pool.name);
+      detail::append_prometheus_label(l, "host", names[i]);
+      for (const auto& [name, value] : options.labels) {
+        detail::append_prometheus_label(l, name, value);
+      }
+      return l;
+    };
+    auto family = [&](const char* name, const char* help) {
+      if (options.with_help) {
+        out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+        out.append("# TYPE ").append(name).append(" gauge\n");
+      }
+    };
+    auto sample = [&](const char* name, std::size_t i, std::string_view extra,
+                      const std::string& value) {
+      out.append(name).append("{").append(labels_of(i));
+      if (!extra.empty()) {
+        out.append(",").append(extra);
+      }
+      out.append("} ").append(value).append("\n");
+    };
+    family("connpool_host_role",
+           "The host's role as its role probe last found it: 1 for that role, 0 for the others.");
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+      for (const HostRole r : {HostRole::primary, HostRole::replica, HostRole::unknown}) {
+        sample("connpool_host_role", i, std::string("role=\"") + to_string(r) + "\"",
+               hosts[i].role == r ? "1" : "0");
+      }
+    }
+    family("connpool_host_circuit_state",
+           "The state of the host's circuit breaker: 1 for that state, 0 for the others.");
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+      for (const HealthState st :
+           {HealthState::closed, HealthState::open, HealthState::half_open}) {
+        sample("connpool_host_circuit_state", i, std::string("state=\"") + to_string(st) + "\"",
+               hosts[i].state == st ? "1" : "0");
+      }
+    }
+    family("connpool_host_consecutive_failures",
+           "Failures on the host since its last success (its breaker's count).");
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+      sample("connpool_host_consecutive_failures", i, {},
+             std::to_string(hosts[i].consecutive_failures));
+    }
+    bool any_lag = false;
+    for (const HostStats<Host>& h : hosts) {
+      any_lag = any_lag || h.replica_lag.has_value();
+    }
+    if (any_lag) {
+      family("connpool_host_replica_lag_seconds",
+             "How far the replica is behind its primary, as its lag probe last found it.");
+      for (std::size_t i = 0; i < hosts.size(); ++i) {
+        if (hosts[i].replica_lag) {
+          sample("connpool_host_replica_lag_seconds", i, {},
+                 detail::prometheus_seconds(*hosts[i].replica_lag));
+        }
+      }
+    }
+    return out;
   }
 };
 

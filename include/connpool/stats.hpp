@@ -483,9 +483,9 @@ inline std::string write_prometheus(std::span<const PrometheusSource> sources,
   std::vector<std::string_view> seen;
   std::string user;  // the user's labels, as label text
   for (const auto& [name, value] : options.labels) {
-    check_prometheus_label(name, {prometheus_pool_label, "host", "state", "le", "reason"},
+    check_prometheus_label(name, {prometheus_pool_label, "host", "state", "le", "reason", "role"},
                            "is one the text uses itself (db_client_connection_pool_name, host, "
-                           "state, le, reason); choose another name",
+                           "state, le, reason, role); choose another name",
                            seen);
     seen.push_back(name);
     append_prometheus_label(user, name, value);
