@@ -766,3 +766,34 @@ TEST_CASE("Roles: to_prometheus() writes each host's role, circuit and lag",
   po.labels = {{"role", "x"}};
   CHECK_THROWS_AS(pool.stats().to_prometheus(po), std::invalid_argument);
 }
+
+TEST_CASE("MultiHostPool health(): an acquire within the timeout, per route",
+          "[multi_host][roles][health]") {
+  Cluster cluster(abc);
+  MultiHostOptions o = role_options();
+  Pool pool(abc, cluster.factory(), o);
+  connpool::HealthReport r = pool.health(1s);
+  CHECK(r.ok);
+  CHECK(r.reason.empty());
+  CHECK(r.max_size == 12);
+  CHECK(r.in_use == 0);
+  CHECK(r.last_error.empty());
+  CHECK(pool.health(Route::primary, 1s).ok);
+  // No primary: writes cannot be served, reads can.
+  cluster["a"].down = true;
+  pool.acquire(Route::primary, 1s).invalidate();
+  CHECK_THROWS_AS(pool.acquire(Route::primary, 1s), NoHealthyHost);  // a's circuit opens
+  r = pool.health(Route::primary, 200ms);
+  CHECK_FALSE(r.ok);
+  CHECK(r.reason.find("could not acquire") != std::string::npos);
+  CHECK(r.reason.find("no healthy host for Route::primary") != std::string::npos);
+  CHECK(r.last_error.find("a: connection refused: a") != std::string::npos);
+  CHECK(pool.health(Route::replica, 1s).ok);
+  CHECK(pool.health(1s).ok);
+  CHECK_THROWS_AS(pool.health(-1ms), std::invalid_argument);
+  // A route needs the role probe.
+  MultiHostOptions plain;
+  plain.per_host.health_check_interval = 0ms;
+  Pool no_roles(abc, cluster.factory(), plain);
+  CHECK_THROWS_AS(no_roles.health(Route::primary, 1s), std::invalid_argument);
+}

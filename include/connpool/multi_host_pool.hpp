@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
@@ -32,7 +33,9 @@
 #include <connpool/concepts.hpp>
 #include <connpool/deadline.hpp>
 #include <connpool/detail/balancer.hpp>
+#include <connpool/detail/failure.hpp>
 #include <connpool/detail/host_entry.hpp>
+#include <connpool/detail/recent_histogram.hpp>
 #include <connpool/detail/role_checker.hpp>
 #include <connpool/detail/routing.hpp>
 #include <connpool/detail/thread_annotations.hpp>
@@ -395,6 +398,63 @@ class MultiHostPool {
       out.push_back(e->host());
     }
     return out;
+  }
+
+  /// A health check for a service's health endpoint, as ConnectionPool::health(): acquires a
+  /// connection (from any host) and gives it back within `timeout`, and checks the p99 wait over
+  /// about the last minute, over all hosts, against per_host.health_p99_wait (when that is not
+  /// 0). in_use and max_size are the hosts' totals; last_error names each host with failures
+  /// since its last success and its last error ("db1: connection refused; db2: ...").
+  ///
+  /// Throws: std::invalid_argument if `timeout` is negative. Never throws for an unhealthy pool.
+  template <class Rep, class Period>
+  [[nodiscard]] HealthReport health(std::chrono::duration<Rep, Period> timeout) {
+    return health(Route::any, timeout);
+  }
+
+  /// As health(timeout), acquiring under `route`: health(Route::primary, 1s) is false while no
+  /// primary can take writes.
+  ///
+  /// Throws: std::invalid_argument if `timeout` is negative, or for a route other than
+  /// Route::any without MultiHostOptions::role_probe.
+  template <class Rep, class Period>
+  [[nodiscard]] HealthReport health(Route route, std::chrono::duration<Rep, Period> timeout) {
+    const WaitClock::duration wait = detail::to_wait_duration(timeout);
+    if (route != Route::any && !roles_) {
+      throw std::invalid_argument(std::string("connpool: MultiHostPool::health: Route::") +
+                                  to_string(route) + " needs MultiHostOptions::role_probe");
+    }
+    const detail::MultiHostCall call(this);
+    std::string error = detail::health_probe(
+        [&] { (void)acquire_any(wait, nullptr, call_site::current(), route); });
+    HealthReport r;
+    if (call.destroyed()) {  // user code in the acquire destroyed this pool: touch nothing
+      r.reason = std::move(error);
+      return r;
+    }
+    const stats_type st = stats();
+    r.in_use = st.total.in_use;
+    r.max_size = st.total.max_size;
+    {
+      const std::lock_guard<std::mutex> lock(health_mutex_);
+      r.p99_wait = recent_waits_.since(WaitClock::now(), st.total.wait_time).quantile(0.99);
+    }
+    for (const HostStats<Host>& h : st.hosts) {
+      if (h.consecutive_failures > 0 && !h.last_error.empty()) {
+        r.last_error +=
+            (r.last_error.empty() ? "" : "; ") + host_to_string(h.host) + ": " + h.last_error;
+      }
+    }
+    const auto limit = options_.per_host.health_p99_wait;
+    if (!error.empty()) {
+      r.reason = std::move(error);
+    } else if (limit.count() > 0 && r.p99_wait > limit) {
+      r.reason = "connpool: the p99 wait over the last minute is at least " +
+                 std::to_string(r.p99_wait.count()) + " us, above health_p99_wait (" +
+                 std::to_string(limit.count()) + " ms)";
+    }
+    r.ok = r.reason.empty();
+    return r;
   }
 
   /// A snapshot of each current host's statistics and health, and their sum.
@@ -1099,6 +1159,9 @@ class MultiHostPool {
 
   const MultiHostOptions options_;
   const std::shared_ptr<Factory> factory_;  // shared with every host's pool
+  std::mutex health_mutex_;  // guards recent_waits_ (health() calls only; no other lock inside)
+  // Readings of the hosts' total wait_time taken by health(): the waits of the last minute.
+  detail::RecentHistogram recent_waits_;
   // The probes and the recheck thread, shared with every host; null without role_probe.
   const std::shared_ptr<const Roles> roles_;
   std::atomic<bool> closed_{false};
