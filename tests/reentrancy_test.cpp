@@ -524,6 +524,7 @@ struct Cell {
   // The thread that runs the scenario: the role rows tell the acquire's probes (on it) from the
   // recheck thread's.
   std::atomic<std::thread::id> driver_id{};
+  std::atomic<int> recheck_probes{0};  // role probes run off the driver (the recheck thread's)
   std::atomic<const char*> phase{"not started"};
   After after;  // written by the driver before driver_done
 
@@ -831,6 +832,9 @@ void Cell<Pool>::build() {
       // on the recheck thread; only the row's own side runs the callback.
       m.role_probe = [this](FakeConn&) {
         const bool on_driver = std::this_thread::get_id() == driver_id.load();
+        if (!on_driver) {
+          recheck_probes.fetch_add(1);
+        }
         if (on_driver == (row == Row::role_connect)) {
           callback();
         }
@@ -929,6 +933,17 @@ void wait_acted(C& c) {
 
 template <class C>
 void run_scenario(C& c) {
+  if (c.row == Row::role_connect) {
+    // The recheck thread's first pass (the only one: the next is an hour away) connects to
+    // each host. It has ended, its connections given back, before the setup's acquires.
+    c.phase = "waiting for the first role recheck";
+    if (!wait_for(c, [&c] {
+          const Gauges g = gauges(*c.pool);
+          return c.recheck_probes.load() >= 2 && g.in_use == 0 && g.idle == 2;
+        })) {
+      c.note("the first role recheck did not end within 20 s");
+    }
+  }
   c.phase = "setup";
   c.held.emplace(acquire_blocking(*c.pool, kLong));
   switch (c.row) {
@@ -989,9 +1004,12 @@ void run_scenario(C& c) {
     }
     case Row::role_connect:
       if constexpr (C::multi) {
-        // The recheck thread's first pass leaves an idle connection on each host: the other
-        // one taken too, the trigger's acquire connects (on "a", the host with fewer in use).
-        auto other = acquire_blocking(*c.pool, kLong);
+        // The recheck thread's first pass left an idle connection on each host: with every
+        // idle one taken, the trigger's acquire connects.
+        std::vector<typename C::HandleT> others;
+        while (gauges(*c.pool).idle > 0) {
+          others.push_back(acquire_blocking(*c.pool, kLong));
+        }
         c.phase = "trigger: an acquire that creates (and probes)";
         c.arm();
         trigger_acquire(c);
