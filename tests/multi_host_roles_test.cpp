@@ -140,22 +140,22 @@ MultiHostOptions role_options(std::size_t min_size = 1) {
   return o;
 }
 
-HostRole role_of(const Pool& pool, const std::string& host) {
+/// The statistics of `host`.
+connpool::HostStats<std::string> host_stats(const Pool& pool, const std::string& host) {
   for (const auto& h : pool.stats().hosts) {
     if (h.host == host) {
-      return h.role;
+      return h;
     }
   }
   throw std::logic_error("no such host: " + host);
 }
 
+HostRole role_of(const Pool& pool, const std::string& host) {
+  return host_stats(pool, host).role;
+}
+
 std::optional<std::chrono::milliseconds> lag_of(const Pool& pool, const std::string& host) {
-  for (const auto& h : pool.stats().hosts) {
-    if (h.host == host) {
-      return h.replica_lag;
-    }
-  }
-  throw std::logic_error("no such host: " + host);
+  return host_stats(pool, host).replica_lag;
 }
 
 /// The hosts that serve `n` acquires under `route`, each held while the next is taken when

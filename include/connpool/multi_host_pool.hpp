@@ -445,15 +445,7 @@ class MultiHostPool {
             (r.last_error.empty() ? "" : "; ") + host_to_string(h.host) + ": " + h.last_error;
       }
     }
-    const auto limit = options_.per_host.health_p99_wait;
-    if (!error.empty()) {
-      r.reason = std::move(error);
-    } else if (limit.count() > 0 && r.p99_wait > limit) {
-      r.reason = "connpool: the p99 wait over the last minute is at least " +
-                 std::to_string(r.p99_wait.count()) + " us, above health_p99_wait (" +
-                 std::to_string(limit.count()) + " ms)";
-    }
-    r.ok = r.reason.empty();
+    detail::health_verdict(r, std::move(error), options_.per_host.health_p99_wait);
     return r;
   }
 

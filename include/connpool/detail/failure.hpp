@@ -14,6 +14,7 @@
 #include <connpool/detail/clock.hpp>
 #include <connpool/detail/waiter.hpp>
 #include <connpool/errors.hpp>
+#include <connpool/stats.hpp>
 
 namespace connpool::detail {
 
@@ -69,6 +70,23 @@ template <class F>
     return "connpool: health: could not acquire and give back a connection: an exception not "
            "derived from std::exception";
   }
+}
+
+/// Ends a HealthReport whose p99_wait is filled: its reason is `acquire_error` (health_probe()'s
+/// answer) when the check failed, else the p99 over `limit` (PoolOptions::health_p99_wait; 0 =
+/// not checked) when it is; ok when neither. Shared by ConnectionPool's and MultiHostPool's
+/// health().
+inline void health_verdict(HealthReport& r,
+                           std::string acquire_error,
+                           std::chrono::milliseconds limit) {
+  if (!acquire_error.empty()) {
+    r.reason = std::move(acquire_error);
+  } else if (limit.count() > 0 && r.p99_wait > limit) {
+    r.reason = "connpool: the p99 wait over the last minute is at least " +
+               std::to_string(r.p99_wait.count()) + " us, above health_p99_wait (" +
+               std::to_string(limit.count()) + " ms)";
+  }
+  r.ok = r.reason.empty();
 }
 
 /// What the connect error `error` says (its what()), read on the thread that caught it; null

@@ -134,15 +134,7 @@ inline HealthReport PoolCore<Conn, Factory, Clock>::health_report(std::string ac
       r.last_error = *what;
     }
   }
-  const auto limit = options_.health_p99_wait;
-  if (!acquire_error.empty()) {
-    r.reason = std::move(acquire_error);
-  } else if (limit.count() > 0 && r.p99_wait > limit) {
-    r.reason = "connpool: the p99 wait over the last minute is at least " +
-               std::to_string(r.p99_wait.count()) + " us, above health_p99_wait (" +
-               std::to_string(limit.count()) + " ms)";
-  }
-  r.ok = r.reason.empty();
+  health_verdict(r, std::move(acquire_error), options_.health_p99_wait);
   return r;
 }
 
