@@ -770,8 +770,11 @@ TEST_CASE("Roles: to_prometheus() writes each host's role, circuit and lag",
 TEST_CASE("MultiHostPool health(): an acquire within the timeout, per route",
           "[multi_host][roles][health]") {
   Cluster cluster(abc);
-  MultiHostOptions o = role_options();
+  MultiHostOptions o = role_options(0);
   Pool pool(abc, cluster.factory(), o);
+  // Waits for the recheck thread's first pass (the roles): its connections, and no other, are
+  // then the pool's, so that a's one connection invalidated below leaves a none.
+  REQUIRE(pool.acquire(Route::primary, 5s).host() == "a");
   connpool::HealthReport r = pool.health(1s);
   CHECK(r.ok);
   CHECK(r.reason.empty());
