@@ -21,10 +21,15 @@
 
 namespace connpool {
 
+namespace detail {
+struct SyncHosts;
+}
+
 template <class Conn,
           class Factory,
           class Host = std::string,
-          class Clock = std::chrono::steady_clock>
+          class Clock = std::chrono::steady_clock,
+          class Hosts = detail::SyncHosts>
 requires Connection<Conn> && detail::PoolClock<Clock> && HostName<Host>
 class MultiHostPool;
 
@@ -127,7 +132,7 @@ class MultiHostHandle {
   }
 
  private:
-  template <class C, class F, class H, class Clk>
+  template <class C, class F, class H, class Clk, class K>
   requires Connection<C> && detail::PoolClock<Clk> && HostName<H>
   friend class MultiHostPool;
 

@@ -2,9 +2,12 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
-// MultiHostPool<Conn, Factory, Host, Clock>, the front: the host list, the acquire across hosts
-// (pick by route and balance, failover, wait), the role rechecks' pass, hosts added and removed
-// at run time. Elsewhere: its handle in multi_host_handle.hpp, the options and statistics in
+// MultiHostPool<Conn, Factory, Host, Clock, Hosts>, the front: the host list, the acquire across
+// hosts (pick by route and balance, failover, wait), the role rechecks' pass, hosts added and
+// removed at run time. `Hosts` is the kind of pool kept per host: detail::SyncHosts
+// (ConnectionPool, the default) or detail::AsyncHosts (AsyncConnectionPool, for
+// AsyncMultiHostPool in async_multi_host_pool.hpp, which runs the same rounds and suspends where
+// this one blocks). Elsewhere: its handle in multi_host_handle.hpp, the options and statistics in
 // multi_host_options.hpp (both included here), a host's record and breaker in detail/host_entry.hpp
 // and detail/breaker.hpp, the balancer in detail/balancer.hpp, the route rules in
 // detail/routing.hpp, the recheck thread in detail/role_checker.hpp, NoHealthyHost in
@@ -135,7 +138,7 @@ using host_factory_result_t = typename host_factory_result<F, Host>::type;
 ///                                    .balance = connpool::Balance::power_of_two_choices}};
 ///     auto h = pool.acquire(250ms);
 ///     h->query("SELECT 1");   // h.host() says which host served it
-template <class Conn, class Factory, class Host, class Clock>
+template <class Conn, class Factory, class Host, class Clock, class Hosts>
 requires Connection<Conn> && detail::PoolClock<Clock> && HostName<Host>
 class MultiHostPool {
   static_assert(std::invocable<Factory&, const Host&> ||
@@ -146,7 +149,8 @@ class MultiHostPool {
                 "connpool: MultiHostPool's factory(host) must return something convertible to "
                 "Conn");
 
-  using Entry = detail::HostEntry<Conn, Factory, Host, Clock>;
+ protected:
+  using Entry = detail::HostEntry<Conn, Factory, Host, Clock, Hosts>;
   using WaitClock = std::chrono::steady_clock;
 
   struct Snapshot {
@@ -167,9 +171,14 @@ class MultiHostPool {
   /// host listed twice; with per_host.fail_fast and min_size > 0, the first factory (or probe)
   /// exception of a warm-up (set fail_fast = false to start while a host is down).
   MultiHostPool(std::vector<Host> hosts, Factory factory, MultiHostOptions options = {})
+      : MultiHostPool(std::move(hosts), std::move(factory), std::move(options), Hosts{}) {}
+
+  /// As above, with host pools of kind `kind` (AsyncMultiHostPool's: asynchronous ones).
+  MultiHostPool(std::vector<Host> hosts, Factory factory, MultiHostOptions options, Hosts kind)
       : options_(validated(options)),
         factory_(std::make_shared<Factory>(std::move(factory))),
-        roles_(make_roles(options_)) {
+        roles_(make_roles(options_)),
+        kind_(std::move(kind)) {
     try {
       for (Host& h : hosts) {
         add_host(std::move(h));
@@ -314,7 +323,7 @@ class MultiHostPool {
     if (find(host) != nullptr) {
       throw_duplicate(host);
     }
-    Entry* e = new Entry(std::move(host), factory_, options_, roles_);  // may connect: unlocked
+    Entry* e = new Entry(std::move(host), factory_, options_, roles_, kind_);  // may connect
     bool published = false;
     {
       detail::UniqueLock lk(admin_mutex_);
@@ -388,7 +397,7 @@ class MultiHostPool {
   ///
   /// Throws: std::invalid_argument if `host` is not in the pool.
   bool drain_host(const Host& host, std::chrono::milliseconds timeout) {
-    return entry_of(host).pool.drain(timeout);
+    return entry_of(host).pool.drain_now(timeout);
   }
 
   /// The current hosts, in order.
@@ -484,7 +493,9 @@ class MultiHostPool {
 
   [[nodiscard]] const MultiHostOptions& options() const noexcept { return options_; }
 
- private:
+ protected:
+  // Protected, not private: AsyncMultiHostPool runs the same acquire across hosts, suspending
+  // where this one blocks.
   using Admit = typename detail::HostHealth<Clock>::Admit;
 
   using Roles = typename Entry::Roles;
@@ -542,7 +553,7 @@ class MultiHostPool {
     const std::uint64_t calls = detail::host_factory_calls;
     std::optional<PooledHandle<Conn>> h;
     try {
-      h = e.pool.try_acquire();
+      h = e.pool.try_now(call_site::current());
     } catch (const PoolClosed&) {
       return !call.destroyed();  // removed meanwhile, or closing
     } catch (...) {
@@ -749,30 +760,53 @@ class MultiHostPool {
     const std::uint64_t calls = detail::host_factory_calls;
     try {
       std::optional<PooledHandle<Conn>> h;
-      if (wait && stop != nullptr) {
-        h.emplace(e.pool.acquire(*wait, *stop, site));
-      } else if (wait) {
-        h.emplace(e.pool.acquire(*wait, site));
+      if (wait) {
+        h.emplace(e.pool.wait_for(*wait, stop, site));
       } else {
-        h = e.pool.try_acquire(site);
+        h = e.pool.try_now(site);
       }
-      if (call.destroyed()) {
-        return Attempt::destroyed;  // `h` goes back to the host's (closed) pool
+      return took(e, admit, h, detail::host_factory_calls != calls, call, out, primary_only);
+    } catch (...) {
+      return threw(e, admit, call);
+    }
+  }
+
+  /// The outcome of an acquire on host `e` that gave `h` (empty: try_acquire found it at
+  /// max_size); `connected`: it connected (see HostEntry::look_at_pings).
+  Attempt took(Entry& e,
+               Admit admit,
+               std::optional<PooledHandle<Conn>>& h,
+               bool connected,
+               const detail::MultiHostCall& call,
+               std::optional<handle_type>& out,
+               bool primary_only) {
+    if (call.destroyed()) {
+      return Attempt::destroyed;  // `h` goes back to the host's (closed) pool
+    }
+    if (!h) {
+      if (admit == Admit::probe) {
+        e.health.abandon_probe();
       }
-      if (!h) {
-        if (admit == Admit::probe) {
-          e.health.abandon_probe();
-        }
-        return Attempt::full;
-      }
-      if (detail::host_factory_calls != calls) {
-        e.look_at_pings(false);
-      }
-      if (!e.health.closed()) {
-        e.health.success();  // the probe (or a wait that outlived the opening) got through
-      }
-      out.emplace(make_handle(std::move(*h), &e, primary_only));
-      return Attempt::got;
+      return Attempt::full;
+    }
+    if (connected) {
+      e.look_at_pings(false);
+    }
+    if (!e.health.closed()) {
+      e.health.success();  // the probe (or a wait that outlived the opening) got through
+    }
+    out.emplace(make_handle(std::move(*h), &e, primary_only));
+    return Attempt::got;
+  }
+
+  /// The outcome of an acquire on host `e` that threw; call only inside a handler, where the
+  /// exception is the one being handled.
+  ///
+  /// Throws: that exception again when it is AcquireTimeout or AcquireCancelled (the wait ended,
+  /// which says nothing of the host), or when user code destroyed this pool.
+  Attempt threw(Entry& e, Admit admit, const detail::MultiHostCall& call) {
+    try {
+      throw;
     } catch (const PoolClosed&) {
       if (call.destroyed()) {
         return Attempt::destroyed;
@@ -882,25 +916,25 @@ class MultiHostPool {
   }
 
   /// Where one acquire stands: the host list it works on and the hosts that failed in it.
+  /// Movable, and tied to no thread: an asynchronous acquire keeps it across suspensions.
   struct Search {
-    Search(const Snapshot& s, const MultiHostPool* pool, Route r)
-        : snap(&s), failed(s.hosts.size()), call(pool), route(r), phase(detail::first_phase(r)) {}
-    const Snapshot* snap;        // never freed before the pool (see the class comment)
-    detail::IndexSet failed;     // indices into snap->hosts: failed or unavailable in this acquire
-    bool failed_once = false;    // a host failed or left: the deadline now bounds phase 1 too
-    bool overloaded = false;     // a host refused the wait (its max_waiters callers waited)
-    detail::MultiHostCall call;  // this acquire, on this thread's chain of calls
-    call_site site;              // where it was called (leak reports)
-    const Route route;           // the route asked for
-    Route phase;                 // the hosts looked at now: route, or a phase of prefer_replica
-    bool rechecked = false;      // a role recheck was awaited once already
+    Search(const Snapshot& s, Route r)
+        : snap(&s), failed(s.hosts.size()), route(r), phase(detail::first_phase(r)) {}
+    const Snapshot* snap;      // never freed before the pool (see the class comment)
+    detail::IndexSet failed;   // indices into snap->hosts: failed or unavailable in this acquire
+    bool failed_once = false;  // a host failed or left: the deadline now bounds phase 1 too
+    bool overloaded = false;   // a host refused the wait (its max_waiters callers waited)
+    call_site site;            // where it was called (leak reports)
+    Route route;               // the route asked for
+    Route phase;               // the hosts looked at now: route, or a phase of prefer_replica
+    bool rechecked = false;    // a role recheck was awaited once already
   };
 
-  /// acquire() with `timeout`, or try_acquire() when it is empty (then nullopt = all busy).
-  std::optional<handle_type> acquire_any(std::optional<WaitClock::duration> wait,
-                                         const std::stop_token* stop,
-                                         const call_site& site,
-                                         Route route = Route::any) {
+  /// The start of every acquire across hosts: the checks, and the current host list.
+  ///
+  /// Throws: PoolClosed; std::invalid_argument for a route without role_probe; NoHealthyHost
+  /// when the pool has no hosts.
+  Search begin_search(Route route, const call_site& site) const {
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }
@@ -909,34 +943,64 @@ class MultiHostPool {
                                   to_string(route) +
                                   " needs MultiHostOptions::role_probe to know the hosts' roles");
     }
-    Search s(*current_.load(std::memory_order_acquire), this, route);
+    Search s(*current_.load(std::memory_order_acquire), route);
     s.site = site;
     if (s.snap->hosts.empty()) {
       throw_no_healthy_host(*s.snap, route);
     }
-    // Why the coarse clock (detail::clock_now): the deadline must start now, before a connect
-    // that may take long, but a precise steady_clock read would cost a third of the fast path;
-    // the coarse one is the same clock at tick resolution (1-4 ms), ample for a deadline.
-    const WaitClock::duration timeout = wait.value_or(WaitClock::duration::zero());
-    const WaitClock::time_point deadline = detail::clock_now<WaitClock>() + timeout;
-    std::optional<handle_type> out;
+    return s;
+  }
+
+  /// What one round of an acquire found (next_round()).
+  enum class Round {
+    got,   ///< a handle, in `out`
+    busy,  ///< try_acquire: the hosts that could serve are at max_size
+    wait,  ///< every admitted host is busy: wait on `to.entry`
+    miss,  ///< no host of the route can serve: await a role recheck, or throw NoHealthyHost
+  };
+
+  /// The host a round chose to wait on: snap->hosts[index], admitted as `admit`.
+  struct WaitOn {
+    Entry* entry = nullptr;
+    std::size_t index = 0;
+    Admit admit = Admit::normal;
+  };
+
+  /// One round of an acquire: phase 1 (each admitted host of the phase with spare capacity, in
+  /// the balancer's order, without waiting), then the least busy admitted host to wait on,
+  /// moving on to prefer_replica's fallback phase when no replica can serve. `waits` false:
+  /// try_acquire. Runs user code (connects, validation pings, probes) and never suspends.
+  ///
+  /// Throws: PoolClosed (also when user code destroyed this pool: nothing of it is touched
+  /// then); NoHealthyHost when every host was removed; PoolOverloaded; AcquireTimeout when a
+  /// failover has used up the deadline.
+  ///
+  /// `spare_tried`: the caller ran phase 1 already (first_spare()), and no host served.
+  Round next_round(Search& s,
+                   const detail::MultiHostCall& call,
+                   bool waits,
+                   WaitClock::duration timeout,
+                   WaitClock::time_point deadline,
+                   std::optional<handle_type>& out,
+                   WaitOn& to,
+                   bool spare_tried = false) {
     for (;;) {
-      // Phase 1: hosts with spare capacity, without waiting.
-      const Attempt spare = take_spare(s, timeout, deadline, out);
-      if (spare == Attempt::got) {
-        return out;
-      }
-      if (spare == Attempt::destroyed) {
-        throw PoolClosed();  // this pool is gone: nothing of it is touched any more
-      }
-      if (spare == Attempt::gone) {
-        reload(s);
-        continue;
+      if (!std::exchange(spare_tried, false)) {
+        const Attempt spare = take_spare(s, call, timeout, deadline, out);
+        if (spare == Attempt::got) {
+          return Round::got;
+        }
+        if (spare == Attempt::destroyed) {
+          throw PoolClosed();  // this pool is gone: nothing of it is touched any more
+        }
+        if (spare == Attempt::gone) {
+          reload(s);
+          continue;
+        }
       }
       // Phase 2: every admitted host is busy: wait on the least busy one.
-      std::size_t i = 0;
-      Entry* e = pick_to_wait(*s.snap, s.failed, i, s.phase);
-      if (e == nullptr) {
+      to.entry = pick_to_wait(*s.snap, s.failed, to.index, s.phase);
+      if (to.entry == nullptr) {
         if (const std::optional<Route> next = detail::fallback(s.route, s.phase)) {
           s.phase = *next;  // prefer_replica: no replica can serve; the primary then
           continue;
@@ -944,41 +1008,111 @@ class MultiHostPool {
         if (s.overloaded) {
           throw_overloaded(*s.snap);
         }
-        if (await_recheck(s, wait.has_value(), deadline)) {
-          continue;
-        }
-        throw_no_healthy_host(*s.snap, s.route);
+        return Round::miss;
       }
-      if (!wait) {
-        return std::nullopt;  // try_acquire: a healthy host is busy
+      if (!waits) {
+        return Round::busy;
       }
-      const Admit admit = admit_now(*e);
-      if (admit == Admit::no) {
-        s.failed.insert(i);
+      to.admit = admit_now(*to.entry);
+      if (to.admit == Admit::no) {
+        s.failed.insert(to.index);
         continue;
       }
-      switch (attempt(*e, admit, remaining(deadline), stop, s.call, out, s.site,
-                      s.route == Route::primary)) {
-        case Attempt::got:
+      return Round::wait;
+    }
+  }
+
+  /// Phase 1 of an acquire's first round, for the callers' fast path (a connection without a
+  /// call of next_round()): true when it got one (in `out`); false when the rounds must go on,
+  /// with next_round(..., spare_tried = true) when nothing else happened.
+  ///
+  /// Throws: PoolClosed when user code destroyed this pool; what take_spare() throws.
+  bool first_spare(Search& s,
+                   const detail::MultiHostCall& call,
+                   WaitClock::duration timeout,
+                   WaitClock::time_point deadline,
+                   std::optional<handle_type>& out,
+                   bool& spare_tried) {
+    const Attempt spare = take_spare(s, call, timeout, deadline, out);
+    if (spare == Attempt::got) [[likely]] {
+      return true;
+    }
+    if (spare == Attempt::destroyed) {
+      throw PoolClosed();  // this pool is gone: nothing of it is touched any more
+    }
+    spare_tried = spare == Attempt::full;
+    if (spare == Attempt::gone) {
+      reload(s);
+    }
+    return false;
+  }
+
+  /// A wait on host snap->hosts[i] ended without a connection, as `a` says: records it in `s`.
+  ///
+  /// Throws: PoolClosed for Attempt::destroyed, or when reload() finds the pool closed;
+  /// NoHealthyHost when every host was removed.
+  void after_wait(Search& s, std::size_t i, Attempt a) {
+    switch (a) {
+      case Attempt::got:
+      case Attempt::full:  // not reached: a waiting acquire returns or throws
+        break;
+      case Attempt::destroyed:
+        throw PoolClosed();  // this pool is gone: nothing of it is touched any more
+      case Attempt::overloaded:
+        s.failed.insert(i);  // its queue is full: wait on another host, if one can take it
+        s.overloaded = true;
+        break;
+      case Attempt::failed:
+        s.failed.insert(i);
+        s.failed_once = true;
+        break;
+      case Attempt::gone:
+        s.failed.insert(i);
+        s.failed_once = true;
+        reload(s);
+        break;
+    }
+  }
+
+  /// acquire() with `timeout`, or try_acquire() when it is empty (then nullopt = all busy).
+  std::optional<handle_type> acquire_any(std::optional<WaitClock::duration> wait,
+                                         const std::stop_token* stop,
+                                         const call_site& site,
+                                         Route route = Route::any) {
+    Search s = begin_search(route, site);
+    const detail::MultiHostCall call(this);
+    // Why the coarse clock (detail::clock_now): the deadline must start now, before a connect
+    // that may take long, but a precise steady_clock read would cost a third of the fast path;
+    // the coarse one is the same clock at tick resolution (1-4 ms), ample for a deadline.
+    const WaitClock::duration timeout = wait.value_or(WaitClock::duration::zero());
+    const WaitClock::time_point deadline = detail::clock_now<WaitClock>() + timeout;
+    std::optional<handle_type> out;
+    bool spare_tried = false;
+    if (first_spare(s, call, timeout, deadline, out, spare_tried)) [[likely]] {
+      return out;
+    }
+    for (;;) {
+      WaitOn to;
+      switch (next_round(s, call, wait.has_value(), timeout, deadline, out, to,
+                         std::exchange(spare_tried, false))) {
+        case Round::got:
           return out;
-        case Attempt::destroyed:
-          throw PoolClosed();  // this pool is gone: nothing of it is touched any more
-        case Attempt::full:
-          break;  // not reached: a waiting acquire returns or throws
-        case Attempt::overloaded:
-          s.failed.insert(i);  // its queue is full: wait on another host, if one can take it
-          s.overloaded = true;
-          break;
-        case Attempt::failed:
-          s.failed.insert(i);
-          s.failed_once = true;
-          break;
-        case Attempt::gone:
-          s.failed.insert(i);
-          s.failed_once = true;
-          reload(s);
+        case Round::busy:
+          return std::nullopt;  // try_acquire: a healthy host is busy
+        case Round::miss:
+          if (await_recheck(s, wait.has_value(), deadline)) {
+            continue;
+          }
+          throw_no_healthy_host(*s.snap, s.route);
+        case Round::wait:
           break;
       }
+      const Attempt a = attempt(*to.entry, to.admit, remaining(deadline), stop, call, out, s.site,
+                                s.route == Route::primary);
+      if (a == Attempt::got) {
+        return out;
+      }
+      after_wait(s, to.index, a);
     }
   }
 
@@ -1019,6 +1153,7 @@ class MultiHostPool {
   ///
   /// Throws: AcquireTimeout when a failover has used up the deadline.
   Attempt take_spare(Search& s,
+                     const detail::MultiHostCall& call,
                      WaitClock::duration timeout,
                      WaitClock::time_point deadline,
                      std::optional<handle_type>& out) {
@@ -1035,8 +1170,8 @@ class MultiHostPool {
         skip.insert(i);
         continue;
       }
-      switch (attempt(*e, admit, std::nullopt, nullptr, s.call, out, s.site,
-                      s.route == Route::primary)) {
+      switch (
+          attempt(*e, admit, std::nullopt, nullptr, call, out, s.site, s.route == Route::primary)) {
         case Attempt::got:
           return Attempt::got;
         case Attempt::destroyed:
@@ -1125,7 +1260,7 @@ class MultiHostPool {
     const std::uint64_t calls = detail::host_factory_calls;
     const detail::MultiHostCall call(this);
     try {
-      PooledHandle<Conn> h = e->pool.acquire(timeout, site);
+      PooledHandle<Conn> h = e->pool.wait_for(timeout, nullptr, site);
       if (call.destroyed()) {
         throw PoolClosed();  // `h` goes back to the host's (closed) pool
       }
@@ -1156,6 +1291,7 @@ class MultiHostPool {
   detail::RecentHistogram recent_waits_;
   // The probes and the recheck thread, shared with every host; null without role_probe.
   const std::shared_ptr<const Roles> roles_;
+  const Hosts kind_;  // how each host's pool is built (SyncHosts, or AsyncHosts and its scheduler)
   std::atomic<bool> closed_{false};
   const detail::Balancer balancer_{options_.balance};  // picks a host; its turns are per thread
 

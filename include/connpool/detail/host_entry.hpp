@@ -17,6 +17,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -162,12 +163,37 @@ class MultiHostCall {
   bool destroyed_ = false;
 };
 
-/// One host of a MultiHostPool: its ConnectionPool, its health and its in-use count.
+/// The kind of pool a MultiHostPool keeps per host, for HostEntry: `pool<Conn, F, Clock>` is a
+/// ConnectionPool built as pool(factory, options, kind), with the synchronous calls the
+/// MultiHostPool makes on it under names of their own (try_now, wait_for, drain_now), so that one
+/// HostEntry and one MultiHostPool serve both kinds. AsyncHosts (async_multi_host_pool.hpp) is the
+/// other kind: an AsyncConnectionPool per host. Why a kind and not two copies of the record and of
+/// the acquire across hosts: the breakers, roles, routes and failover are the same for both.
+struct SyncHosts {
+  template <class Conn, class F, class Clock>
+  struct pool : ConnectionPool<Conn, F, Clock> {
+    pool(F factory, const PoolOptions& options, const SyncHosts& /*kind*/)
+        : ConnectionPool<Conn, F, Clock>(std::move(factory), options) {}
+
+    std::optional<PooledHandle<Conn>> try_now(const call_site& site) {
+      return this->try_acquire(site);
+    }
+    PooledHandle<Conn> wait_for(std::chrono::steady_clock::duration wait,
+                                const std::stop_token* stop,
+                                const call_site& site) {
+      return stop != nullptr ? this->acquire(wait, *stop, site) : this->acquire(wait, site);
+    }
+    bool drain_now(std::chrono::milliseconds timeout) { return this->drain(timeout); }
+  };
+};
+
+/// One host of a MultiHostPool: its ConnectionPool (of kind `Hosts`: SyncHosts or AsyncHosts),
+/// its health and its in-use count.
 ///
 /// Lifetime: reference-counted through HostLink. The MultiHostPool holds one reference until
 /// it is destroyed (also for removed hosts: see MultiHostPool's class comment) and each handle
 /// one, so a handle may outlive both the pool and its host's removal.
-template <class Conn, class Factory, class Host, class Clock>
+template <class Conn, class Factory, class Host, class Clock, class Hosts = SyncHosts>
 class HostEntry final : public HostLink<Host> {
  public:
   /// The factory of the host's ConnectionPool: calls the user's factory with the host and
@@ -232,13 +258,14 @@ class HostEntry final : public HostLink<Host> {
   HostEntry(Host host,
             std::shared_ptr<Factory> factory,
             const MultiHostOptions& options,
-            std::shared_ptr<const Roles> roles)
+            std::shared_ptr<const Roles> roles,
+            const Hosts& kind = Hosts{})
       : HostLink<Host>(std::move(host)),
         max_size(options.per_host.max_size),
         max_replica_lag(options.max_replica_lag),
         health(options.failure_threshold, options.cooldown),
         roles_(std::move(roles)),
-        pool(HostFactory{std::move(factory), this}, host_options(options.per_host)) {}
+        pool(HostFactory{std::move(factory), this}, host_options(options.per_host), kind) {}
 
   /// The options of a host's ConnectionPool: per_host, without the pool's own connect backoff.
   ///
@@ -367,7 +394,8 @@ class HostEntry final : public HostLink<Host> {
   // The last lag_probe answer in ms (>= 0), or -1 (see lag()). Written with role_. Before
   // `pool`: its warm-up probes.
   std::atomic<std::int64_t> lag_ms_{-1};
-  ConnectionPool<Conn, HostFactory, Clock> pool;  // last: its warm-up reports to `health`
+  // Last: its warm-up reports to `health`.
+  typename Hosts::template pool<Conn, HostFactory, Clock> pool;
 
  private:
   void set_role(HostRole r, std::int64_t lag_ms) noexcept {
