@@ -101,8 +101,11 @@ TEST_CASE("RecheckSchedule: misses ask for at most one pass a second", "[multi_h
   s.started(t0);
   CHECK(s.request_on_miss(t0 + 10ms));  // running: the miss may wait for it
   s.finished(t0 + 20ms);
+  CHECK_FALSE(s.miss_may_wait(t0 + 999ms));
   CHECK_FALSE(s.request_on_miss(t0 + 999ms));  // started under a second ago: the miss stands
   CHECK_FALSE(s.due(t0 + 999ms));
+  CHECK(s.miss_may_wait(t0 + 1s));
+  CHECK_FALSE(s.due(t0 + 1s));  // miss_may_wait() asks for nothing
   CHECK(s.request_on_miss(t0 + 1s));
   CHECK(s.due(t0 + 1s));
   CHECK(s.request_on_miss(t0 + 1s));  // already asked: wait for it too

@@ -91,6 +91,11 @@ class RecheckSchedule {
     return true;
   }
 
+  /// Whether request_on_miss(now) would return true, without asking for anything.
+  [[nodiscard]] bool miss_may_wait(TimePoint now) const noexcept {
+    return running_ || requested_ || !started_ || now - last_start_ >= miss_spacing_;
+  }
+
   /// Whether a pass should start at `now`.
   [[nodiscard]] bool due(TimePoint now) const noexcept {
     return !running_ && (requested_ || !started_ || now >= next_due_);
