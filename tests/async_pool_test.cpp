@@ -37,6 +37,7 @@ using connpool_test::FakeState;
 using connpool_test::generous_deadline;
 using connpool_test::Loop;
 using connpool_test::OwnedRoot;
+using connpool_test::ResumptionQueue;
 using connpool_test::run_owned;
 using connpool_test::Spawned;
 
@@ -596,57 +597,6 @@ TEST_CASE("AsyncConnectionPool: bounded_barging serves suspended coroutines", "[
 // --- Schedulers that take a Resumption ----------------------------------------------------------
 
 namespace {
-
-/// A Scheduler that takes Resumptions and keeps them until the test runs them, or destroys them
-/// unrun as an event loop that shuts down does. schedule() may be called from any thread.
-class ResumptionQueue {
- public:
-  struct Ref {
-    ResumptionQueue* queue;
-    void schedule(connpool::Resumption r) const { queue->push(std::move(r)); }
-    void schedule(std::coroutine_handle<>) const { std::terminate(); }  // not when it has both
-  };
-  [[nodiscard]] Ref scheduler() { return Ref{this}; }
-
-  void push(connpool::Resumption r) {
-    const std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(r));
-  }
-
-  [[nodiscard]] std::size_t queued() const {
-    const std::lock_guard lock(mutex_);
-    return queue_.size();
-  }
-
-  /// Runs the queued resumptions until the queue is empty.
-  void run() {
-    while (connpool::Resumption r = pop()) {
-      std::move(r).resume();
-    }
-  }
-
-  /// Destroys the queued resumptions unrun until the queue is empty: one at a time, outside the
-  /// lock, since a dropped one may give its connection to a waiter whose resumption comes here.
-  void drop_all() {
-    while (connpool::Resumption r = pop()) {
-      r.reset();
-    }
-  }
-
- private:
-  connpool::Resumption pop() {
-    const std::lock_guard lock(mutex_);
-    if (queue_.empty()) {
-      return {};
-    }
-    connpool::Resumption r = std::move(queue_.front());
-    queue_.pop_front();
-    return r;
-  }
-
-  mutable std::mutex mutex_;  // guards queue_
-  std::deque<connpool::Resumption> queue_;
-};
 
 static_assert(connpool::Scheduler<ResumptionQueue::Ref>);
 static_assert(connpool::detail::ResumptionScheduler<ResumptionQueue::Ref>);

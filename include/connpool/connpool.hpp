@@ -5,6 +5,7 @@
 // Includes every core header of connpool. Optional adapters (such as an Asio adapter) are not
 // included here; include them yourself when you want them.
 
+#include <connpool/async_multi_host_pool.hpp>
 #include <connpool/async_pool.hpp>
 #include <connpool/concepts.hpp>
 #include <connpool/deadline.hpp>

@@ -5,7 +5,8 @@
 // Drives coroutines deterministically, cppcoro-style: a Loop is a Scheduler whose queue runs only
 // when the test calls run(); spawn() starts a Task<void> as a detached root coroutine and
 // records how it ended; Event suspends coroutines until the test sets it; Counted counts live
-// objects, to check that every coroutine frame was destroyed; run_owned() starts a Task<void> as
+// objects, to check that every coroutine frame was destroyed; ResumptionQueue is a Scheduler that
+// keeps Resumptions until the test runs or drops them; run_owned() starts a Task<void> as
 // a root coroutine the test owns (OwnedRoot) and may destroy wherever it is suspended.
 
 #include <atomic>
@@ -19,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include <connpool/async_pool.hpp>
 #include <connpool/detail/awaitable.hpp>
 #include <connpool/task.hpp>
 
@@ -239,5 +241,56 @@ struct OwnedRoot {
 CONNPOOL_CORO_NO_SANITIZE_FUNCTION inline OwnedRoot run_owned(connpool::Task<void> task) {
   co_await std::move(task);
 }
+
+/// A Scheduler that takes Resumptions and keeps them until the test runs them, or destroys them
+/// unrun as an event loop that shuts down does. schedule() may be called from any thread.
+class ResumptionQueue {
+ public:
+  struct Ref {
+    ResumptionQueue* queue;
+    void schedule(connpool::Resumption r) const { queue->push(std::move(r)); }
+    void schedule(std::coroutine_handle<>) const { std::terminate(); }  // not when it has both
+  };
+  [[nodiscard]] Ref scheduler() { return Ref{this}; }
+
+  void push(connpool::Resumption r) {
+    const std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(r));
+  }
+
+  [[nodiscard]] std::size_t queued() const {
+    const std::lock_guard lock(mutex_);
+    return queue_.size();
+  }
+
+  /// Runs the queued resumptions until the queue is empty.
+  void run() {
+    while (connpool::Resumption r = pop()) {
+      std::move(r).resume();
+    }
+  }
+
+  /// Destroys the queued resumptions unrun until the queue is empty: one at a time, outside the
+  /// lock, since a dropped one may give its connection to a waiter whose resumption comes here.
+  void drop_all() {
+    while (connpool::Resumption r = pop()) {
+      r.reset();
+    }
+  }
+
+ private:
+  connpool::Resumption pop() {
+    const std::lock_guard lock(mutex_);
+    if (queue_.empty()) {
+      return {};
+    }
+    connpool::Resumption r = std::move(queue_.front());
+    queue_.pop_front();
+    return r;
+  }
+
+  mutable std::mutex mutex_;  // guards queue_
+  std::deque<connpool::Resumption> queue_;
+};
 
 }  // namespace connpool_test
