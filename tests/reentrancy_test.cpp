@@ -4,11 +4,14 @@
 // Rows: every place where user code runs inside a pool (the factory, an asynchronous factory, a
 // validation ping, a keepalive ping, reset, close, the hooks of PoolOptions, on_leak, a
 // Scheduler's schedule(), a Scheduler that drops the Resumption it was given, a coroutine resumed
-// after its acquire, MultiHostPool's role probe on a new connection and on its recheck thread).
+// after its acquire, MultiHostPool's role probe on a new connection and on its recheck thread,
+// and the same three Scheduler rows for an AsyncMultiHostPool acquire that waited for a role
+// recheck, which the recheck thread resumes).
 // Columns: what that code does to the pool it runs in (acquire, try_acquire, give back or
 // invalidate a handle it holds, close(), prune(), set_max_size(), destroy the pool). Each cell is
 // run for each front: ConnectionPool, AsyncConnectionPool resumed inline and through a deferring
-// scheduler, and MultiHostPool.
+// scheduler, MultiHostPool, and AsyncMultiHostPool resumed inline and through a deferring
+// scheduler (its hosts' AsyncConnectionPools and its role rechecks resume through it).
 //
 // A cell re-enters exactly once (the callback acts only while armed, and disarms itself), then
 // checks that the re-entering call succeeded or failed with a documented error, that nothing
@@ -46,6 +49,7 @@
 #include <utility>
 #include <vector>
 
+#include <connpool/async_multi_host_pool.hpp>
 #include <connpool/async_pool.hpp>
 #include <connpool/manual_clock.hpp>
 #include <connpool/multi_host_pool.hpp>
@@ -95,29 +99,32 @@ constexpr auto kDriverBound = 90s;   // a cell's driver that has not finished by
 
 // --- The matrix -------------------------------------------------------------------------------
 
-enum class Kind { sync, async_inline, async_loop, multi };
+enum class Kind { sync, async_inline, async_loop, multi, async_multi_inline, async_multi_loop };
 
 enum class Row {
-  factory,          // the factory (synchronous), on a creation for an acquire
-  async_factory,    // an AsyncConnectionPool's Task-returning factory, awaited by an acquire
-  ping_validate,    // Conn::ping, validating an idle connection on acquire
-  keepalive_prune,  // Conn::ping, a keepalive ping in prune() called by the test
-  keepalive_maint,  // Conn::ping, a keepalive ping on the maintenance thread
-  reset,            // Conn::reset, on release
-  close,            // Conn::close, on invalidate
-  on_create,        // PoolOptions::on_create
-  on_acquire,       // PoolOptions::on_acquire
-  on_release,       // PoolOptions::on_release
-  on_close,         // PoolOptions::on_close
-  on_leak,          // PoolOptions::on_leak, on the maintenance thread
-  schedule,         // the Scheduler's schedule(), for a waiter a release served
-  schedule_timer,   // the Scheduler's schedule(), called by the timer thread on a timeout
-  dropped,          // schedule(Resumption) for a waiter a release served, which drops it unrun
-  dropped_timer,    // the same, called by the timer thread on a timeout
-  resumed,          // a coroutine resumed after its acquire was served by a release
-  resumed_timer,    // a coroutine resumed by the timer thread after its acquire timed out
-  role_connect,     // MultiHostOptions::role_probe, on the new connection of an acquire
-  role_recheck,     // MultiHostOptions::role_probe, on MultiHostPool's role recheck thread
+  factory,           // the factory (synchronous), on a creation for an acquire
+  async_factory,     // an AsyncConnectionPool's Task-returning factory, awaited by an acquire
+  ping_validate,     // Conn::ping, validating an idle connection on acquire
+  keepalive_prune,   // Conn::ping, a keepalive ping in prune() called by the test
+  keepalive_maint,   // Conn::ping, a keepalive ping on the maintenance thread
+  reset,             // Conn::reset, on release
+  close,             // Conn::close, on invalidate
+  on_create,         // PoolOptions::on_create
+  on_acquire,        // PoolOptions::on_acquire
+  on_release,        // PoolOptions::on_release
+  on_close,          // PoolOptions::on_close
+  on_leak,           // PoolOptions::on_leak, on the maintenance thread
+  schedule,          // the Scheduler's schedule(), for a waiter a release served
+  schedule_timer,    // the Scheduler's schedule(), called by the timer thread on a timeout
+  dropped,           // schedule(Resumption) for a waiter a release served, which drops it unrun
+  dropped_timer,     // the same, called by the timer thread on a timeout
+  resumed,           // a coroutine resumed after its acquire was served by a release
+  resumed_timer,     // a coroutine resumed by the timer thread after its acquire timed out
+  role_connect,      // MultiHostOptions::role_probe, on the new connection of an acquire
+  role_recheck,      // MultiHostOptions::role_probe, on MultiHostPool's role recheck thread
+  schedule_recheck,  // schedule(), on the recheck thread, for an acquire that awaited a recheck
+  dropped_recheck,   // the same, which drops the Resumption unrun
+  resumed_recheck,   // a coroutine resumed after its acquire awaited a role recheck
 };
 
 enum class Col {
@@ -154,6 +161,10 @@ const char* name(Kind k) {
       return "async_loop";
     case Kind::multi:
       return "multi";
+    case Kind::async_multi_inline:
+      return "async_multi_inline";
+    case Kind::async_multi_loop:
+      return "async_multi_loop";
   }
   return "?";
 }
@@ -200,6 +211,12 @@ const char* name(Row r) {
       return "role_connect";
     case Row::role_recheck:
       return "role_recheck";
+    case Row::schedule_recheck:
+      return "schedule_recheck";
+    case Row::dropped_recheck:
+      return "dropped_recheck";
+    case Row::resumed_recheck:
+      return "resumed_recheck";
   }
   return "?";
 }
@@ -250,9 +267,31 @@ const char* name(Outcome o) {
   return "?";
 }
 
+/// The fronts that resume coroutines (through a Scheduler).
+bool async_kind(Kind k) {
+  return k == Kind::async_inline || k == Kind::async_loop || k == Kind::async_multi_inline ||
+         k == Kind::async_multi_loop;
+}
+
+/// The fronts over several hosts (MultiHostPool's rounds, roles, no prune() nor set_max_size()).
+bool multi_kind(Kind k) {
+  return k == Kind::multi || k == Kind::async_multi_inline || k == Kind::async_multi_loop;
+}
+
+/// The fronts whose Scheduler defers: the driver runs its queue (wait_for()).
+bool deferring_kind(Kind k) {
+  return k == Kind::async_loop || k == Kind::async_multi_loop;
+}
+
 /// The rows whose Scheduler drops the Resumption it is given.
 bool dropping(Row r) {
-  return r == Row::dropped || r == Row::dropped_timer;
+  return r == Row::dropped || r == Row::dropped_timer || r == Row::dropped_recheck;
+}
+
+/// The rows whose waiting coroutine's wait is for a role recheck (AsyncMultiHostPool's), ended by
+/// the recheck thread.
+bool recheck_wait_row(Row r) {
+  return r == Row::schedule_recheck || r == Row::dropped_recheck || r == Row::resumed_recheck;
 }
 
 /// The rows whose waiting coroutine's wait is ended by the timer thread.
@@ -262,25 +301,31 @@ bool timer_row(Row r) {
 
 /// Why a cell does not apply, or nullptr when it does.
 const char* not_applicable(Kind k, Row r, Col c) {
-  const bool async = k == Kind::async_inline || k == Kind::async_loop;
-  if (r == Row::async_factory && !async) {
-    return "only AsyncConnectionPool takes a Task-returning factory";
+  const bool async = async_kind(k);
+  const bool multi = multi_kind(k);
+  if (r == Row::async_factory && (!async || multi)) {
+    return multi ? "a multi-host pool's factory(host) is synchronous"
+                 : "only AsyncConnectionPool takes a Task-returning factory";
   }
   if ((r == Row::schedule || r == Row::schedule_timer || dropping(r)) && !async) {
-    return "only AsyncConnectionPool has a Scheduler";
+    return "only the asynchronous fronts have a Scheduler";
   }
   if ((r == Row::resumed || r == Row::resumed_timer) && !async) {
-    return "only AsyncConnectionPool resumes coroutines";
+    return "only the asynchronous fronts resume coroutines";
   }
-  if ((r == Row::role_connect || r == Row::role_recheck) && k != Kind::multi) {
-    return "only MultiHostPool probes host roles";
+  if ((r == Row::role_connect || r == Row::role_recheck) && !multi) {
+    return "only the multi-host fronts probe host roles";
   }
-  if (k == Kind::multi && r == Row::keepalive_prune) {
-    return "MultiHostPool has no prune(): its keepalive pings run on the hosts' maintenance "
+  if (recheck_wait_row(r) && !(async && multi)) {
+    return "only AsyncMultiHostPool suspends an acquire until a role recheck (MultiHostPool "
+           "blocks in it, an AsyncConnectionPool has no roles)";
+  }
+  if (multi && r == Row::keepalive_prune) {
+    return "a multi-host pool has no prune(): its keepalive pings run on the hosts' maintenance "
            "threads only (row keepalive_maint)";
   }
-  if (k == Kind::multi && (c == Col::prune || c == Col::set_max_size)) {
-    return "MultiHostPool has neither prune() nor set_max_size()";
+  if (multi && (c == Col::prune || c == Col::set_max_size)) {
+    return "a multi-host pool has neither prune() nor set_max_size()";
   }
   return nullptr;
 }
@@ -430,11 +475,18 @@ using SyncPool = connpool::ConnectionPool<FakeConn, TrackedFactory, Clock>;
 using AsyncPool = connpool::AsyncConnectionPool<FakeConn, TrackedFactory, Clock>;
 using AsyncTaskPool = connpool::AsyncConnectionPool<FakeConn, TrackedAsyncFactory, Clock>;
 using MultiPool = connpool::MultiHostPool<FakeConn, TrackedHostFactory, std::string, Clock>;
+using AsyncMultiPool =
+    connpool::AsyncMultiHostPool<FakeConn, TrackedHostFactory, std::string, Clock>;
 
+/// The fronts that resume coroutines: acquire() is awaited, acquire_blocking() blocks.
 template <class P>
-inline constexpr bool is_async_v = std::is_same_v<P, AsyncPool> || std::is_same_v<P, AsyncTaskPool>;
+inline constexpr bool is_async_v =
+    std::is_same_v<P, AsyncPool> || std::is_same_v<P, AsyncTaskPool> ||
+    std::is_same_v<P, AsyncMultiPool>;
+/// The fronts over several hosts: stats().total, no prune() nor set_max_size().
 template <class P>
-inline constexpr bool is_multi_v = std::is_same_v<P, MultiPool>;
+inline constexpr bool is_multi_v =
+    std::is_same_v<P, MultiPool> || std::is_same_v<P, AsyncMultiPool>;
 
 struct Gauges {
   std::size_t in_use = 0;
@@ -456,7 +508,10 @@ Gauges gauges(const P& p) {
 
 template <class P, class Rep, class Period>
 typename P::handle_type acquire_blocking(P& p, std::chrono::duration<Rep, Period> timeout) {
-  if constexpr (is_async_v<P>) {
+  if constexpr (is_async_v<P> && is_multi_v<P>) {
+    // AsyncMultiHostPool blocks for (Route, timeout) or (host, timeout) only.
+    return p.acquire_blocking(connpool::Route::any, timeout);
+  } else if constexpr (is_async_v<P>) {
     return p.acquire_blocking(timeout);
   } else {
     return p.acquire(timeout);
@@ -525,6 +580,9 @@ struct Cell {
   // recheck thread's.
   std::atomic<std::thread::id> driver_id{};
   std::atomic<int> recheck_probes{0};  // role probes run off the driver (the recheck thread's)
+  // The recheck-wait rows: the first role recheck's probe waits for pass_gate (pass_held set).
+  std::atomic<bool> pass_held{false};
+  connpool_test::Gate pass_gate;
   std::atomic<const char*> phase{"not started"};
   After after;  // written by the driver before driver_done
 
@@ -610,6 +668,24 @@ struct Cell {
   /// Builds the pool with the row's callback wired in. Only the row's own hook is set: a hook
   /// that is set changes the pool's paths (on_acquire, on_release observe holds).
   void build();
+
+  /// Builds an asynchronous front from `args` (all its constructor's arguments but the last)
+  /// and the row's Scheduler: HookScheduler, DroppingScheduler, the Loop, or InlineScheduler;
+  /// each deferring (through the Loop, or dropping later) for the deferring kinds.
+  template <class... Args>
+  void emplace_async(Args&&... args) {
+    Loop* deferring = deferring_kind(kind) ? &loop : nullptr;
+    if (row == Row::schedule || row == Row::schedule_timer || row == Row::schedule_recheck) {
+      pool.emplace(std::forward<Args>(args)..., HookScheduler{&on_schedule, deferring});
+    } else if (dropping(row)) {
+      pool.emplace(std::forward<Args>(args)...,
+                   DroppingScheduler{&on_schedule, &drops, deferring != nullptr});
+    } else if (deferring != nullptr) {
+      pool.emplace(std::forward<Args>(args)..., loop.scheduler());
+    } else {
+      pool.emplace(std::forward<Args>(args)..., connpool::InlineScheduler{});
+    }
+  }
 };
 
 template <class C>
@@ -739,7 +815,7 @@ template <class C>
 CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<void> before_connect_co(C* c) {
   if (c->take_arm()) {
     c->fired.fetch_add(1);
-    if (c->kind == Kind::async_loop) {
+    if (deferring_kind(c->kind)) {
       // A connect that really suspends: the rest of the factory runs when the test runs the loop.
       co_await c->loop.yield();
     }
@@ -748,16 +824,23 @@ CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<void> before_connect_co(C* c) {
   }
 }
 
-/// The test's acquire in an async pool, as a coroutine, waiting up to `timeout`. `act_after`:
-/// the coroutine is the row's callback itself, and acts once its acquire has completed (holding
-/// what it got).
+/// The test's acquire in an async pool, as a coroutine, waiting up to `timeout` (a multi-host
+/// pool: under `route`). `act_after`: the coroutine is the row's callback itself, and acts once
+/// its acquire has completed (holding what it got).
 template <class C>
-CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<void> trigger_co(C* c,
-                                                         bool act_after,
-                                                         std::chrono::milliseconds timeout) {
+CONNPOOL_CORO_NO_SANITIZE_FUNCTION Task<void> trigger_co(
+    C* c,
+    bool act_after,
+    std::chrono::milliseconds timeout,
+    connpool::Route route = connpool::Route::any) {
   std::optional<typename C::HandleT> h;
   try {
-    h.emplace(co_await c->pool->acquire(timeout));
+    if constexpr (C::multi) {
+      h.emplace(co_await c->pool->acquire(route, timeout));
+    } else {
+      (void)route;
+      h.emplace(co_await c->pool->acquire(timeout));
+    }
     c->record_trigger(Outcome::ok);
   } catch (...) {
     std::string what;
@@ -814,10 +897,13 @@ void Cell<Pool>::build() {
     case Row::schedule_timer:
     case Row::dropped:
     case Row::dropped_timer:
+    case Row::schedule_recheck:
+    case Row::dropped_recheck:
       on_schedule = cb;
       break;
     case Row::resumed:
     case Row::resumed_timer:
+    case Row::resumed_recheck:
       break;  // the coroutine itself (trigger_co)
     case Row::role_connect:
     case Row::role_recheck:
@@ -841,10 +927,29 @@ void Cell<Pool>::build() {
         return connpool::HostRole::primary;
       };
       m.role_recheck_interval = row == Row::role_recheck ? 5ms : 1h;
+    } else if (recheck_wait_row(row)) {
+      // No primary until pass_gate opens, every host a primary after. The first recheck waits in
+      // its first probe for pass_gate, which the test opens once an acquire waits for the pass;
+      // the test's own connects (on the driver) meanwhile find replicas.
+      m.role_probe = [this](FakeConn&) {
+        if (std::this_thread::get_id() != driver_id.load()) {
+          recheck_probes.fetch_add(1);
+          pass_held.store(true);
+          if (!pass_gate.wait()) {
+            note("the role recheck was held for 20 s");
+          }
+        }
+        return pass_gate.is_open() ? connpool::HostRole::primary : connpool::HostRole::replica;
+      };
+      m.role_recheck_interval = 1h;
     }
     // Deterministic picks: the host with fewer connections in use, ties to "a".
     m.balance = connpool::Balance::least_in_use;
-    pool.emplace(std::vector<std::string>{"a", "b"}, TrackedHostFactory(state, factories), m);
+    if constexpr (async) {
+      emplace_async(std::vector<std::string>{"a", "b"}, TrackedHostFactory(state, factories), m);
+    } else {
+      pool.emplace(std::vector<std::string>{"a", "b"}, TrackedHostFactory(state, factories), m);
+    }
   } else if constexpr (async) {
     using F = typename Pool::factory_type;
     auto factory = [&] {
@@ -854,16 +959,7 @@ void Cell<Pool>::build() {
         return F(state, factories);
       }
     };
-    Loop* deferring = kind == Kind::async_loop ? &loop : nullptr;
-    if (row == Row::schedule || row == Row::schedule_timer) {
-      pool.emplace(factory(), o, HookScheduler{&on_schedule, deferring});
-    } else if (dropping(row)) {
-      pool.emplace(factory(), o, DroppingScheduler{&on_schedule, &drops, deferring != nullptr});
-    } else if (deferring != nullptr) {
-      pool.emplace(factory(), o, loop.scheduler());
-    } else {
-      pool.emplace(factory(), o, connpool::InlineScheduler{});
-    }
+    emplace_async(factory(), o);
   } else {
     pool.emplace(TrackedFactory(state, factories), o);
   }
@@ -878,7 +974,7 @@ bool wait_for(C& c,
               std::chrono::milliseconds within = connpool_test::generous_deadline) {
   const auto deadline = std::chrono::steady_clock::now() + within;
   for (;;) {
-    if (c.kind == Kind::async_loop) {
+    if (deferring_kind(c.kind)) {
       c.loop.run();
       c.drops.drop_queued();
     }
@@ -922,6 +1018,26 @@ void trigger_acquire(C& c) {
 template <class C>
 void make_idle(C& c) {
   auto h = acquire_blocking(*c.pool, kLong);
+}
+
+/// The filler whose release serves the coroutine waiting in the pool: for a multi-host pool, one
+/// of the host whose pool it waits in (only that host's releases serve it).
+template <class C>
+typename C::HandleT& serving_filler(C& c, std::vector<typename C::HandleT>& fillers) {
+  if constexpr (C::multi) {
+    for (const auto& host : c.pool->stats().hosts) {
+      if (host.pool.pending == 0) {
+        continue;
+      }
+      for (typename C::HandleT& f : fillers) {
+        if (f && f.host() == host.host) {
+          return f;
+        }
+      }
+    }
+    c.note("no filler holds a connection of the host the coroutine waits on");
+  }
+  return fillers.front();
 }
 
 template <class C>
@@ -1015,6 +1131,43 @@ void run_scenario(C& c) {
         trigger_acquire(c);
       }
       break;
+    case Row::schedule_recheck:
+    case Row::dropped_recheck:
+    case Row::resumed_recheck:
+      if constexpr (C::async && C::multi) {
+        // No host's role is known while the first recheck is held in its probe: an acquire of
+        // Route::primary finds no host of its route and suspends until that pass ends; the
+        // recheck thread then resumes it through the scheduler.
+        c.phase = "waiting for the first role recheck to be held";
+        if (!wait_for(c, [&c] { return c.pass_held.load(); })) {
+          c.note("the first role recheck did not start within 20 s");
+        }
+        const bool act_after = c.row == Row::resumed_recheck;
+        if (dropping(c.row)) {
+          c.owned = connpool_test::run_owned(trigger_co(&c, false, kLong, connpool::Route::primary))
+                        .release();
+        } else {
+          c.spawned.spawn([&c, act_after] {
+            return trigger_co(&c, act_after, kLong, connpool::Route::primary);
+          });
+        }
+        if (c.trigger.load() != Outcome::none) {
+          c.note("the acquire of Route::primary did not wait for the role recheck");
+        }
+        c.phase = "trigger: the role recheck ends and resumes the waiting acquire";
+        c.arm();
+        c.pass_gate.open();
+        if (dropping(c.row)) {
+          c.phase = "waiting for the Resumption to be dropped";
+          if (!wait_for(c, [&c] { return c.drops.dropped.load() == 1; })) {
+            c.note("the Resumption was not dropped within 20 s");
+          } else {
+            std::exchange(c.owned, nullptr).destroy();
+          }
+        }
+        settle(c);
+      }
+      break;
     case Row::role_recheck:
       c.phase = "trigger: a role probe on the recheck thread";
       c.arm();
@@ -1034,10 +1187,11 @@ void run_scenario(C& c) {
     case Row::resumed:
     case Row::resumed_timer:
       if constexpr (C::async) {
-        // The pool exhausted, one coroutine waits; a release serves it, or the timer thread
-        // ends its wait.
+        // The pool exhausted (a multi-host pool: every host), one coroutine waits (on one
+        // host's pool); a release serves it, or the timer thread ends its wait.
         std::vector<typename C::HandleT> fillers;
-        while (gauges(*c.pool).in_use < kMax) {
+        const std::size_t capacity = gauges(*c.pool).max_size;
+        while (gauges(*c.pool).in_use < capacity) {
           fillers.push_back(acquire_blocking(*c.pool, kLong));
         }
         const bool timer = timer_row(c.row);
@@ -1059,8 +1213,9 @@ void run_scenario(C& c) {
             c.note("the coroutine did not queue");
           }
           c.phase = "trigger: a release that serves a waiting coroutine";
+          typename C::HandleT& serving = serving_filler(c, fillers);
           c.arm();
-          fillers.front().release();
+          serving.release();
         }
         if (dropping(c.row)) {
           c.phase = "waiting for the Resumption to be dropped";
@@ -1170,7 +1325,7 @@ bool action_documented(Col col, Outcome o, bool multi) {
 
 /// The test's own call that ran the callback: it succeeds, or finds the pool the callback
 /// closed or destroyed closed.
-bool trigger_documented(Row row, Col col, Outcome o) {
+bool trigger_documented(Kind kind, Row row, Col col, Outcome o) {
   if (row == Row::keepalive_maint || row == Row::on_leak || row == Row::role_recheck) {
     return o == Outcome::none;  // the maintenance (or recheck) thread runs the callback
   }
@@ -1178,7 +1333,11 @@ bool trigger_documented(Row row, Col col, Outcome o) {
     return o == Outcome::none;  // a dropped Resumption never resumes the coroutine
   }
   if (row == Row::schedule_timer || row == Row::resumed_timer) {
-    return o == Outcome::timeout;  // the wait that the timer thread ended
+    // The wait that the timer thread ended. AsyncMultiHostPool's own acquire outlives its host's
+    // wait: when schedule() destroyed the pool before resuming it, it ends with PoolClosed, as
+    // every acquire in flight when the destructor runs does.
+    return o == Outcome::timeout ||
+           (async_kind(kind) && multi_kind(kind) && col == Col::destroy && o == Outcome::closed);
   }
   return o == Outcome::ok || ((col == Col::close || col == Col::destroy) && o == Outcome::closed);
 }
@@ -1210,7 +1369,7 @@ void run_cell(Kind kind, Row row, Col col) {
   const std::string trigger_what = c.text(c.trigger_what);
   const std::string problem = c.text(c.problem);
   if (env_flag("CONNPOOL_REENTRANCY_VERBOSE")) {
-    std::printf("%-12s %-15s %-12s trigger=%-14s action=%-14s%s%s%s\n", name(kind), name(row),
+    std::printf("%-18s %-16s %-12s trigger=%-14s action=%-14s%s%s%s\n", name(kind), name(row),
                 name(col), name(trigger), name(action), action_what.empty() ? "" : " (",
                 action_what.c_str(), action_what.empty() ? "" : ")");
     std::fflush(stdout);
@@ -1221,7 +1380,7 @@ void run_cell(Kind kind, Row row, Col col) {
   CHECK(problem.empty());
   CHECK(c.fired.load() == 1);
   CHECK(action_documented(col, action, C::multi));
-  CHECK(trigger_documented(row, col, trigger));
+  CHECK(trigger_documented(kind, row, col, trigger));
   CHECK(c.spawned.errors().empty());
   CHECK(c.state.double_holds.load() == 0);
   CHECK(c.state.double_closes.load() == 0);
@@ -1256,7 +1415,7 @@ void matrix_cell(Kind kind, Row row, Col col) {
     return;
   }
   if (row == Row::async_factory) {
-    if constexpr (is_async_v<Pool>) {
+    if constexpr (is_async_v<Pool> && !is_multi_v<Pool>) {
       run_cell<AsyncTaskPool>(kind, row, col);
     }
   } else {
@@ -1269,7 +1428,7 @@ void matrix_cell(Kind kind, Row row, Col col) {
       Row::keepalive_maint, Row::reset, Row::close, Row::on_create, Row::on_acquire,         \
       Row::on_release, Row::on_close, Row::on_leak, Row::schedule, Row::schedule_timer,      \
       Row::dropped, Row::dropped_timer, Row::resumed, Row::resumed_timer, Row::role_connect, \
-      Row::role_recheck
+      Row::role_recheck, Row::schedule_recheck, Row::dropped_recheck, Row::resumed_recheck
 #define CONNPOOL_REENTRANCY_COLS                                                         \
   Col::acquire, Col::try_acquire, Col::release, Col::invalidate, Col::close, Col::prune, \
       Col::set_max_size, Col::destroy
@@ -1301,4 +1460,18 @@ TEST_CASE("MultiHostPool: user code inside a host's pool may re-enter the multi-
   const Row row = GENERATE(CONNPOOL_REENTRANCY_ROWS);
   const Col col = GENERATE(CONNPOOL_REENTRANCY_COLS);
   matrix_cell<MultiPool>(Kind::multi, row, col);
+}
+
+TEST_CASE("AsyncMultiHostPool (inline scheduler): user code inside the pool may re-enter it",
+          "[reentrancy][lifetime][async][multi-host]") {
+  const Row row = GENERATE(CONNPOOL_REENTRANCY_ROWS);
+  const Col col = GENERATE(CONNPOOL_REENTRANCY_COLS);
+  matrix_cell<AsyncMultiPool>(Kind::async_multi_inline, row, col);
+}
+
+TEST_CASE("AsyncMultiHostPool (deferring scheduler): user code inside the pool may re-enter it",
+          "[reentrancy][lifetime][async][multi-host]") {
+  const Row row = GENERATE(CONNPOOL_REENTRANCY_ROWS);
+  const Col col = GENERATE(CONNPOOL_REENTRANCY_COLS);
+  matrix_cell<AsyncMultiPool>(Kind::async_multi_loop, row, col);
 }
