@@ -20,6 +20,7 @@
 
 #include <connpool/connpool.hpp>
 
+#include "handoff.hpp"
 #include "null_connection.hpp"
 
 namespace {
@@ -57,62 +58,13 @@ void BM_Async_Cycle(benchmark::State& state) {
 }
 BENCHMARK(BM_Async_Cycle);
 
-/// A scheduler that queues resumptions for the benchmark's own loop, on this thread.
-struct Queue {
-  std::deque<std::coroutine_handle<>> ready;
-  struct Ref {
-    Queue* q;
-    void schedule(std::coroutine_handle<> h) const { q->ready.push_back(h); }
-  };
-};
-
-connpool::Task<void> take_turns(AsyncPool& pool, Queue& queue, std::size_t rounds) {
-  for (std::size_t i = 0; i < rounds; ++i) {
-    auto handle = co_await pool.acquire();
-    benchmark::DoNotOptimize(handle.get());
-    // Let the other coroutine queue behind this one, then release (on scope exit).
-    struct Yield {
-      Queue* q;
-      bool await_ready() noexcept { return false; }
-      void await_suspend(std::coroutine_handle<> h) { q->ready.push_back(h); }
-      void await_resume() noexcept {}
-    };
-    co_await Yield{&queue};
-  }
-}
-
-/// A coroutine started at once and destroyed when it ends, to run a Task from plain code.
-struct Detached {
-  struct promise_type {
-    Detached get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-};
-
-Detached run_detached(connpool::Task<void> task) {
-  co_await std::move(task);
-}
-
 /// Two coroutines take turns on one connection: every acquire suspends, and every release
 /// hands the connection to the other coroutine, resumed through the scheduler. Items are
 /// hand-offs.
 void BM_Async_Handoff(benchmark::State& state) {
-  constexpr std::size_t rounds = 1000;
-  Queue queue;
-  AsyncPool pool{NullFactory{}, fixed_size(1), Queue::Ref{&queue}};
-  for (auto _ : state) {
-    run_detached(take_turns(pool, queue, rounds));  // runs until it first suspends
-    run_detached(take_turns(pool, queue, rounds));
-    while (!queue.ready.empty()) {
-      const std::coroutine_handle<> h = queue.ready.front();
-      queue.ready.pop_front();
-      h.resume();
-    }
-  }
-  state.SetItemsProcessed(state.iterations() * 2 * static_cast<std::int64_t>(rounds));
+  connpool_bench::ReadyQueue queue;
+  AsyncPool pool{NullFactory{}, fixed_size(1), queue.scheduler()};
+  connpool_bench::handoffs(state, queue, [&pool] { return pool.acquire(); });
 }
 BENCHMARK(BM_Async_Handoff);
 

@@ -5,7 +5,8 @@
 // measured is the bookkeeping. BM_Single_* is one ConnectionPool; BM_MultiHost/<strategy> is a
 // MultiHostPool of 3 hosts picking by that strategy; the difference is the balancer, the breaker
 // check and the in-use count, on one thread; BM_MultiHost_Route adds host roles and picks within
-// a Route; BM_Threads_* share one pool among 2 and 4 threads.
+// a Route; BM_AsyncMultiHost_* are the same through AsyncMultiHostPool (co_await, and a hand-off
+// between two coroutines that suspend); BM_Threads_* share one pool among 2 and 4 threads.
 // BM_HostPool_Stats is the price of one ConnectionPool::stats(), which
 // is why MultiHostPool does not read it on every acquire (see HostEntry::look_at_pings). For
 // figures, run a Release build with --benchmark_repetitions=5
@@ -21,6 +22,7 @@
 
 #include <connpool/connpool.hpp>
 
+#include "handoff.hpp"
 #include "null_connection.hpp"
 
 namespace {
@@ -121,6 +123,51 @@ BENCHMARK(BM_MultiHost_Route)
     ->Arg(static_cast<int>(connpool::Route::primary))
     ->Arg(static_cast<int>(connpool::Route::replica))
     ->Arg(static_cast<int>(connpool::Route::prefer_replica));
+
+// --- AsyncMultiHostPool --------------------------------------------------------------------
+
+using AsyncRoles = connpool::AsyncMultiHostPool<RoleConnection, RoleHostFactory>;
+
+connpool::Task<void> routed_cycles(AsyncRoles& pool,
+                                   connpool::Route route,
+                                   benchmark::State& state) {
+  for (auto _ : state) {
+    auto handle = co_await pool.acquire(route, std::chrono::seconds(30));
+    benchmark::DoNotOptimize(handle.get());
+  }
+}
+
+/// BM_MultiHost_Route through AsyncMultiHostPool: `co_await pool.acquire(route, 30 s)` in one
+/// coroutine, with a connection idle, so the co_await completes without suspending.
+void BM_AsyncMultiHost_Route(benchmark::State& state) {
+  const auto route = static_cast<connpool::Route>(state.range(0));
+  connpool::MultiHostOptions o{.per_host = fixed_size(8)};
+  o.role_probe = [](RoleConnection& c) { return c.role; };
+  AsyncRoles pool{{"h1", "h2", "h3"}, RoleHostFactory{}, o};
+  connpool::detail::sync_wait(routed_cycles(pool, route, state));
+  state.SetItemsProcessed(state.iterations());
+  state.SetLabel(connpool::to_string(route));
+}
+BENCHMARK(BM_AsyncMultiHost_Route)
+    ->Arg(static_cast<int>(connpool::Route::any))
+    ->Arg(static_cast<int>(connpool::Route::primary))
+    ->Arg(static_cast<int>(connpool::Route::replica))
+    ->Arg(static_cast<int>(connpool::Route::prefer_replica));
+
+/// Two coroutines take turns on the primary's one connection: every acquire suspends in the
+/// primary's queue (with a driver coroutine), and every release hands the connection to the
+/// other, resumed through the scheduler. Items are hand-offs. async_bench's BM_Async_Handoff is
+/// the same over one AsyncConnectionPool.
+void BM_AsyncMultiHost_Handoff(benchmark::State& state) {
+  connpool_bench::ReadyQueue queue;
+  connpool::MultiHostOptions o{.per_host = fixed_size(1)};
+  o.role_probe = [](RoleConnection& c) { return c.role; };
+  AsyncRoles pool{{"h1", "h2", "h3"}, RoleHostFactory{}, o, queue.scheduler()};
+  connpool_bench::handoffs(state, queue, [&pool] {
+    return pool.acquire(connpool::Route::primary, std::chrono::seconds(30));
+  });
+}
+BENCHMARK(BM_AsyncMultiHost_Handoff);
 
 // --- Several threads ---------------------------------------------------------------------
 // T threads share one pool: a ConnectionPool of 24 connections against a MultiHostPool of 3

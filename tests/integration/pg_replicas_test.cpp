@@ -168,7 +168,8 @@ std::vector<HostRole> roles_of(const ClusterPool& pool) {
   return out;
 }
 
-std::string roles_text(const ClusterPool& pool) {
+template <class Pool>
+std::string roles_text(const Pool& pool) {
   std::string out;
   for (const auto& h : pool.stats().hosts) {
     out += std::string(out.empty() ? "" : ", ") + connpool::to_string(h.role) + " (" +
@@ -722,4 +723,104 @@ int main(int argc, char** argv) {
         return "";
       },
       argc, argv);
+}
+
+namespace {
+
+using AsyncClusterPool = connpool::AsyncMultiHostPool<PgConnection, Connect>;
+
+/// One coroutine's work: `n` acquires under `route`, each checked with pg_is_in_recovery()
+/// against what the route promises; the mismatches are counted in `wrong`.
+connpool::Task<> route_worker(
+    AsyncClusterPool& pool, Route route, int n, std::atomic<int>& wrong, std::atomic<int>& done) {
+  const std::string expect = route == Route::primary ? "f" : "t";
+  for (int i = 0; i < n; ++i) {
+    auto h = co_await pool.acquire(route, 10s);
+    // Held a few milliseconds, so that the coroutines of a route outnumber its connections.
+    if (h->scalar("SELECT pg_is_in_recovery() FROM pg_sleep(0.003)") != expect) {
+      wrong.fetch_add(1);
+    }
+  }
+  done.fetch_add(1);
+}
+
+}  // namespace
+
+TEST_CASE("PostgreSQL cluster: coroutines acquire by route, suspending, and follow a failover",
+          "[integration][pgcluster][roles][async]") {
+  if (cluster_script().empty()) {
+    WARN("CONNPOOL_PGCLUSTER_SCRIPT is not set: the asynchronous failover test is skipped");
+    return;
+  }
+  const std::vector<std::string> nodes = fresh_cluster();
+  {
+    PgConnection admin = PgConnection::connect(nodes[0]);
+    admin.command("CREATE TABLE IF NOT EXISTS async_writes(id bigint primary key)");
+  }
+  connpool::MultiHostOptions o = cluster_options();
+  o.per_host.max_size = 2;  // 4 coroutines per route: most acquires suspend for a connection
+  o.failure_threshold = 2;
+  o.cooldown = 1s;
+  o.role_recheck_interval = 1s;
+  AsyncClusterPool pool{nodes, Connect{}, o};
+  // The first recheck pass is under way: an acquire now would wait for it and be resumed on the
+  // recheck thread (InlineScheduler), where all would run one after another.
+  REQUIRE(connpool_test::eventually([&] {
+    const auto st = pool.stats();
+    return std::all_of(st.hosts.begin(), st.hosts.end(),
+                       [](const auto& h) { return h.role != HostRole::unknown; });
+  }));
+
+  // Each coroutine runs on a thread of its own (sync_wait), and is resumed inline by whichever
+  // thread gives a connection back.
+  std::atomic<int> wrong{0};
+  std::atomic<int> done{0};
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < 8; ++t) {
+      const Route route = t % 2 == 0 ? Route::primary : Route::prefer_replica;
+      threads.emplace_back(
+          [&, route] { connpool::detail::sync_wait(route_worker(pool, route, 100, wrong, done)); });
+    }
+  }
+  CHECK(done.load() == 8);
+  CHECK(wrong.load() == 0);
+  std::uint64_t waited = 0;
+  for (const auto& h : pool.stats().hosts) {
+    waited += h.pool.waited;
+  }
+  INFO(pool.stats().to_json());
+  CHECK(waited > 0);  // the suspending path ran, not only the one that completes at once
+
+  // A failover: node 0 stops, node 1 is promoted. A coroutine writes through Route::primary,
+  // retrying, until a write commits: on node 1, within role_recheck_interval + cooldown + 2 s
+  // of the promotion.
+  (void)cluster_command("stop-primary");
+  const auto promote_begin = Clock::now();
+  (void)cluster_command("promote 1");
+  std::optional<std::string> wrote_on;
+  std::map<std::string, int> errors;
+  auto writer = [&]() -> connpool::Task<> {
+    for (std::int64_t id = 1; !wrote_on && Clock::now() - promote_begin < 30s; ++id) {
+      try {
+        auto h = co_await pool.acquire(Route::primary, 2s);
+        h->command("INSERT INTO async_writes VALUES (" + std::to_string(id) + ")");
+        wrote_on = h.host();
+      } catch (const std::exception& e) {
+        ++errors[e.what()];
+      }
+    }
+  };
+  connpool::detail::sync_wait(writer());
+  const auto took = Clock::now() - promote_begin;
+  std::string seen;
+  for (const auto& [what, n] : errors) {
+    seen += std::to_string(n) + "x " + what + "\n";
+  }
+  INFO("errors before the first write:\n" << seen << "roles: " << roles_text(pool));
+  REQUIRE(wrote_on.has_value());
+  CHECK(node_of(nodes, *wrote_on) == 1);
+  CHECK(took < o.role_recheck_interval + o.cooldown + 2s);
+  PgConnection check = PgConnection::connect(nodes[1]);
+  CHECK(check.scalar("SELECT count(*) FROM async_writes") == "1");
 }
