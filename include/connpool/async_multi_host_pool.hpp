@@ -29,6 +29,7 @@
 #include <connpool/async_pool.hpp>
 #include <connpool/concepts.hpp>
 #include <connpool/detail/awaitable.hpp>
+#include <connpool/detail/clock.hpp>
 #include <connpool/detail/role_checker.hpp>
 #include <connpool/detail/routing.hpp>
 #include <connpool/detail/thread_annotations.hpp>
