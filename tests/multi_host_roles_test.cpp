@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include <connpool/connpool.hpp>
+#include <connpool/detail/role_checker.hpp>
 
 #include "catch.hpp"
 #include "prometheus_text.hpp"
@@ -683,4 +685,29 @@ TEST_CASE("MultiHostPool health(): an acquire within the timeout, per route",
   plain.per_host.health_check_interval = 0ms;
   Pool no_roles(abc, cluster.factory(), plain);
   CHECK_THROWS_AS(no_roles.health(Route::primary, 1s), std::invalid_argument);
+}
+
+TEST_CASE("RoleChecker: a miss that follows a pass it did not see looks again at once",
+          "[multi_host][roles]") {
+  // An acquire reads passes_done(), looks at stale roles, and misses; meanwhile a pass ended.
+  // Within miss_spacing of that pass no new one may start, yet the roles it left may serve the
+  // route: the miss must look again rather than stand.
+  auto checker = std::make_shared<connpool::detail::RoleChecker>(1h);
+  std::atomic<int> passes{0};
+  connpool::detail::RoleChecker::start(checker, [&] {
+    passes.fetch_add(1);
+    return true;
+  });
+  const std::uint64_t seen = 0;  // read before the first pass ended
+  REQUIRE(eventually([&] { return checker->passes_done() == 1; }));
+  const auto soon = std::chrono::steady_clock::now() + 10s;
+  CHECK(checker->may_await_pass(false, seen));
+  CHECK(checker->await_pass(soon, false, seen));  // at once: no second pass is asked for
+  connpool::detail::RoleChecker::PassWaiter w;
+  w.deadline = soon;
+  w.complete = [](connpool::detail::RoleChecker::PassWaiter*) noexcept {};
+  CHECK_FALSE(checker->enqueue_pass_waiter(w, false, seen));  // not queued...
+  CHECK(w.ran);                                               // ...and the pass counts as run
+  CHECK(passes.load() == 1);
+  checker->stop_and_join();
 }

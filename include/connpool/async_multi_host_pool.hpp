@@ -370,7 +370,8 @@ class AsyncMultiHostPool : private MultiHostPool<Conn, Factory, Host, Clock, det
       case Round::miss:
         break;
     }
-    if (s.route == Route::any || s.rechecked || !this->roles_->checker->may_await_pass(!waits)) {
+    if (s.route == Route::any || s.rechecked ||
+        !this->roles_->checker->may_await_pass(!waits, s.passes_seen)) {
       this->throw_no_healthy_host(*s.snap, s.route);
     }
     s.rechecked = true;
@@ -507,7 +508,7 @@ class AsyncMultiHostPool : private MultiHostPool<Conn, Factory, Host, Clock, det
       st.parked.store(on_recheck, std::memory_order_release);
       try {
         // Nothing of the frame is touched after a true: the driver may be running already.
-        return st.checker->enqueue_pass_waiter(st.pass, first_only);
+        return st.checker->enqueue_pass_waiter(st.pass, first_only, st.search->passes_seen);
       } catch (...) {
         unpark(st);
         throw;

@@ -928,6 +928,8 @@ class MultiHostPool {
     Route route;               // the route asked for
     Route phase;               // the hosts looked at now: route, or a phase of prefer_replica
     bool rechecked = false;    // a role recheck was awaited once already
+    // RoleChecker::passes_done() before the roles were first looked at (routed acquires only).
+    std::uint64_t passes_seen = 0;
   };
 
   /// The start of every acquire across hosts: the checks, and the current host list.
@@ -943,8 +945,11 @@ class MultiHostPool {
                                   to_string(route) +
                                   " needs MultiHostOptions::role_probe to know the hosts' roles");
     }
+    // Before the roles are looked at: a pass that ends after this read makes a miss look again.
+    const std::uint64_t passes = route != Route::any ? roles_->checker->passes_done() : 0;
     Search s(*current_.load(std::memory_order_acquire), route);
     s.site = site;
+    s.passes_seen = passes;
     if (s.snap->hosts.empty()) {
       throw_no_healthy_host(*s.snap, route);
     }
@@ -1132,7 +1137,7 @@ class MultiHostPool {
     const WaitClock::time_point until =
         waits ? deadline
               : WaitClock::now() + detail::to_wait_duration(options_.per_host.acquire_timeout);
-    const bool ran = roles_->checker->await_pass(until, !waits);
+    const bool ran = roles_->checker->await_pass(until, !waits, s.passes_seen);
     if (closed_.load(std::memory_order_acquire)) {
       throw PoolClosed();
     }

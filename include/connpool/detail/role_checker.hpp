@@ -11,6 +11,7 @@
 // completion runs.
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -70,16 +71,28 @@ class RoleChecker : public std::enable_shared_from_this<RoleChecker> {
     cv_.notify_all();
   }
 
-  /// An acquire found no host of its route. Waits, until `deadline` at most, for a pass that
-  /// runs or starts now (none when one started less than miss_spacing ago; with `first_only`,
-  /// only for the first pass of all). Returns true when such a pass ended: the acquire looks at
-  /// the roles again. Returns false at once after stop.
-  bool await_pass(clock::time_point deadline, bool first_only) CONNPOOL_EXCLUDES(mutex_) {
+  /// An acquire found no host of its route, having read passes_done() as `seen` before it looked
+  /// at the roles. Returns true at once when a pass has ended since (the acquire looked at stale
+  /// roles). Else waits, until `deadline` at most, for a pass that runs or starts now (none when
+  /// one started less than miss_spacing ago; with `first_only`, only for the first pass of all).
+  /// Returns true when such a pass ended: the acquire looks at the roles again. Returns false at
+  /// once after stop.
+  ///
+  /// Why `seen`: a pass may end between the acquire's look and its miss; without it, the miss
+  /// would stand (the pass just started less than miss_spacing ago) although the roles it would
+  /// find now serve the route.
+  bool await_pass(clock::time_point deadline, bool first_only, std::uint64_t seen)
+      CONNPOOL_EXCLUDES(mutex_) {
     UniqueLock lk(mutex_);
-    if (stopped_ || (first_only && schedule_.passes_done() > 0)) {
+    if (stopped_) {
       return false;
     }
-    const std::uint64_t seen = schedule_.passes_done();
+    if (schedule_.passes_done() != seen) {
+      return true;
+    }
+    if (first_only && schedule_.passes_done() > 0) {
+      return false;
+    }
     if (!schedule_.request_on_miss(clock::now())) {
       return false;
     }
@@ -101,8 +114,9 @@ class RoleChecker : public std::enable_shared_from_this<RoleChecker> {
     bool ran = false;  // written before complete() runs; read by the waiter after it
   };
 
-  /// As await_pass(w.deadline, first_only), without blocking: returns false when there is no pass
-  /// to wait for (w is not queued), true when `w` is queued: complete(&w) runs later, on the
+  /// As await_pass(w.deadline, first_only, seen), without blocking: returns false when there is
+  /// no pass to wait for (w is not queued; w.ran is true when a pass ended since `seen`, as
+  /// await_pass() would return), true when `w` is queued: complete(&w) runs later, on the
   /// checker's thread (a pass ended), on its timer thread (the deadline), or on the thread that
   /// calls stop(). The first call starts the timer thread.
   ///
@@ -111,16 +125,17 @@ class RoleChecker : public std::enable_shared_from_this<RoleChecker> {
   ///
   /// Throws: std::bad_alloc, std::system_error (starting the timer thread); w is then not
   /// queued.
-  bool enqueue_pass_waiter(PassWaiter& w, bool first_only) CONNPOOL_EXCLUDES(mutex_) {
+  bool enqueue_pass_waiter(PassWaiter& w, bool first_only, std::uint64_t seen)
+      CONNPOOL_EXCLUDES(mutex_) {
     {
       UniqueLock lk(mutex_);
-      if (stopped_ || (first_only && schedule_.passes_done() > 0)) {
+      w.ran = !stopped_ && schedule_.passes_done() != seen;
+      if (stopped_ || w.ran || (first_only && schedule_.passes_done() > 0)) {
         return false;
       }
       if (!schedule_.request_on_miss(clock::now())) {
         return false;
       }
-      w.ran = false;
       pass_waiters_.push_back(&w);
       if (!timer_.joinable()) {
         try {
@@ -135,13 +150,17 @@ class RoleChecker : public std::enable_shared_from_this<RoleChecker> {
     return true;
   }
 
-  /// Whether an acquire that finds no host of its route now would have a pass to wait for
-  /// (await_pass() or enqueue_pass_waiter() would wait), without asking for one. Why: an
-  /// asynchronous acquire that has none fails at once, without starting its driver coroutine.
-  [[nodiscard]] bool may_await_pass(bool first_only) const CONNPOOL_EXCLUDES(mutex_) {
+  /// Whether await_pass(..., first_only, seen) would return true or wait now, without asking for
+  /// a pass. Why: an asynchronous acquire that has no pass to wait for fails at once, without
+  /// starting its driver coroutine.
+  [[nodiscard]] bool may_await_pass(bool first_only, std::uint64_t seen) const
+      CONNPOOL_EXCLUDES(mutex_) {
     UniqueLock lk(mutex_);
-    return !stopped_ && !(first_only && schedule_.passes_done() > 0) &&
-           schedule_.miss_may_wait(clock::now());
+    if (stopped_) {
+      return false;
+    }
+    return schedule_.passes_done() != seen ||
+           (!(first_only && schedule_.passes_done() > 0) && schedule_.miss_may_wait(clock::now()));
   }
 
   /// Takes `w` out of the queue: true if it was there (complete() will not run), false if its
@@ -157,10 +176,10 @@ class RoleChecker : public std::enable_shared_from_this<RoleChecker> {
     return false;
   }
 
-  /// Passes ended so far.
-  [[nodiscard]] std::uint64_t passes_done() const CONNPOOL_EXCLUDES(mutex_) {
-    UniqueLock lk(mutex_);
-    return schedule_.passes_done();
+  /// Passes ended so far, without the lock: a routed acquire reads it before it looks at the
+  /// roles (see await_pass()). A pass's role updates happen before its count moves.
+  [[nodiscard]] std::uint64_t passes_done() const noexcept {
+    return passes_.load(std::memory_order_acquire);
   }
 
   /// No pass starts any more; waiters are woken, and pass waiters completed (ran false) on this
@@ -219,6 +238,7 @@ class RoleChecker : public std::enable_shared_from_this<RoleChecker> {
       {
         UniqueLock lk(mutex_);
         schedule_.finished(clock::now());
+        passes_.store(schedule_.passes_done(), std::memory_order_release);
         for (PassWaiter* w : pass_waiters_) {
           w->ran = true;
         }
@@ -290,6 +310,8 @@ class RoleChecker : public std::enable_shared_from_this<RoleChecker> {
   mutable Mutex mutex_;  // guards schedule_, stopped_, pass_waiters_ and timer_
   RecheckSchedule<clock::time_point> schedule_ CONNPOOL_GUARDED_BY(mutex_);
   bool stopped_ CONNPOOL_GUARDED_BY(mutex_) = false;  // the pool is closing: no more passes
+  // schedule_.passes_done(), for reading without the lock (passes_done()); written with it.
+  std::atomic<std::uint64_t> passes_{0};
   // Asynchronous acquires waiting for a pass (enqueue_pass_waiter()), in arrival order.
   std::vector<PassWaiter*> pass_waiters_ CONNPOOL_GUARDED_BY(mutex_);
   // With mutex_: a request, a pass ended, a pass waiter queued, stop. Waited on by both threads.
